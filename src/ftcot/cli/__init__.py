@@ -1,0 +1,43 @@
+"""The ``ftcot`` command line: one sub-module per stage, errors as one line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ftcot.cli import data, score
+from ftcot.errors import FtcotError
+
+app = typer.Typer(
+    name="ftcot",
+    help="Fine-tune-CoT: teach small language models to reason with a large teacher's rationales.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.command("score")(score.score_command)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except FtcotError as exc:
+        stderr.print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted; everything stored so far is kept.")
+        sys.exit(130)
+    except (typer.Exit, typer.Abort) as exc:  # pragma: no cover - typer's own flow
+        sys.exit(getattr(exc, "exit_code", 1))
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,65 @@
+"""``ftcot data``: list, export and download the benchmarks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ftcot.cli.options import DataDir
+from ftcot.data_root import resolve_data_root
+from ftcot.jsonl import write_jsonl
+from ftcot.tasks import BUILTIN_TASKS, load_task
+
+app = typer.Typer(help="The 12 benchmarks: list, export, download.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(data_dir: DataDir = None) -> None:
+    """A table of the tasks with their sizes and split sizes."""
+    root = resolve_data_root(data_dir)
+    table = Table(title=f"Benchmarks under {root}")
+    for column in ("task", "category", "answer", "samples", "train", "test", "random %"):
+        table.add_column(column, no_wrap=column == "task", justify="right" if column in ("samples", "train", "test", "random %") else "left")
+    for key, spec in BUILTIN_TASKS.items():
+        task = load_task(key, root)
+        answer = f"letter {spec.letters[0]}-{spec.letters[-1]}" if spec.letters else str(spec.answer_type)
+        table.add_row(key, str(spec.category), answer, str(len(task.samples)),
+                      str(len(task.split_indices("train"))), str(len(task.split_indices("test"))),
+                      f"{100 * spec.random_accuracy:.1f}")
+    Console().print(table)
+
+
+@app.command("export")
+def export_command(
+    task: Annotated[str, typer.Argument(help="Task key, or a .jsonl/.csv file of your own")],
+    split: Annotated[str, typer.Option(help="train, test or all")] = "all",
+    split_scheme: Annotated[str, typer.Option(help="default, or template (multiarith, date_understanding)")] = "default",
+    answer_type: Annotated[Optional[str], typer.Option(help="For your own task: number, letter, yes/no, text")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """JSONL to stdout: one object per sample with sample_index, question, answer, split."""
+    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
+    train = set(loaded.split_indices("train", split_scheme))
+    samples = loaded.split(split, split_scheme)
+    write_jsonl(
+        ({"sample_index": s.index, "question": s.question, "answer": s.answer,
+          "split": "train" if s.index in train else "test"} for s in samples),
+        sys.stdout,
+    )
+
+
+@app.command("download")
+def download_command(
+    to: Annotated[Optional[Path], typer.Option(help="Directory to download into (default: the data root)")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Fetch every file from this URL prefix instead of the public sources (a mirror)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fetch every raw file from its public URL, verified by SHA-256."""
+    from ftcot.tasks.download import download_all
+
+    download_all(to or resolve_data_root(data_dir), base_url=base_url)

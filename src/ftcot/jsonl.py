@@ -1,0 +1,45 @@
+"""JSON Lines in and out, with errors that name the file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ftcot.errors import FtcotError
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a bad line is a one-line error."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise FtcotError(f"{path}: cannot read ({exc.strerror}).") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FtcotError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                 f"fix or remove that line.") from None
+            if not isinstance(value, dict):
+                raise FtcotError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}.")
+            yield number, value
+
+
+def require_field(record: dict[str, Any], name: str, path: Path, line: int) -> Any:
+    if name not in record:
+        present = ", ".join(sorted(record)) or "none"
+        raise FtcotError(f"{path}:{line}: missing field '{name}' (fields present: {present}).")
+    return record[name]
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], handle: IO[str]) -> int:
+    count = 0
+    for record in records:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    return count
