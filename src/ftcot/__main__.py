@@ -1,0 +1,3 @@
+from ftcot.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""Teacher prompts (spec §1): pure string builders, plus one loader for the exemplars.
+
+The builders reproduce, byte for byte, the prompts of the recorded
+text-davinci-002 outputs (``prompt`` and ``answer_prompt`` of every record
+under ``teacher/text-davinci-002/``); tests/teach/test_prompts.py checks all
+12 tasks. Whitespace is never normalised: the rationale is spliced in raw,
+with its leading space or newline, exactly as the teacher produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ftcot.data_root import require_file
+from ftcot.errors import FtcotError
+
+STEP_BY_STEP = "Let's think step by step."
+_THEREFORE = "\nTherefore, "
+FEW_SHOT_FILE = "prompts/few_shot_cot_prompts.json"
+
+
+def reasoning_prompt(question: str) -> str:
+    """Zero-shot-CoT stage 1: the prompt that elicits a rationale."""
+    return f"Q: {question}\nA: {STEP_BY_STEP}"
+
+
+def answer_prompt(stage1_prompt: str, rationale: str, trigger: str) -> str:
+    """Zero-shot-CoT stage 2: stage-1 prompt + raw rationale + ``" "`` + the task's trigger."""
+    return stage1_prompt + rationale + " " + trigger
+
+
+def zero_shot_trigger(trigger: str) -> str:
+    """``"\\nTherefore, the answer (Yes or No) is"`` → ``"The answer (Yes or No) is"``."""
+    rest = trigger.removeprefix(_THEREFORE)
+    return rest[:1].upper() + rest[1:]
+
+
+def zero_shot_prompt(question: str, trigger: str) -> str:
+    """The no-CoT baseline: the answer trigger right after ``A:``."""
+    return f"Q: {question}\nA: {zero_shot_trigger(trigger)}"
+
+
+def few_shot_cot_prompt(question: str, exemplars: str) -> str:
+    """Few-shot-CoT: the exemplars (``Q: …\\nA: … The answer is X.`` joined by newlines), then the question."""
+    return f"{exemplars}\nQ: {question}\nA:"
+
+
+def load_few_shot_exemplars(data_root: Path, task_key: str) -> str:
+    """The exemplar block for ``task_key`` from the data root's few-shot prompt file."""
+    path = require_file(data_root, FEW_SHOT_FILE, "Few-shot-CoT exemplars")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            table = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise FtcotError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if task_key not in table:
+        available = ", ".join(sorted(table))
+        raise FtcotError(f"No Few-shot-CoT exemplars for task '{task_key}' in {path} "
+                         f"(available: {available}); use --method zs_cot or zs.")
+    entry = table[task_key]
+    text = entry.get("prompt") if isinstance(entry, dict) else entry
+    if not isinstance(text, str) or not text:
+        raise FtcotError(f"{path}: entry '{task_key}' has no 'prompt' string.")
+    return text

@@ -1,0 +1,86 @@
+"""`ftcot data list/export` and `ftcot score` through the real command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli import assert_one_line_error, run_ftcot
+from tests.conftest import TEACHER_DIR
+
+
+def test_data_list_shows_every_task_with_split_sizes(data_root):
+    result = run_ftcot("data", "list", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
+    assert "coin_flip" in rows and "strategy_qa" in rows and len(rows) == 12
+    cells = [c.strip() for c in rows["coin_flip"].split("│")]
+    assert cells[4:7] == ["500", "350", "150"]
+
+
+def test_data_export_writes_one_object_per_sample(data_root):
+    result = run_ftcot("data", "export", "coin_flip", "--split", "test", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 150
+    assert set(rows[0]) == {"sample_index", "question", "answer", "split"}
+    assert {r["split"] for r in rows} == {"test"}
+    shipped = json.loads((data_root / "splits" / "coin_flip__default.json").read_text())
+    assert [r["sample_index"] for r in rows] == shipped["test"]
+
+
+def test_score_json_reproduces_teacher_accuracy(data_root, tmp_path):
+    details = tmp_path / "details.jsonl"
+    result = run_ftcot("score", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip",
+                       "--rule", "kojima", "--json", "--details", details, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary == {"n": 500, "correct": 457, "accuracy": pytest.approx(0.914)}
+    rows = [json.loads(line) for line in details.open()]
+    assert len(rows) == 500 and sum(r["correct"] for r in rows) == 457
+    assert {"prediction", "answer", "correct"} <= set(rows[0])
+
+
+def test_score_with_another_field_and_template(tmp_path, data_root):
+    path = tmp_path / "student.jsonl"
+    path.write_text(json.dumps({"answer": "7", "output": "3 + 4 = 7 --> 7"}) + "\n"
+                    + json.dumps({"answer": "8", "output": "I think 8 --> 9"}) + "\n")
+    result = run_ftcot("score", path, "--task", "multiarith", "--template", "ft_cot", "--field", "output",
+                       "--json", "--data-dir", data_root)
+    assert json.loads(result.stdout) == {"n": 2, "correct": 1, "accuracy": 0.5}
+
+
+def test_malformed_jsonl_names_the_line(tmp_path, data_root):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"answer": "yes", "answer_completion": "yes"}\n{"answer": "no", \n')
+    assert_one_line_error(run_ftcot("score", path, "--task", "coin_flip", "--data-dir", data_root),
+                          f"{path}:2", "not valid JSON")
+
+
+def test_missing_field_names_the_field_and_line(tmp_path, data_root):
+    path = tmp_path / "missing.jsonl"
+    path.write_text('{"answer": "yes", "answer_completion": "yes"}\n{"answer": "no"}\n')
+    assert_one_line_error(run_ftcot("score", path, "--task", "coin_flip", "--data-dir", data_root),
+                          f"{path}:2", "missing field 'answer_completion'")
+
+
+def test_unknown_task_lists_valid_keys(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("")
+    assert_one_line_error(run_ftcot("score", path, "--task", "coinflip"),
+                          "Unknown task 'coinflip'", "Did you mean 'coin_flip'", "strategy_qa")
+
+
+def test_unknown_template_and_rule(tmp_path, data_root):
+    path = tmp_path / "x.jsonl"
+    path.write_text("")
+    assert_one_line_error(run_ftcot("score", path, "--task", "coin_flip", "--template", "ftcot",
+                                    "--data-dir", data_root), "Unknown template 'ftcot'", "ft_cot")
+    assert_one_line_error(run_ftcot("score", path, "--task", "coin_flip", "--rule", "strict",
+                                    "--data-dir", data_root), "Unknown rule 'strict'", "kojima")
+
+
+def test_missing_data_names_both_fixes(tmp_path):
+    result = run_ftcot("data", "export", "coin_flip", env={"FTCOT_DATA": str(tmp_path / "nowhere")})
+    assert_one_line_error(result, "ftcot data download", "FTCOT_DATA")
