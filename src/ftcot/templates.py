@@ -1,6 +1,8 @@
 """Prompting and fine-tuning templates, each declared with its answer prefix.
 
-The answer prefix is where the scorer looks for the answer in a completion
+Fine-tuning templates also declare how a training example is laid out for
+decoder and encoder-decoder students, so training and inference share one
+definition. The answer prefix is where the scorer looks for the answer in a completion
 (spec §5): Fine-tune-CoT completions end in ``--> answer``, Few-shot-CoT
 completions in ``The answer is X.``; the others have none.
 """
@@ -9,7 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftcot.errors import unknown_name
+from ftcot.errors import FtcotError, unknown_name
+
+
+@dataclass(frozen=True)
+class StudentFormat:
+    """How a fine-tuning template lays out one example for a student (spec §3).
+
+    Placeholders: ``{question}``, ``{rationale}``, ``{answer}``, each stripped of
+    surrounding whitespace. The end-of-sequence token is the trainer's business.
+    """
+
+    prompt: str
+    completion: str
 
 
 @dataclass(frozen=True)
@@ -19,6 +33,29 @@ class Template:
     answer_prefix: str | None
     # Kojima's cleansing treats few-shot methods differently from zero-shot ones.
     few_shot: bool = False
+    # Fine-tuning templates: the decoder layout, and the encoder-decoder one
+    # (no "###" separator, no leading space: the decoder starts fresh).
+    decoder: StudentFormat | None = None
+    encoder_decoder: StudentFormat | None = None
+
+    @property
+    def uses_rationale(self) -> bool:
+        return self.decoder is not None and "{rationale}" in self.decoder.completion
+
+    def student_format(self, encoder_decoder: bool) -> StudentFormat:
+        layout = self.encoder_decoder if encoder_decoder else self.decoder
+        if layout is None:
+            kind = "encoder-decoder" if encoder_decoder else "decoder"
+            raise FtcotError(f"Template '{self.name}' has no {kind} student format; "
+                             f"use one of: {', '.join(n for n, t in TEMPLATES.items() if t.decoder)}.")
+        return layout
+
+    def format_prompt(self, question: str, encoder_decoder: bool = False) -> str:
+        return self.student_format(encoder_decoder).prompt.format(question=question.strip())
+
+    def format_completion(self, answer: str, rationale: str = "", encoder_decoder: bool = False) -> str:
+        return self.student_format(encoder_decoder).completion.format(
+            rationale=rationale.strip(), answer=answer.strip())
 
 
 TEMPLATES: dict[str, Template] = {
@@ -27,8 +64,18 @@ TEMPLATES: dict[str, Template] = {
         Template("zs", "Zero-shot prompting", None),
         Template("zs_cot", "Zero-shot-CoT prompting (stage-2 answer)", None),
         Template("fs_cot", "Few-shot-CoT prompting", "The answer is", few_shot=True),
-        Template("ft", "vanilla fine-tuned student", None),
-        Template("ft_cot", "Fine-tune-CoT student", "-->"),
+        Template("ft", "vanilla fine-tuned student", None,
+                 decoder=StudentFormat("{question} ###", " {answer}"),
+                 encoder_decoder=StudentFormat("{question}", "{answer}")),
+        Template("ft_cot", "Fine-tune-CoT student", "-->",
+                 decoder=StudentFormat("{question} ###", " {rationale} --> {answer}"),
+                 encoder_decoder=StudentFormat("{question}", "{rationale} --> {answer}")),
+        # The reference's natural-language variant (decoder students only there).
+        Template("ft_cot_natural", "Fine-tune-CoT student, natural-language layout", "Therefore the answer is",
+                 decoder=StudentFormat("Q: {question}\n\nA: Let's think step by step.\n\n",
+                                       " {rationale}\n\nTherefore the answer is {answer}"),
+                 encoder_decoder=StudentFormat("Q: {question}\n\nA: Let's think step by step.",
+                                               "{rationale}\n\nTherefore the answer is {answer}")),
     ]
 }
 

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ftcot.cli import data, score
+from ftcot.cli import curate, data, score
 from ftcot.errors import FtcotError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command("score")(score.score_command)
+app.command("curate")(curate.curate_command)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -1,0 +1,63 @@
+"""``ftcot curate``: turn teacher rationales into a student's training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ftcot.cli.options import DataDir
+from ftcot.curate import curate
+from ftcot.curate.dataset import write_data_dir
+from ftcot.curate.sources import load_teacher_records
+from ftcot.data_root import resolve_data_root
+from ftcot.errors import FtcotError
+from ftcot.tasks import load_task
+from ftcot.templates import get_template
+
+
+def curate_command(
+    source: Annotated[Optional[Path], typer.Argument(
+        help="A teach RUN_DIR, or a JSONL of teacher records (shared format). Not needed for --template ft.")] = None,
+    out: Annotated[Path, typer.Option(help="DATA_DIR to write")] = Path("data"),
+    template: Annotated[str, typer.Option(help="ft_cot, ft or ft_cot_natural")] = "ft_cot",
+    task: Annotated[Optional[str], typer.Option(help="Task key or file (default: the RUN_DIR's task)")] = None,
+    answer_type: Annotated[Optional[str], typer.Option(help="For your own task file")] = None,
+    max_per_question: Annotated[Optional[int], typer.Option(help="Keep at most D correct rationales a question")] = None,
+    max_rationale_tokens: Annotated[Optional[int], typer.Option(help="Drop longer rationales")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of training questions held out for validation")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the validation slice")] = 0,
+    split_scheme: Annotated[str, typer.Option(help="default or template")] = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Keep correct rationales, format them for the student, write train/val files."""
+    chosen = get_template(template)
+    records, run_task = ([], None) if source is None else load_teacher_records(source)
+    task_name = task or run_task
+    if task_name is None:
+        raise FtcotError("Which task? Pass --task KEY (a JSONL of teacher records does not say).")
+    if chosen.uses_rationale and source is None:
+        raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
+    loaded = load_task(task_name, resolve_data_root(data_dir), answer_type)
+    train, val, summary = curate(loaded, chosen, records, split_scheme=split_scheme,
+                                 max_per_question=max_per_question, max_rationale_tokens=max_rationale_tokens,
+                                 val_fraction=val_fraction, seed=seed)
+    if not train:
+        raise FtcotError(f"No training examples for '{loaded.key}' (dropped: {summary['dropped']}); "
+                         f"check the teacher run covers the train split.")
+    summary["source"] = str(source) if source else None
+    write_data_dir(out, train, val, summary)
+    table = Table(title=f"Curation of {loaded.key} ({template})")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("training questions", str(summary["train_questions"]))
+    table.add_row("questions with an example", str(summary["questions_with_examples"]))
+    table.add_row("examples kept", str(summary["kept"]))
+    for reason, count in summary["dropped"].items():
+        table.add_row(f"dropped: {reason}", str(count))
+    table.add_row("train / val examples", f"{len(train)} / {len(val)}")
+    Console().print(table)
+    Console().print(f"wrote {out}/train.jsonl, val.jsonl, openai_chat.jsonl, curation.json")

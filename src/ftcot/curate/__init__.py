@@ -1,0 +1,68 @@
+"""Stage 2: curate teacher rationales into a student's training data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from ftcot.curate.dataset import TrainingExample, make_example, validation_questions
+from ftcot.curate.select import select_rationales
+from ftcot.errors import FtcotError
+from ftcot.tasks import Task
+from ftcot.templates import Template
+
+__all__ = ["curate", "TrainingExample"]
+
+
+def _record_id(record: dict) -> str:
+    if record.get("record_id"):
+        return str(record["record_id"])
+    return f"{record.get('teacher', 'teacher')}/{record['sample_index']}/{record.get('sample_number', 0)}"
+
+
+def curate(task: Task, template: Template, records: Iterable[dict] = (), *, split_scheme: str = "default",
+           max_per_question: int | None = None, max_rationale_tokens: int | None = None,
+           val_fraction: float = 0.1, seed: int = 0) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
+    """Training and validation examples of one task, and a summary of what was kept and why not.
+
+    Fine-tune-CoT templates take the teacher's correct rationales; vanilla
+    fine-tuning takes every training question with its gold answer.
+    """
+    if template.decoder is None:
+        raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
+                         f"use ft_cot, ft or ft_cot_natural.")
+    train_indices = task.split_indices("train", split_scheme)
+    val = validation_questions(train_indices, val_fraction, seed)
+    dropped: Counter = Counter()
+    if template.uses_rationale:
+        selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens)
+        dropped = selection.dropped
+        gold = {s.index: s for s in task.split("train", split_scheme)}
+        examples = [
+            make_example(template, task.key, gold[r["sample_index"]].question, gold[r["sample_index"]].answer,
+                         r["sample_index"], r["reasoning_completion"], r.get("sample_number", 0), _record_id(r))
+            for r in selection.kept
+        ]
+    else:
+        examples = [make_example(template, task.key, s.question, s.answer, s.index)
+                    for s in task.split("train", split_scheme)]
+    train = [e for e in examples if e.sample_index not in val]
+    held_out = [e for e in examples if e.sample_index in val]
+    questions = {e.sample_index for e in examples}
+    summary = {
+        "task": task.key,
+        "template": template.name,
+        "split_scheme": split_scheme,
+        "max_per_question": max_per_question,
+        "max_rationale_tokens": max_rationale_tokens,
+        "train_questions": len(train_indices),
+        "questions_with_examples": len(questions),
+        "kept": len(examples),
+        "dropped": dict(sorted(dropped.items())),
+        "train_examples": len(train),
+        "val_examples": len(held_out),
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "val_questions": sorted(val),
+    }
+    return train, held_out, summary

@@ -1,0 +1,85 @@
+"""Curated training data: examples, the validation slice, and the files of a DATA_DIR.
+
+DATA_DIR layout (read by ``ftcot train``):
+
+- ``train.jsonl`` / ``val.jsonl``: one example per line — ``prompt`` and
+  ``completion`` in the decoder layout, the parts they were made from
+  (``question``, ``rationale``, ``answer``), and lineage (``task``,
+  ``sample_index``, ``sample_number``, ``teacher_record``). The trainer
+  re-formats from the parts for encoder-decoder students.
+- ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
+  format (the assistant turn ends the sequence, so no ``END`` marker).
+- ``curation.json``: template, kept and dropped by reason, per task, and the
+  validation questions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ftcot.jsonl import read_jsonl, write_jsonl
+from ftcot.templates import Template
+
+# API students that complete a prompt (the legacy fine-tuning API) learn to stop at this marker.
+API_STOP = " END"
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    prompt: str
+    completion: str
+    question: str
+    rationale: str
+    answer: str
+    task: str
+    sample_index: int
+    sample_number: int = 0
+    teacher_record: str | None = None
+
+
+def make_example(template: Template, task: str, question: str, answer: str, sample_index: int,
+                 rationale: str = "", sample_number: int = 0, teacher_record: str | None = None) -> TrainingExample:
+    return TrainingExample(
+        prompt=template.format_prompt(question),
+        completion=template.format_completion(answer, rationale),
+        question=question.strip(), rationale=rationale.strip(), answer=answer.strip(),
+        task=task, sample_index=sample_index, sample_number=sample_number, teacher_record=teacher_record,
+    )
+
+
+def validation_questions(train_indices: list[int], fraction: float, seed: int) -> set[int]:
+    """A seeded slice of the *training* questions; test questions never enter model selection."""
+    if fraction <= 0 or len(train_indices) < 2:
+        return set()
+    count = max(1, round(fraction * len(train_indices)))
+    return set(random.Random(seed).sample(sorted(train_indices), count))
+
+
+def chat_record(example: TrainingExample) -> dict:
+    return {"messages": [{"role": "user", "content": example.prompt},
+                         {"role": "assistant", "content": example.completion.strip()}]}
+
+
+def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingExample], summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # Write to temporary names and rename, so a DATA_DIR is either complete or absent.
+    files = {
+        "train.jsonl": [asdict(e) for e in train],
+        "val.jsonl": [asdict(e) for e in val],
+        "openai_chat.jsonl": [chat_record(e) for e in train],
+    }
+    for name, rows in files.items():
+        tmp = out / f".{name}.tmp"
+        with tmp.open("w", encoding="utf-8") as handle:
+            write_jsonl(rows, handle)
+        tmp.replace(out / name)
+    tmp = out / ".curation.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "curation.json")
+
+
+def read_examples(path: Path) -> list[TrainingExample]:
+    return [TrainingExample(**row) for _, row in read_jsonl(path)]
