@@ -13,11 +13,15 @@ from ftcot.errors import FtcotError
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; a bad line is a one-line error."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")  # bytes, so an encoding error names its own line
     except OSError as exc:
         raise FtcotError(f"{path}: cannot read ({exc.strerror}).") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FtcotError(f"{path}:{number}: not UTF-8 text; save the file as UTF-8.") from None
             if not line.strip():
                 continue
             try:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ftcot.cli import curate, data, score
+from ftcot.cli import teach as teach_cli
 from ftcot.errors import FtcotError
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(teach_cli.app, name="teach")
 app.command("score")(score.score_command)
 app.command("curate")(curate.curate_command)
 
@@ -28,7 +30,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FtcotError as exc:
-        stderr.print(f"[bold red]error:[/] {exc}", markup=True)
+        # The message may quote user input: print it verbatim, not as rich markup.
+        stderr.print("[bold red]error:[/] ", end="", markup=True)
+        stderr.print(str(exc), markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted; everything stored so far is kept.")

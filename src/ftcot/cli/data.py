@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ftcot.cli.options import DataDir
+from ftcot.cli.synth import synth_command
 from ftcot.data_root import resolve_data_root
 from ftcot.jsonl import write_jsonl
 from ftcot.tasks import BUILTIN_TASKS, load_task
 
-app = typer.Typer(help="The 12 benchmarks: list, export, download.", no_args_is_help=True)
+app = typer.Typer(help="The 12 benchmarks: list, export, download, synthesize.", no_args_is_help=True)
+app.command("synth")(synth_command)
 
 
 @app.command("list")
@@ -56,10 +58,11 @@ def export_command(
 @app.command("download")
 def download_command(
     to: Annotated[Optional[Path], typer.Option(help="Directory to download into (default: the data root)")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="Fetch every file from this URL prefix instead of the public sources (a mirror)")] = None,
+    base_url: Annotated[Optional[str], typer.Option(
+        help="A mirror to fetch from instead of the public sources, laid out as <task>/<file>, splits/, prompts/")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Fetch every raw file from its public URL, verified by SHA-256."""
+    """Fetch the benchmarks, the paper's splits and few-shot prompts from their public URLs, verified by SHA-256."""
     from ftcot.tasks.download import download_all
 
     download_all(to or resolve_data_root(data_dir), base_url=base_url)

@@ -29,7 +29,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.jsonl import read_jsonl, require_field
-from ftcot.tasks.registry import ARABIC, YES_NO, _among
+from ftcot.tasks.registry import ARABIC, YES_NO, among_trigger
 from ftcot.tasks.spec import AnswerType, Category, Sample, TaskSpec
 from ftcot.tasks.splits import derive_split
 from ftcot.tasks.task import Task
@@ -107,7 +107,7 @@ def load_custom_task(path: Path, answer_type: str | None) -> Task:
         title=path.name,
         category=Category.OTHER,
         answer_type=kind,
-        trigger=_among(letters) if kind is AnswerType.LETTER else TRIGGERS[kind],
+        trigger=among_trigger(letters) if kind is AnswerType.LETTER else TRIGGERS[kind],
         reader=CustomReader(path, kind),
         files=(path.name,),
         letters=letters,

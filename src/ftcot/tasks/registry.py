@@ -14,7 +14,7 @@ ARABIC = "\nTherefore, the answer (arabic numerals) is"
 YES_NO = "\nTherefore, the answer (Yes or No) is"
 
 
-def _among(letters: str) -> str:
+def among_trigger(letters: str) -> str:
     return f"\nTherefore, among A through {letters[-1]}, the answer is"
 
 
@@ -24,7 +24,7 @@ def _arithmetic(key: str, title: str, reader, files, float_compare: bool) -> Tas
 
 
 def _multiple_choice(key, title, category, letters, reader, files, **extra) -> TaskSpec:
-    return TaskSpec(key, title, category, AnswerType.LETTER, _among(letters), reader, files,
+    return TaskSpec(key, title, category, AnswerType.LETTER, among_trigger(letters), reader, files,
                     letters=letters, **extra)
 
 

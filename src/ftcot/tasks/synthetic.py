@@ -13,7 +13,7 @@ Output records are ``{"question", "answer"}``, which
 through every stage like a built-in task.
 
 Names come from the original files when they are under the data root (about
-2,000 distinct names), else from a built-in list of 200 common first names.
+2,000 distinct names), else from a built-in list of about 200 common first names.
 The output is deterministic for a seed *and* a name source; the CLI says which
 source it used.
 """
