@@ -1,0 +1,107 @@
+"""Result tables: tidy rows in, the paper's table layout and a tidy CSV out.
+
+One :class:`ResultRow` is one evaluated cell (a method × student × teacher ×
+task × D × seed). Seeds of the same cell are aggregated to a mean with a 95%
+t-interval; the Markdown table has rows = method × student and columns =
+tasks in the paper's order, plus the Random-guess row and the teacher row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ftcot.tasks import BUILTIN_TASKS
+
+METHOD_NAMES = {"zs": "Zero-shot", "zs_cot": "Zero-shot-CoT", "fs_cot": "Few-shot-CoT",
+                "ft": "Fine-tune", "ft_cot": "Fine-tune-CoT", "ft_cot_natural": "Fine-tune-CoT (natural)"}
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    method: str
+    student: str
+    teacher: str
+    task: str
+    D: int | None
+    seed: int
+    n: int
+    accuracy: float  # percent
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    half_width: float  # of the 95% interval; 0 for a single seed
+    seeds: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if self.seeds < 2 else f"{self.mean:.2f} ± {self.half_width:.2f}"
+
+
+# Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+
+def mean_interval(values: Sequence[float]) -> Cell:
+    if len(values) < 2:
+        return Cell(values[0], 0.0, len(values))
+    t = _T975[len(values) - 2] if len(values) - 1 <= len(_T975) else 1.96
+    return Cell(statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values)), len(values))
+
+
+def row_label(row: ResultRow) -> str:
+    method = METHOD_NAMES.get(row.method, row.method)
+    if row.method == "ft_cot" and row.D and row.D > 1:
+        method += f" (D={row.D})"
+    return f"{row.student}, {method}"
+
+
+def task_order(tasks: Iterable[str]) -> list[str]:
+    """The paper's column order for built-in tasks; a user's tasks after them."""
+    known = [key for key in BUILTIN_TASKS if key in set(tasks)]
+    return known + sorted(set(tasks) - set(known))
+
+
+def aggregate(rows: Iterable[ResultRow]) -> dict[tuple[str, str], Cell]:
+    """(row label, task) -> the cell over seeds."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        groups[(row_label(row), row.task)].append(row.accuracy)
+    return {key: mean_interval(values) for key, values in groups.items()}
+
+
+def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow] = ()) -> str:
+    tasks = task_order({r.task for r in rows} | {r.task for r in teacher_rows})
+    headers = [BUILTIN_TASKS[t].title if t in BUILTIN_TASKS else t for t in tasks]
+    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---|" * len(tasks)]
+
+    def add(label: str, cells: dict[str, str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells.get(t, "–") for t in tasks) + " |")
+
+    add("Random", {t: f"{100 * BUILTIN_TASKS[t].random_accuracy:.2f}" for t in tasks if t in BUILTIN_TASKS})
+    teacher_cells = aggregate(teacher_rows)
+    for label in dict.fromkeys(row_label(r) for r in teacher_rows):
+        add(f"teacher: {label}", {t: str(c) for (lab, t), c in teacher_cells.items() if lab == label})
+    cells = aggregate(rows)
+    for label in dict.fromkeys(row_label(r) for r in rows):
+        add(label, {t: str(c) for (lab, t), c in cells.items() if lab == label})
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = [f.name for f in fields(ResultRow)]
+
+
+def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**asdict(row), "D": "" if row.D is None else row.D})
