@@ -28,7 +28,8 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) some exit codes, e.g. 130 on Ctrl-C.
+        code = app(standalone_mode=False)
     except FtcotError as exc:
         # The message may quote user input: print it verbatim, not as rich markup.
         stderr.print("[bold red]error:[/] ", end="", markup=True)
@@ -46,3 +47,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -13,9 +13,7 @@ REQUIRED = ("sample_index", "answer", "reasoning_completion", "answer_completion
 def load_teacher_records(source: Path) -> tuple[list[dict], str | None]:
     """Teacher records and, when the source knows it, the task they answer."""
     if source.is_dir():
-        from ftcot.teach.store import run_records
-
-        return run_records(source)
+        return _run_dir_records(source)
     if not source.is_file():
         raise FtcotError(f"{source}: no such teach run directory or JSONL file.")
     records = []
@@ -24,3 +22,22 @@ def load_teacher_records(source: Path) -> tuple[list[dict], str | None]:
             require_field(record, name, source, line)
         records.append({**record, "record_id": record.get("record_id") or f"{source.name}:{line}"})
     return records, None
+
+
+def _run_dir_records(run_dir: Path) -> tuple[list[dict], str]:
+    """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage."""
+    from ftcot.teach.export import chain_record
+    from ftcot.teach.plan import Plan, settings_of
+    from ftcot.teach.store import TeachStore
+
+    with TeachStore.open_readonly(run_dir) as store:
+        plan = Plan(settings_of(store))
+        if not plan.two_stage:
+            raise FtcotError(f"{run_dir}: a '{plan.settings.method}' run has no rationales; "
+                             f"curate a zs_cot run (ftcot teach --method zs_cot).")
+        records = [
+            {**chain_record(chain, plan), "record_id": chain.first.key,
+             "reasoning_tokens": chain.first.completion_tokens}
+            for chain in plan.chains(store) if chain.complete
+        ]
+    return records, plan.settings.task

@@ -51,6 +51,8 @@ class Teacher(Protocol):
     # Whether one request with n > 1 returns n independent samples (prompt paid once).
     supports_n: bool
 
-    async def complete(self, request: CompletionRequest) -> list[Completion]: ...
+    async def complete(self, request: CompletionRequest) -> list[Completion]:
+        """``request.n`` completions; fewer only where some failed after others were paid for."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,49 @@
+"""Teacher backends by spec string: ``openai:MODEL``, ``hf:MODEL_OR_PATH``, ``replay:NAME_OR_PATH``.
+
+Each backend is one module implementing :class:`ftcot.teach.records.Teacher`,
+imported only when asked for, so the heavy ones (torch for ``hf:``) cost
+nothing to a user of the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftcot.errors import FtcotError
+from ftcot.teach.records import Teacher
+
+SCHEMES = ("openai", "hf", "replay")
+# Bare names that mean a built-in local model.
+ALIASES = {"gemma-270m": "hf:gemma-270m"}
+
+
+def make_teacher(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 chat: bool = False, data_root: Path | None = None, **opts: Any) -> Teacher:
+    """A teacher from its spec; an unknown scheme is a one-line error listing the valid ones."""
+    spec = ALIASES.get(spec, spec)
+    scheme, sep, target = spec.partition(":")
+    if not sep or not target or scheme not in SCHEMES:
+        raise FtcotError(f"Unknown teacher '{spec}'. Valid: openai:MODEL, hf:MODEL_OR_PATH, "
+                         f"replay:NAME_OR_PATH, or the alias {', '.join(ALIASES)}.")
+    if scheme != "openai" and (base_url or api_key_env or chat or "extra_body" in opts):
+        raise FtcotError(f"--base-url, --api-key-env, --chat and --extra-body apply to openai: teachers, "
+                         f"not '{spec}'.")
+    if scheme == "openai":
+        from ftcot.teach.backends.openai_compat import OpenAICompatTeacher
+
+        kwargs: dict[str, Any] = dict(opts, chat=chat)
+        if base_url:
+            kwargs["base_url"] = base_url
+        if api_key_env:
+            kwargs["api_key_env"] = api_key_env
+        return OpenAICompatTeacher(target, **kwargs)
+    if scheme == "hf":
+        from ftcot.teach.backends.hf import HFTeacher
+
+        return HFTeacher(target, **opts)
+    from ftcot.teach.backends.replay import ReplayTeacher
+
+    if opts:
+        raise FtcotError(f"replay: teachers take no options (got {', '.join(sorted(opts))}).")
+    return ReplayTeacher(target, data_root=data_root)

@@ -1,0 +1,204 @@
+"""``hf:``: a local transformers model as the teacher, micro-batched.
+
+The engine calls :meth:`HFTeacher.complete` from many tasks at once (its
+``--concurrency``). Requests are collected for a few milliseconds, or until a
+batch is full, and run as one batched generation in a worker thread, so the
+engine's concurrency becomes the batch size and the event loop never blocks.
+While one batch runs, the next one fills.
+
+A request with ``n > 1`` becomes ``n`` sampled rows; choice ``k`` uses seed
+``request.seed + k``, so ``n`` choices of one request equal the first choice
+of ``n`` requests with consecutive seeds. The model loads on the first request
+(``gemma-270m``: ≈3 s, or ≈40 s to 2 min the very first time while its cache is built).
+
+Reproducibility: in float32 a request's text does not depend on which other
+requests share its batch. In bfloat16 (``dtype="auto"`` on CPUs and GPUs that
+have it) rounding differs with the batch's shape, so greedy text can drift
+after some tokens between runs that batch differently; pass
+``dtype="float32"`` where exact reruns matter more than speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftcot.errors import FtcotError
+from ftcot.teach.records import Completion, CompletionRequest, TeacherError
+
+DEFAULT_BATCH_SIZE = 16
+# Long enough for the engine's other tasks to add their requests after one
+# returns, short next to a batch that takes seconds.
+DEFAULT_MAX_WAIT_S = 0.01
+
+
+@dataclass
+class _Pending:
+    request: CompletionRequest
+    future: asyncio.Future[list[Completion]]
+    rows: list[Any] = field(default_factory=list)  # GenerationRequest per choice
+
+
+class HFTeacher:
+    supports_n = True
+
+    def __init__(self, spec: str, *, dtype: str | None = "auto", device: str | None = "auto",
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 loaded: Any = None) -> None:
+        """``loaded``: an already loaded :class:`ftcot.models.LoadedModel` to use instead of loading ``spec``."""
+        if batch_size < 1:
+            raise FtcotError(f"batch_size must be at least 1 (got {batch_size}).")
+        self.spec = spec
+        self.name = "hf:" + spec
+        self.dtype, self.device = dtype, device
+        self.batch_size, self.max_wait_s = batch_size, max_wait_s
+        self._loaded = loaded
+        self._queue: list[_Pending] = []
+        self._running: list[_Pending] = []  # the batch in the worker thread now
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches: list[int] = []  # rows per batch run, for reports and tests
+
+    async def complete(self, request: CompletionRequest) -> list[Completion]:
+        if self._closed:
+            raise TeacherError(f"{self.name} is closed.")
+        if request.n < 1:
+            raise TeacherError(f"{self.name}: n must be at least 1 (got {request.n}).")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(request, loop.create_future())
+        self._queue.append(pending)
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = asyncio.create_task(self._run(), name=f"{self.name} batcher")
+        assert self._wake is not None
+        self._wake.set()
+        return await pending.future
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        for pending in self._running + self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(TeacherError(f"{self.name} was closed before this request ran.",
+                                                          retryable=True))
+        self._running, self._queue = [], []
+        self._loaded = None  # frees the model's memory once nothing else holds it
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                continue
+            # Give concurrent callers a moment to join this batch, unless it is already full.
+            deadline = time.monotonic() + self.max_wait_s
+            while self._rows_queued() < self.batch_size and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.002, max(0.0, deadline - time.monotonic())))
+            self._running = self._take_batch()
+            if self._running:
+                await self._run_batch(self._running)
+            self._running = []
+            if self._queue:
+                self._wake.set()
+
+    def _rows_queued(self) -> int:
+        return sum(_rows(p.request) for p in self._queue if not p.future.done())
+
+    def _take_batch(self) -> list[_Pending]:
+        """Whole requests, oldest first, up to batch_size rows (a larger request runs alone)."""
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
+            pending = self._queue[0]
+            if pending.future.done():  # the caller gave up (cancelled)
+                self._queue.pop(0)
+                continue
+            if batch and rows + _rows(pending.request) > self.batch_size:
+                break
+            batch.append(self._queue.pop(0))
+            rows += _rows(pending.request)
+        return batch
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            if self._loaded is None:
+                self._loaded = await asyncio.to_thread(_load, self.spec, self.dtype, self.device)
+            runnable = [p for p in batch if self._prepare(p)]
+            if not runnable:
+                return
+            started = time.monotonic()
+            rows = [row for p in runnable for row in p.rows]
+            self.batches.append(len(rows))
+            outputs = await asyncio.to_thread(_generate, self._loaded, rows, self.batch_size)
+        except FtcotError as exc:
+            _fail(batch, TeacherError(f"{self.name}: {exc}", retryable=False))
+            return
+        except Exception as exc:  # out of memory, a driver error: the batch fails, a later run may retry
+            _fail(batch, TeacherError(f"{self.name}: generation failed ({type(exc).__name__}: {exc})",
+                                      retryable=True))
+            return
+        latency = time.monotonic() - started
+        at = 0
+        for pending in runnable:
+            choices = outputs[at:at + len(pending.rows)]
+            at += len(pending.rows)
+            choices = choices * (pending.request.n // len(choices))  # greedy: one text, n times
+            if not pending.future.done():
+                pending.future.set_result([
+                    Completion(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens, latency)
+                    for g in choices
+                ])
+
+    def _prepare(self, pending: _Pending) -> bool:
+        """Turn a request into generation rows; fail that request alone if the model cannot run it."""
+        from ftcot.models.generation import GenerationRequest, check_request
+
+        if pending.future.done():
+            return False
+        request = pending.request
+        seed = request.seed
+        if request.temperature > 0 and seed is None:
+            seed = random.SystemRandom().randrange(2**62)
+        rows = [GenerationRequest(request.prompt, request.max_tokens, request.temperature,
+                                  None if seed is None else seed + k, tuple(request.stop))
+                for k in range(_rows(request))]
+        try:
+            check_request(self._loaded, rows[0], len(self._loaded.encode_prompt(request.prompt)))
+        except FtcotError as exc:
+            pending.future.set_exception(TeacherError(f"{self.name}: {exc}", retryable=False))
+            return False
+        pending.rows = rows
+        return True
+
+
+def _rows(request: CompletionRequest) -> int:
+    """Generation rows a request needs: n greedy choices are n copies of one text, generated once."""
+    return request.n if request.temperature > 0 else 1
+
+
+def _load(spec: str, dtype: str | None, device: str | None) -> Any:
+    from ftcot.models.loading import load_model
+
+    return load_model(spec, dtype=dtype, device=device)
+
+
+def _generate(loaded: Any, rows: list[Any], batch_size: int) -> list[Any]:
+    from ftcot.models.generation import generate
+
+    return generate(loaded, rows, batch_size=batch_size)
+
+
+def _fail(batch: list[_Pending], error: TeacherError) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

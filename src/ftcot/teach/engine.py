@@ -1,0 +1,531 @@
+"""The teach engine: ask the teacher for what the store is missing, and store it as it arrives.
+
+For each question the engine builds the prompts (:mod:`ftcot.teach.plan`),
+looks their keys up in the store, and sends only the missing ones:
+
+- **Zero-shot-CoT** — stage 1 (rationale, ``max_tokens`` 128 by default, at
+  temperature T, D samples), then for each rationale stage 2 (greedy, 32
+  tokens). Stage-2 requests jump the queue, so a question is finished before
+  new ones are started and a stopped run leaves few half-done chains.
+- **Diverse reasoning** — with ``teacher.supports_n`` the missing samples of a
+  question go out as one request with ``n = missing`` (the prompt is paid
+  once); otherwise one request per sample, each with its own seed (the sample
+  number). Top-up (D=2 → D=3) sends only the missing sample numbers.
+- **Bounded** — at most ``concurrency`` requests in flight; every reply is
+  committed to the store before anything else happens to it.
+- **Failures** — a :class:`TeacherError` fails that item (recorded in the
+  store) and the run goes on; anything unexpected stops new requests, waits
+  for the in-flight ones, and then stops the run with one line.
+- **Cost cap** — before each request, its cost is reserved at an upper bound
+  (prompt at 2 characters per token, completion at ``max_tokens × n``); a
+  request whose reservation would take spent + in flight past ``max_cost`` is
+  not sent, and no request after it. Everything received is kept.
+- **Ctrl-C** — the first one stops new requests and waits for those in
+  flight (they are paid for); a second one aborts.
+- **Dry run** — counts the requests a run would send now and estimates their
+  tokens (4 characters per token) and cost; it sends nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import signal
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ftcot.errors import FtcotError
+from ftcot.tasks import Sample, Task
+from ftcot.teach.plan import ANSWER, DEFAULT_MAX_TOKENS, Plan, TeachSettings, settings_of, validate
+from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
+from ftcot.teach.prompts import load_few_shot_exemplars
+from ftcot.teach.records import Completion, CompletionRequest, Teacher, TeacherError
+from ftcot.teach.store import Failure, StoredCompletion, TeachStore
+
+DEFAULT_CONCURRENCY = 16
+# Upper-bound prompt tokens for the cost reservation: real tokenizers rarely go
+# below 2 characters per token on text; the dry-run estimate uses 4 (typical).
+_RESERVE_CHARS_PER_TOKEN = 2
+# Stage-2 requests go first (see the module docstring).
+_STAGE2_FIRST, _STAGE1_NEXT = 0, 1
+
+
+@dataclass
+class TeachSummary:
+    task: str
+    split: str
+    teacher: str
+    method: str
+    samples: int
+    temperature: float
+    questions: int
+    chains: int  # questions × samples
+    complete_chains: int  # chains with every stage stored, after this run
+    cached: int = 0  # completions found in the store, not requested again
+    new: int = 0  # completions received and stored by this run
+    requests: int = 0  # requests sent by this run
+    failed: int = 0  # items whose request failed this run (recorded in the store)
+    not_sent: int = 0  # requests held back by --max-cost or a stop
+    stopped_by_cost_cap: bool = False
+    interrupted: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0  # None: the teacher's price is unknown
+    max_cost_usd: float | None = None
+    elapsed_s: float = 0.0
+    dry_run: bool = False
+    estimated_requests: int = 0
+    estimated_prompt_tokens: int = 0
+    estimated_completion_tokens: int = 0
+    estimated_cost_usd: float | None = None
+    failure_examples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """A short human summary (the CLI prints it after the progress bar)."""
+        cost = "unknown (no price for this model; see --prices)" if self.cost_usd is None else f"${self.cost_usd:.4f}"
+        if self.dry_run:
+            estimate = ("unknown (no price for this model; see --prices)" if self.estimated_cost_usd is None
+                        else f"${self.estimated_cost_usd:.4f}")
+            return [
+                f"dry run: {self.task} ({self.split}), {self.method}, teacher {self.teacher}, "
+                f"D={self.samples}, T={self.temperature:g}: {self.questions} questions, {self.chains} chains, "
+                f"{self.complete_chains} already complete.",
+                f"would send {self.estimated_requests} requests: ~{self.estimated_prompt_tokens} prompt + "
+                f"≤{self.estimated_completion_tokens} completion tokens (4 chars/token estimate), cost ≈ {estimate}. "
+                f"Nothing was sent.",
+            ]
+        lines = [
+            f"{self.task} ({self.split}), {self.method}, teacher {self.teacher}, D={self.samples}, "
+            f"T={self.temperature:g}: {self.complete_chains}/{self.chains} chains complete "
+            f"({self.questions} questions).",
+            f"this run: {self.requests} requests, {self.new} new completions, {self.cached} already stored, "
+            f"{self.failed} failed; {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, "
+            f"cost {cost}; {self.elapsed_s:.1f} s.",
+        ]
+        if self.stopped_by_cost_cap:
+            lines.append(f"stopped at the --max-cost cap (${self.max_cost_usd:g}): {self.not_sent} requests not "
+                         f"sent; everything received is stored, rerun with a higher cap to finish.")
+        elif self.interrupted:
+            lines.append(f"interrupted: {self.not_sent} requests not sent; rerun the same command to finish.")
+        if self.failed:
+            lines.append(f"{self.failed} items failed (recorded in the store; a rerun tries them again), e.g.: "
+                         + " | ".join(self.failure_examples))
+        return lines
+
+
+def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samples: int = 1,
+          temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+          max_cost: float | None = None, store: TeachStore | None = None, progress: bool = False, *,
+          prices: PriceTable | None = None, dry_run: bool = False, secrets: Sequence[str] = (),
+          console: Console | None = None) -> TeachSummary:
+    """Run (or, with ``dry_run``, price) the teacher on ``task``'s ``split``; see the module docstring.
+
+    ``store`` must be open for writing unless ``dry_run`` (where it may be None:
+    nothing is stored yet). ``secrets`` are strings (an API key) scrubbed from
+    every failure message before it is stored or shown.
+    """
+    settings, price = resolve_settings(task, split, teacher, method, samples, temperature, max_tokens,
+                                       concurrency=concurrency, max_cost=max_cost, prices=prices)
+    questions = task.split(split)
+    if store is not None:
+        _check_same_run(store, settings)
+    if dry_run:
+        return _dry_run(settings, questions, store, price, teacher.supports_n)
+    if store is None or not store.writable:
+        raise ValueError("teach() needs a store open for writing")
+    split_of = _split_labels(task)
+    store.add_questions(task.key, split_of, ((s.index, s.question, s.answer) for s in questions))
+    store.add_run(settings.to_json())
+    run = _Run(settings, questions, teacher, store, price, concurrency, max_cost, secrets)
+    return asyncio.run(run.main(console or Console(stderr=True), progress))
+
+
+def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samples: int, temperature: float,
+                     max_tokens: int | None, *, concurrency: int = DEFAULT_CONCURRENCY, max_cost: float | None = None,
+                     prices: PriceTable | None = None) -> tuple[TeachSettings, Price | None]:
+    """A run's settings and the teacher's price, validated.
+
+    Every one-line error about the arguments comes from here, so a caller can
+    check them before it creates anything (the CLI, before the run directory).
+    """
+    task.split_indices(split)  # an unknown split is an error now, not after the store exists
+    exemplars = None
+    if method == "fs_cot":
+        if task.data_root is None:
+            raise FtcotError(f"--method fs_cot needs exemplars; task '{task.key}' has none (own tasks have no "
+                             f"Few-shot-CoT prompt). Use --method zs_cot or zs.")
+        exemplars = load_few_shot_exemplars(task.data_root, task.key)
+    settings = TeachSettings(
+        task=task.key, split=split, teacher=teacher.name, method=method, samples=samples,
+        temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),
+        trigger=task.spec.trigger, exemplars=exemplars)
+    check = getattr(teacher, "check_settings", None)  # backends with limits refuse before anything runs
+    if check is not None:
+        check(temperature=settings.temperature, samples=settings.samples)
+    validate(settings)
+    if concurrency < 1:
+        raise FtcotError(f"--concurrency must be at least 1 (got {concurrency}).")
+    if max_cost is not None and max_cost < 0:
+        raise FtcotError(f"--max-cost must be 0 or more (got {max_cost:g}).")
+    price = (prices or PriceTable()).price_for(teacher.name)
+    if max_cost is not None and price is None:
+        raise FtcotError(f"--max-cost needs a price for '{teacher.name}', which the built-in table lacks; "
+                         f"pass --prices FILE with {{\"MODEL\": {{\"prompt\": USD, \"completion\": USD}}}} "
+                         f"per 1M tokens.")
+    return settings, price
+
+
+def _check_same_run(store: TeachStore, settings: TeachSettings) -> None:
+    """A run directory holds one task, teacher and method; D, T and max tokens may change."""
+    try:
+        previous = settings_of(store)
+    except FtcotError:
+        return
+    for name in ("task", "teacher", "method"):
+        if getattr(previous, name) != getattr(settings, name):
+            raise FtcotError(f"{store.path.parent} holds a run with {name} '{getattr(previous, name)}', not "
+                             f"'{getattr(settings, name)}'; use another --out for a different {name}.")
+
+
+def _split_labels(task: Task) -> dict[int, str]:
+    labels: dict[int, str] = {}
+    for part in ("train", "test"):
+        try:
+            labels.update((i, part) for i in task.split_indices(part))
+        except FtcotError:  # a task without that split part
+            pass
+    return labels
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+class _Slots:
+    """A semaphore whose waiters are served by priority (lower first), then in arrival order."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # we were handed a slot just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # hand the slot straight to the next waiter
+                return
+        self._free += 1
+
+
+@dataclass
+class _Target:
+    """Where one choice of a request goes in the store."""
+
+    key: str
+    stage: str
+    sample_index: int
+    sample_number: int
+
+
+class _Run:
+    def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: Teacher, store: TeachStore,
+                 price: Price | None, concurrency: int, max_cost: float | None, secrets: Sequence[str]) -> None:
+        self.plan = Plan(settings)
+        self.settings = settings
+        self.questions = questions
+        self.teacher = teacher
+        self.store = store
+        self.price = price
+        self.max_cost = max_cost
+        self.secrets = secrets
+        self.slots = _Slots(concurrency)
+        self.in_flight: dict[str, asyncio.Task[list[StoredCompletion | None] | None]] = {}
+        self.sending = 0  # requests in flight
+        self.reserved = 0.0  # cost reserved for requests in flight
+        self.spent = 0.0
+        self.stopping = False
+        self.fatal: BaseException | None = None
+        self.summary = TeachSummary(
+            task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
+            samples=settings.samples, temperature=settings.temperature, questions=len(questions),
+            chains=len(questions) * settings.samples, complete_chains=0, max_cost_usd=max_cost,
+            cost_usd=0.0 if price is not None else None)
+        self._progress: Progress | None = None
+        self._bar: Any = None
+        self._started = time.monotonic()
+
+    # -- the run -------------------------------------------------------------------
+
+    async def main(self, console: Console, show_progress: bool) -> TeachSummary:
+        stages = 2 if self.plan.two_stage else 1
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} completions/s"), TextColumn("{task.fields[tokens]} tokens"),
+            TextColumn("{task.fields[cost]}"), TimeElapsedColumn(),
+            console=console, disable=not show_progress, transient=False)
+        self._bar = self._progress.add_task(f"{self.settings.task} {self.settings.method}",
+                                            total=self.summary.chains * stages, rate=0.0, tokens=0, cost=self._cost_text())
+        loop = asyncio.get_running_loop()
+        handled = _install_interrupt(loop, lambda: self._interrupt(console))
+        try:
+            with self._progress:
+                await asyncio.gather(*(self._question(q) for q in self.questions))
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+            await self.teacher.aclose()
+        self.summary.elapsed_s = time.monotonic() - self._started
+        asked = {s.index for s in self.questions}
+        self.summary.complete_chains = sum(chain.complete for chain in self.plan.chains(
+            self.store, [q for q in self.store.questions() if q.sample_index in asked]))
+        if self.fatal is not None:
+            raise FtcotError(f"stopped after an unexpected error from the teacher "
+                             f"({type(self.fatal).__name__}: {_redact(str(self.fatal), self.secrets)}); "
+                             f"everything received is stored, rerun to continue.") from self.fatal
+        return self.summary
+
+    def _interrupt(self, console: Console) -> None:
+        self.stopping = True
+        self.summary.interrupted = True
+        console.print(f"stopping: waiting for the {self.sending} requests in flight (they are paid for) "
+                      f"to be stored; Ctrl-C again to abort.")
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+    async def _question(self, sample: Sample) -> None:
+        plan = self.plan
+        prompt = plan.first_prompt(sample.question)
+        keys = {m: plan.first_key(prompt, m) for m in plan.sample_numbers()}
+        stored = self.store.get_many(keys.values())
+        jobs = []
+        for number, key in keys.items():
+            if key in stored:
+                self._cached(1)
+                if plan.two_stage:
+                    jobs.append(self._answer(sample, prompt, stored[key]))
+        missing = [m for m, key in keys.items() if key not in stored]
+        if missing:
+            groups = [missing] if self.teacher.supports_n and len(missing) > 1 else [[m] for m in missing]
+            jobs.extend(self._reason(sample, prompt, group, keys) for group in groups)
+        await asyncio.gather(*jobs)
+
+    async def _reason(self, sample: Sample, prompt: str, numbers: list[int], keys: dict[int, str]) -> None:
+        targets = [_Target(keys[m], self.plan.first_stage, sample.index, m) for m in numbers]
+        rows = await self._send(self.plan.first_request(prompt, numbers), targets, _STAGE1_NEXT)
+        if rows and self.plan.two_stage:
+            await asyncio.gather(*(self._answer(sample, prompt, row) for row in rows if row is not None))
+
+    async def _answer(self, sample: Sample, prompt: str, rationale: StoredCompletion) -> None:
+        second = self.plan.second_prompt(prompt, rationale.text)
+        key = self.plan.second_key(second)
+        if key in self.in_flight:  # the same rationale twice: one request, shared
+            rows = await self.in_flight[key]
+            if rows and rows[0] is not None:
+                self._cached(1)
+            else:
+                self._advance(1)
+            return
+        if self.store.get(key) is not None:
+            self._cached(1)
+            return
+        target = _Target(key, ANSWER, sample.index, rationale.sample_number)
+        job = asyncio.ensure_future(self._send(self.plan.second_request(second), [target], _STAGE2_FIRST))
+        self.in_flight[key] = job
+        try:
+            await job
+        finally:
+            self.in_flight.pop(key, None)
+
+    # -- one request -----------------------------------------------------------------
+
+    async def _send(self, request: CompletionRequest, targets: list[_Target],
+                    priority: int) -> list[StoredCompletion | None] | None:
+        if self.stopping:
+            self.summary.not_sent += 1
+            return None
+        await self.slots.acquire(priority)
+        try:
+            if self.stopping:
+                self.summary.not_sent += 1
+                return None
+            reservation = self._reservation(request)
+            if self.max_cost is not None and self.spent + self.reserved + reservation > self.max_cost:
+                # Stop here rather than skip to cheaper requests: a cap is a promise
+                # about the whole run, and partial skipping makes runs hard to reason about.
+                self.stopping = True
+                self.summary.stopped_by_cost_cap = True
+                self.summary.not_sent += 1
+                return None
+            self.reserved += reservation
+            self.summary.requests += 1
+            self.sending += 1
+            started = time.monotonic()
+            try:
+                completions = await self.teacher.complete(request)
+            except TeacherError as exc:
+                self._failed(targets, exc.status, str(exc), exc.retryable)
+                return None
+            except Exception as exc:  # a bug or an unwrapped error: stop sending, keep what we have
+                self._failed(targets, None, f"{type(exc).__name__}: {exc}", True)
+                self.fatal = self.fatal or exc
+                self.stopping = True
+                return None
+            finally:
+                self.reserved -= reservation
+                self.sending -= 1
+            return self._store(request, targets, completions, time.monotonic() - started)
+        finally:
+            self.slots.release()
+
+    def _store(self, request: CompletionRequest, targets: list[_Target], completions: list[Completion],
+               elapsed: float) -> list[StoredCompletion | None]:
+        now = time.time()
+        request_id = uuid.uuid4().hex
+        # The prompt is billed once per request, whatever n was.
+        prompt_tokens = max((c.prompt_tokens for c in completions), default=0)
+        rows: list[StoredCompletion | None] = []
+        for i, target in enumerate(targets):
+            if i >= len(completions):
+                rows.append(None)
+                continue
+            c = completions[i]
+            rows.append(StoredCompletion(
+                key=target.key, teacher=self.settings.teacher, stage=target.stage,
+                sample_index=target.sample_index, sample_number=target.sample_number, prompt=request.prompt,
+                max_tokens=request.max_tokens, temperature=request.temperature, stop=request.stop,
+                seed=None if request.seed is None else request.seed + i, text=c.text,
+                finish_reason=c.finish_reason, prompt_tokens=prompt_tokens if i == 0 else 0,
+                completion_tokens=c.completion_tokens, latency_s=c.latency_s or elapsed,
+                request_id=request_id, created=now))
+        stored = [row for row in rows if row is not None]
+        self.store.add_completions(stored)
+        short = len(targets) - len(stored)
+        if short:
+            self._failed(targets[len(stored):], None,
+                         f"the teacher returned {len(completions)} completions for n={request.n}", True)
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        cost = self.price.cost(prompt_tokens, completion_tokens) if self.price is not None else 0.0
+        self.spent += cost
+        self.summary.new += len(stored)
+        self.summary.prompt_tokens += prompt_tokens
+        self.summary.completion_tokens += completion_tokens
+        if self.summary.cost_usd is not None:
+            self.summary.cost_usd += cost
+        self._advance(len(stored))
+        return rows
+
+    def _reservation(self, request: CompletionRequest) -> float:
+        if self.price is None:
+            return 0.0
+        prompt_bound = math.ceil(len(request.prompt) / _RESERVE_CHARS_PER_TOKEN)
+        return self.price.cost(prompt_bound, request.max_tokens * request.n)
+
+    def _failed(self, targets: list[_Target], status: int | None, message: str, retryable: bool) -> None:
+        message = _redact(message, self.secrets)
+        for target in targets:
+            self.store.add_failure(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
+                                           target.sample_number, status, message, retryable, time.time()))
+        self.summary.failed += len(targets)
+        if len(self.summary.failure_examples) < 3:
+            self.summary.failure_examples.append(f"sample {targets[0].sample_index}: {message}")
+        # A failed rationale ends its chain for this run: its stage 2 will not come.
+        per_target = 2 if self.plan.two_stage and targets[0].stage != ANSWER else 1
+        self._advance(per_target * len(targets))
+
+    # -- progress --------------------------------------------------------------------
+
+    def _cached(self, count: int) -> None:
+        self.summary.cached += count
+        self._advance(count)
+
+    def _advance(self, count: int) -> None:
+        if self._progress is None:
+            return
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        self._progress.update(self._bar, advance=count, rate=self.summary.new / elapsed,
+                              tokens=self.summary.prompt_tokens + self.summary.completion_tokens,
+                              cost=self._cost_text())
+
+    def _cost_text(self) -> str:
+        if self.summary.cost_usd is None:
+            return "cost ?"
+        cap = f" of ${self.max_cost:g}" if self.max_cost is not None else ""
+        return f"${self.summary.cost_usd:.4f}{cap}"
+
+
+def _install_interrupt(loop: asyncio.AbstractEventLoop, callback) -> bool:
+    try:
+        loop.add_signal_handler(signal.SIGINT, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return False
+    return True
+
+
+def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None,
+             price: Price | None, supports_n: bool) -> TeachSummary:
+    """What a run would send now, priced from estimates; sends and writes nothing."""
+    plan = Plan(settings)
+    summary = TeachSummary(
+        task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
+        samples=settings.samples, temperature=settings.temperature, questions=len(questions),
+        chains=len(questions) * settings.samples, complete_chains=0, dry_run=True, cost_usd=None)
+    requests = prompt_tokens = completion_tokens = 0
+    trigger_tokens = estimate_tokens(" " + settings.trigger)
+    for sample in questions:
+        prompt = plan.first_prompt(sample.question)
+        keys = {m: plan.first_key(prompt, m) for m in plan.sample_numbers()}
+        stored = store.get_many(keys.values()) if store is not None else {}
+        missing = [m for m, key in keys.items() if key not in stored]
+        if missing:
+            groups = [missing] if supports_n else [[m] for m in missing]
+            for group in groups:
+                requests += 1
+                prompt_tokens += estimate_tokens(prompt)
+                completion_tokens += settings.max_tokens * len(group)
+            if plan.two_stage:  # one stage-2 request per new rationale, prompt ≈ stage 1 + rationale + trigger
+                requests += len(missing)
+                prompt_tokens += len(missing) * (estimate_tokens(prompt) + settings.max_tokens + trigger_tokens)
+                completion_tokens += len(missing) * settings.answer_max_tokens
+        complete = len(keys) - len(missing)
+        if plan.two_stage:
+            for key in keys:
+                if keys[key] in stored:
+                    second = plan.second_prompt(prompt, stored[keys[key]].text)
+                    if store is None or store.get(plan.second_key(second)) is None:
+                        complete -= 1
+                        requests += 1
+                        prompt_tokens += estimate_tokens(second)
+                        completion_tokens += settings.answer_max_tokens
+        summary.complete_chains += complete
+    summary.estimated_requests = requests
+    summary.estimated_prompt_tokens = prompt_tokens
+    summary.estimated_completion_tokens = completion_tokens
+    summary.estimated_cost_usd = price.cost(prompt_tokens, completion_tokens) if price is not None else None
+    return summary

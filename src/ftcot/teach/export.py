@@ -1,0 +1,67 @@
+"""Export a run's complete chains as JSONL in the shared teacher format.
+
+One object per chain (question × sample number), sorted by sample index and
+sample number, with the fields of ``data/README.md`` — ``sample_index``,
+``question``, ``answer``, ``prompt``, ``reasoning_completion``,
+``answer_prompt``, ``answer_completion`` (the last three only for zs_cot, as in
+the shared zs files) — plus ``sample_number``, ``teacher``, ``finish_reason``
+(of the rationale for zs_cot; of the only completion otherwise), ``method``
+and ``split``. Incomplete chains (a stopped or failed run) are left out and
+counted. The file is written to a temporary name and renamed, so a reader
+never sees half of it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftcot.errors import FtcotError
+from ftcot.jsonl import write_jsonl
+from ftcot.teach.plan import Chain, Plan, settings_of
+from ftcot.teach.store import TeachStore
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    written: int
+    incomplete: int
+
+
+def chain_record(chain: Chain, plan: Plan) -> dict[str, Any]:
+    assert chain.first is not None
+    q = chain.question
+    record: dict[str, Any] = {"sample_index": q.sample_index, "question": q.question, "answer": q.answer,
+                              "prompt": chain.first.prompt}
+    if plan.two_stage:
+        assert chain.second is not None
+        record.update(reasoning_completion=chain.first.text, answer_prompt=chain.second.prompt,
+                      answer_completion=chain.second.text)
+    else:
+        record["answer_completion"] = chain.first.text
+    record.update(sample_number=chain.sample_number, teacher=chain.first.teacher,
+                  finish_reason=chain.first.finish_reason, method=plan.settings.method, split=q.split)
+    return record
+
+
+def export(store: TeachStore, out_path: Path) -> ExportSummary:
+    plan = Plan(settings_of(store))
+    records, incomplete = [], 0
+    for chain in plan.chains(store):
+        if chain.complete:
+            records.append(chain_record(chain, plan))
+        else:
+            incomplete += 1
+    out_path = Path(out_path)
+    temporary = out_path.with_name(out_path.name + ".tmp")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", encoding="utf-8") as handle:
+            write_jsonl(records, handle)
+        os.replace(temporary, out_path)
+    except OSError as exc:
+        raise FtcotError(f"{out_path}: cannot write the export ({exc.strerror}).") from None
+    return ExportSummary(out_path, len(records), incomplete)

@@ -1,0 +1,165 @@
+"""What a teach run asks for: settings, requests, store keys, and the chains they form.
+
+The engine (which sends), the exporter and the report (which only read) walk
+the same :class:`Plan`, so the keys a run stores under are, by construction,
+the keys its export and report look up.
+
+A *chain* is one sample of one question: for Zero-shot-CoT the stage-1
+rationale (sample number 0..D-1) and the greedy stage-2 answer to it; for
+zero-shot and Few-shot-CoT the single greedy completion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ftcot.errors import FtcotError, unknown_name
+from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, zero_shot_prompt
+from ftcot.teach.records import CompletionRequest
+from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
+
+METHODS = ("zs_cot", "zs", "fs_cot")
+# Kojima et al.: 128 tokens for anything with a rationale, 32 for a direct answer.
+DEFAULT_MAX_TOKENS = {"zs_cot": 128, "zs": 32, "fs_cot": 128}
+ANSWER_MAX_TOKENS = 32
+# A Few-shot-CoT completion that runs on would invent the next exemplar; stopping
+# at the next "Q:" saves those tokens and cannot move the first "The answer is".
+FS_COT_STOP = ("\nQ:",)
+# Store stage names. Stage 2 of Zero-shot-CoT is "answer"; the one-stage methods
+# are named after themselves.
+REASONING, ANSWER = "reasoning", "answer"
+
+
+@dataclass(frozen=True)
+class TeachSettings:
+    """Everything that decides which requests a run makes (and so its store keys)."""
+
+    task: str
+    split: str
+    teacher: str
+    method: str
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 128
+    answer_max_tokens: int = ANSWER_MAX_TOKENS
+    trigger: str = ""
+    # The Few-shot-CoT exemplar block, kept so export and report need no data directory.
+    exemplars: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TeachSettings:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def validate(settings: TeachSettings) -> None:
+    """One-line errors for settings that would waste money or cannot work."""
+    if settings.method not in METHODS:
+        raise unknown_name("method", settings.method, METHODS)
+    if settings.samples < 1:
+        raise FtcotError(f"--samples must be at least 1 (got {settings.samples}).")
+    if settings.temperature < 0:
+        raise FtcotError(f"--temperature must be 0 or more (got {settings.temperature:g}).")
+    if settings.max_tokens < 1:
+        raise FtcotError(f"--max-tokens must be at least 1 (got {settings.max_tokens}).")
+    if settings.method != "zs_cot" and (settings.samples != 1 or settings.temperature != 0):
+        raise FtcotError(f"--method {settings.method} is one greedy completion per question; "
+                         f"--samples and --temperature apply to zs_cot only.")
+    if settings.samples > 1 and settings.temperature == 0:
+        raise FtcotError(f"--samples {settings.samples} at --temperature 0 would pay {settings.samples} times "
+                         f"for the same greedy rationale; sample with --temperature 0.7 (the paper's) or use --samples 1.")
+    if settings.method == "fs_cot" and not settings.exemplars:
+        raise FtcotError("--method fs_cot needs Few-shot-CoT exemplars for the task.")
+
+
+@dataclass(frozen=True)
+class Chain:
+    question: StoredQuestion
+    sample_number: int
+    first: StoredCompletion | None  # the rationale (zs_cot) or the only completion
+    second: StoredCompletion | None  # the stage-2 answer (zs_cot only)
+
+    @property
+    def complete(self) -> bool:
+        return self.first is not None and (self.second is not None or self.first.stage != REASONING)
+
+    @property
+    def answer_text(self) -> str | None:
+        """The text the answer is extracted from."""
+        if self.first is None:
+            return None
+        if self.first.stage == REASONING:
+            return self.second.text if self.second is not None else None
+        return self.first.text
+
+
+class Plan:
+    def __init__(self, settings: TeachSettings) -> None:
+        self.settings = settings
+        self.two_stage = settings.method == "zs_cot"
+        self.first_stage = REASONING if self.two_stage else settings.method
+        self.stop = FS_COT_STOP if settings.method == "fs_cot" else ()
+
+    # -- stage 1 (or the only stage) ------------------------------------------
+
+    def first_prompt(self, question: str) -> str:
+        method = self.settings.method
+        if method == "zs_cot":
+            return reasoning_prompt(question)
+        if method == "zs":
+            return zero_shot_prompt(question, self.settings.trigger)
+        return few_shot_cot_prompt(question, self.settings.exemplars or "")
+
+    def sample_numbers(self) -> range:
+        return range(self.settings.samples)
+
+    def first_key(self, prompt: str, sample_number: int) -> str:
+        s = self.settings
+        return request_key(s.teacher, prompt, s.max_tokens, s.temperature, self.stop, sample_number)
+
+    def first_request(self, prompt: str, sample_numbers: list[int]) -> CompletionRequest:
+        s = self.settings
+        # Each sample its own seed (its sample number), so backends that ignore n
+        # (llama.cpp) still give distinct, reproducible samples; greedy needs none.
+        seed = sample_numbers[0] if s.temperature > 0 else None
+        return CompletionRequest(prompt, s.max_tokens, s.temperature, len(sample_numbers), seed, self.stop)
+
+    # -- stage 2 (zs_cot) -------------------------------------------------------
+
+    def second_prompt(self, first_prompt: str, rationale: str) -> str:
+        return answer_prompt(first_prompt, rationale, self.settings.trigger)
+
+    def second_key(self, prompt: str) -> str:
+        # Greedy, so sample number 0: identical rationales share one paid answer.
+        return request_key(self.settings.teacher, prompt, self.settings.answer_max_tokens, 0.0, (), 0)
+
+    def second_request(self, prompt: str) -> CompletionRequest:
+        return CompletionRequest(prompt, self.settings.answer_max_tokens, 0.0, 1, None, ())
+
+    # -- reading back -------------------------------------------------------------
+
+    def chains(self, store: TeachStore, questions: list[StoredQuestion] | None = None) -> Iterator[Chain]:
+        """Every chain of every question, complete or not, in (sample_index, sample_number) order."""
+        for question in store.questions() if questions is None else questions:
+            prompt = self.first_prompt(question.question)
+            keys = {m: self.first_key(prompt, m) for m in self.sample_numbers()}
+            found = store.get_many(keys.values())
+            for number, key in keys.items():
+                first = found.get(key)
+                second = None
+                if first is not None and self.two_stage:
+                    second = store.get(self.second_key(self.second_prompt(prompt, first.text)))
+                yield Chain(question, number, first, second)
+
+
+def settings_of(store: TeachStore) -> TeachSettings:
+    data = store.last_run()
+    if data is None:
+        raise FtcotError(f"{store.path.parent}: the store holds no run yet.")
+    return TeachSettings.from_json(data)

@@ -1,0 +1,361 @@
+"""The teach store: every paid completion, committed the moment it arrives.
+
+One SQLite file, ``RUN_DIR/teach.sqlite``. Teacher calls cost money, so the
+store is built around two promises: nothing paid for is lost, and nothing
+stored is paid for again.
+
+- **Keyed by request.** A completion's key is the SHA-256 of the sorted JSON
+  of ``(teacher, prompt, max_tokens, temperature, stop, sample_number)``
+  (:func:`request_key`). The sample number keeps D sampled rationales of the
+  same prompt apart (dspy's rollout id); greedy requests use sample number 0,
+  so two identical greedy prompts (two sampled rationales that came out the
+  same) share one stored answer instead of paying twice.
+- **Append-only.** ``completions`` and ``failures`` only ever get INSERTs;
+  triggers make an UPDATE or DELETE fail, so no code path can overwrite a paid
+  result. A run fills what is missing; a top-up (D=2 → D=3) asks only for the
+  missing sample numbers.
+- **Committed per completion.** Each request's completions are one
+  transaction, committed before the engine moves on, so a ``kill -9`` loses at
+  most the requests that were in flight.
+- **Durability: WAL + ``synchronous=FULL``.** In WAL mode, ``NORMAL`` already
+  survives a killed process, but the last commits can roll back on power loss
+  or an OS crash; ``FULL`` fsyncs the WAL on every commit so they cannot. That
+  costs about a millisecond per completion against teacher calls that take
+  hundreds of milliseconds and cost money, so FULL is the right trade.
+- **One writer, many readers.** WAL lets ``ftcot teach report`` read while a
+  run writes; :meth:`TeachStore.lock_for_writing` takes an exclusive ``flock``
+  on ``RUN_DIR/teach.lock`` so two runs can never send the same requests. The
+  kernel drops the lock when its process dies, even by SIGKILL.
+- **Failures are recorded, not results.** A failed request is a row in
+  ``failures`` (status, message); the key stays missing, so a later run tries
+  it again.
+
+Tables: ``completions`` (results), ``failures``, ``questions`` (question text
+and gold answer of every sample a run covered, so export and report need no
+data directory) and ``runs`` (each invocation's settings, append-only; the
+last one is what export and report describe).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftcot.errors import FtcotError
+
+STORE_FILE = "teach.sqlite"
+LOCK_FILE = "teach.lock"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    sample_number INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    stop TEXT NOT NULL,
+    seed INTEGER,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS completions_by_item ON completions (stage, sample_index, sample_number);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    teacher TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    sample_number INTEGER NOT NULL,
+    status INTEGER,
+    message TEXT NOT NULL,
+    retryable INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS questions (
+    sample_index INTEGER PRIMARY KEY,
+    task TEXT NOT NULL,
+    split TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    settings TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS completions_no_update BEFORE UPDATE ON completions
+BEGIN SELECT RAISE(ABORT, 'completions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS completions_no_delete BEFORE DELETE ON completions
+BEGIN SELECT RAISE(ABORT, 'completions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS failures_no_update BEFORE UPDATE ON failures
+BEGIN SELECT RAISE(ABORT, 'failures are append-only'); END;
+"""
+
+
+def request_key(teacher: str, prompt: str, max_tokens: int, temperature: float,
+                stop: Sequence[str], sample_number: int) -> str:
+    """The store key of one requested completion (see the module docstring)."""
+    payload = {
+        "teacher": teacher,
+        "prompt": prompt,
+        "max_tokens": int(max_tokens),
+        # float() so that 0 and 0.0 (CLI vs. code) give the same key.
+        "temperature": float(temperature),
+        "stop": list(stop),
+        "sample_number": int(sample_number),
+    }
+    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredCompletion:
+    key: str
+    teacher: str
+    stage: str
+    sample_index: int
+    sample_number: int
+    prompt: str
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    seed: int | None
+    text: str
+    finish_reason: str
+    # Prompt tokens billed for the request; with n > 1 the first choice carries
+    # them and the others 0, so summing this column counts each prompt once.
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    request_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    key: str
+    teacher: str
+    stage: str
+    sample_index: int
+    sample_number: int
+    status: int | None
+    message: str
+    retryable: bool
+    created: float
+
+
+@dataclass(frozen=True)
+class StoredQuestion:
+    sample_index: int
+    task: str
+    split: str
+    question: str
+    answer: str
+
+
+_COMPLETION_COLUMNS = ", ".join(StoredCompletion.__dataclass_fields__)
+
+
+def _completion(row: sqlite3.Row) -> StoredCompletion:
+    values = dict(row)
+    values["stop"] = tuple(json.loads(values["stop"]))
+    return StoredCompletion(**values)
+
+
+class TeachStore:
+    """A run directory's store. Open with :meth:`open` (writer) or :meth:`open_readonly`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, writable: bool) -> None:
+        self.path = path
+        self._db = connection
+        self.writable = writable
+        self._lock_handle: Any = None
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, run_dir: Path) -> TeachStore:
+        run_dir = Path(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FtcotError(f"{run_dir}: cannot create the run directory ({exc.strerror}).") from None
+        path = run_dir / STORE_FILE
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per request.
+        db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=30000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            db.close()
+            raise FtcotError(f"{path}: store schema version {version} is newer than this ftcot "
+                             f"understands ({SCHEMA_VERSION}); upgrade ftcot.")
+        # Schema and version in one transaction: a reader sees no store or a whole one.
+        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        return cls(path, db, writable=True)
+
+    @classmethod
+    def open_readonly(cls, run_dir: Path) -> TeachStore:
+        path = Path(run_dir) / STORE_FILE
+        if not path.is_file():
+            raise FtcotError(f"{run_dir}: no teach store ({STORE_FILE}) here; run 'ftcot teach ... --out {run_dir}' first.")
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            db.close()  # caught between the file's creation and its schema (one transaction later)
+            raise FtcotError(f"{path}: the store is not initialised yet (or is not a teach store); try again.")
+        return cls(path, db, writable=False)
+
+    def lock_for_writing(self) -> None:
+        """Take the run directory's single-writer lock, or fail in one line."""
+        lock_path = self.path.parent / LOCK_FILE
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise FtcotError(f"{self.path.parent}: another 'ftcot teach' (pid {holder}) is writing to this "
+                             f"run directory; wait for it or use another --out.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing the descriptor releases the flock
+            self._lock_handle = None
+
+    def __enter__(self) -> TeachStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def add_completions(self, rows: Sequence[StoredCompletion]) -> int:
+        """Commit one request's completions together; returns how many were new.
+
+        A key that is already stored keeps its first value (INSERT OR IGNORE):
+        the store never overwrites a paid result.
+        """
+        self._require_writable()
+        inserted = 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                values = [getattr(row, name) for name in StoredCompletion.__dataclass_fields__]
+                values[list(StoredCompletion.__dataclass_fields__).index("stop")] = json.dumps(list(row.stop))
+                cursor = self._db.execute(
+                    f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) "
+                    f"VALUES ({', '.join('?' * len(values))})", values)
+                inserted += cursor.rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def add_failure(self, failure: Failure) -> None:
+        self._require_writable()
+        self._db.execute(
+            "INSERT INTO failures (key, teacher, stage, sample_index, sample_number, status, message, "
+            "retryable, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (failure.key, failure.teacher, failure.stage, failure.sample_index, failure.sample_number,
+             failure.status, failure.message, int(failure.retryable), failure.created))
+
+    def add_questions(self, task: str, split_of: dict[int, str], questions: Iterable[tuple[int, str, str]]) -> None:
+        """Remember question text and gold answer (the first value wins, like everything here)."""
+        self._require_writable()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO questions (sample_index, task, split, question, answer) VALUES (?, ?, ?, ?, ?)",
+            [(index, task, split_of.get(index, "?"), question, answer) for index, question, answer in questions])
+        self._db.execute("COMMIT")
+
+    def add_run(self, settings: dict[str, Any]) -> int:
+        self._require_writable()
+        cursor = self._db.execute("INSERT INTO runs (started, settings) VALUES (?, ?)",
+                                  (time.time(), json.dumps(settings, sort_keys=True)))
+        return int(cursor.lastrowid)
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise RuntimeError("this store was opened read-only")
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, key: str) -> StoredCompletion | None:
+        row = self._db.execute(f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE key = ?", (key,)).fetchone()
+        return _completion(row) if row else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, StoredCompletion]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, StoredCompletion] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk)
+            found.update((row["key"], _completion(row)) for row in rows)
+        return found
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys, in order, that have no stored completion: what a run still has to ask for."""
+        keys = list(keys)
+        have = self.get_many(keys)
+        return [key for key in keys if key not in have]
+
+    def completions(self) -> Iterator[StoredCompletion]:
+        rows = self._db.execute(f"SELECT {_COMPLETION_COLUMNS} FROM completions ORDER BY created, key")
+        return (_completion(row) for row in rows)
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+
+    def failures(self) -> list[Failure]:
+        rows = self._db.execute("SELECT key, teacher, stage, sample_index, sample_number, status, message, "
+                                "retryable, created FROM failures ORDER BY id")
+        return [Failure(**{**dict(row), "retryable": bool(row["retryable"])}) for row in rows]
+
+    def questions(self, split: str = "all") -> list[StoredQuestion]:
+        if split == "all":
+            rows = self._db.execute("SELECT * FROM questions ORDER BY sample_index")
+        else:
+            rows = self._db.execute("SELECT * FROM questions WHERE split = ? ORDER BY sample_index", (split,))
+        return [StoredQuestion(**dict(row)) for row in rows]
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT settings FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return json.loads(row["settings"]) if row else None
+
+    def totals(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) billed over every stored completion."""
+        row = self._db.execute("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
+                               "FROM completions").fetchone()
+        return int(row[0]), int(row[1])

@@ -1,0 +1,111 @@
+"""A small real OpenAI-compatible server on 127.0.0.1 for the engine tests.
+
+Real HTTP over real sockets (aiohttp, in a background thread), with replies
+that are cheap and deterministic, so tests can count exactly what was sent:
+the text of a reply depends on (prompt, seed, temperature) only, usage is
+reported like OpenAI does, and a delay makes a run slow enough to kill.
+It lives in the test process, so it outlives (and counts for) a client
+subprocess that a test kills with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class StubOpenAI:
+    delay_s: float = 0.0
+    honour_n: bool = False  # llama.cpp ignores n; OpenAI honours it
+    same_rationale: bool = False  # every sampled rationale identical (tests stage-2 sharing)
+    fail_marker: str | None = None  # prompts containing it get HTTP 400
+    completion_tokens: int = 5  # per choice
+    port: int = 0
+    bodies: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("stub server did not start")
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    # -- what tests assert on --------------------------------------------------
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.bodies)
+
+    def body_hashes(self) -> list[str]:
+        with self._lock:
+            return [hashlib.sha256(json.dumps(b, sort_keys=True).encode()).hexdigest() for b in self.bodies]
+
+    def requests(self) -> list[dict]:
+        with self._lock:
+            return list(self.bodies)
+
+    # -- the server ------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/completions", self._complete)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "stub"}]})
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            self.bodies.append(body)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        prompt = body["prompt"]
+        if self.fail_marker and self.fail_marker in prompt:
+            return web.json_response({"error": {"message": "this prompt is refused (stub)"}}, status=400)
+        n = body.get("n", 1) if self.honour_n else 1
+        choices = []
+        for i in range(n):
+            choices.append({"index": i, "text": reply_text(prompt, body.get("seed"), body.get("temperature", 1.0), i,
+                                                           self.same_rationale),
+                            "finish_reason": "length" if body["max_tokens"] <= self.completion_tokens else "stop"})
+        usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": self.completion_tokens * n}
+        return web.json_response({"object": "text_completion", "choices": choices, "usage": usage})
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def reply_text(prompt: str, seed: int | None, temperature: float, choice: int, same_rationale: bool) -> str:
+    if prompt.rstrip().endswith(" is"):  # a stage-2 or zero-shot answer trigger
+        return " yes."
+    if temperature and not same_rationale:
+        tag = hashlib.sha256(f"{prompt}|{seed}|{choice}".encode()).hexdigest()[:8]
+        return f" The coin is flipped, sample {tag}. So yes."
+    return " The coin is flipped twice. So yes."
+
