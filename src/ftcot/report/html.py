@@ -1,0 +1,224 @@
+"""The experiment report: one self-contained HTML file.
+
+Everything lives in the file: images are ``data:`` URIs, the CSS is inline,
+and there is no script, so the report opens offline, can be mailed or archived,
+and shows the same in every browser. A Content-Security-Policy meta tag makes
+that a promise the browser enforces: no request leaves the page and no script
+runs, even if a model's output slipped a tag past the escaping.
+
+All text that came from a user, a dataset or a model goes through
+:func:`html.escape`; a rationale containing ``<script>`` shows as text.
+Sections with no input are left out, so every field of :class:`ReportInputs`
+is optional.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftcot.report.results import ResultRow, results_markdown, task_order
+from ftcot.tasks import BUILTIN_TASKS
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+PERCENT_KEYS = {"accuracy", "share_with_correct", "truncation_rate", "val_fraction"}
+LONG_LIST = 8  # longer lists in a curation or teacher report are summarised, then listed behind <details>
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.5rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.8rem; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #d0d0d0; padding: 0.2rem 0.4rem; vertical-align: top; }
+th { background: #f3f3f3; text-align: left; }
+table.results tbody th { white-space: nowrap; }  /* a row label on one line: it names the row */
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.9rem; color: #555; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+.example { border: 1px solid #ccc; border-radius: 6px; padding: 0.6rem 0.8rem; margin-bottom: 0.8rem;
+           font-size: 0.88rem; }
+.right { border-left: 6px solid #2e9d4a; } .wrong { border-left: 6px solid #c8322d; }
+.example h4 { margin: 0.6rem 0 0.2rem; font-size: 0.85rem; color: #444; }
+.text { white-space: pre-wrap; margin: 0; font-family: ui-monospace, monospace; font-size: 0.82rem;
+        background: #fafafa; padding: 0.3rem 0.4rem; }
+.ok { color: #1f7a37; font-weight: 600; } .bad { color: #b02a25; font-weight: 600; }
+.muted { color: #777; } h4.side { margin: 0.3rem 0 0.5rem; }
+"""
+
+
+@dataclass(frozen=True)
+class ReportImage:
+    """A PNG on disk and its caption; the PNG is inlined when the report is rendered."""
+
+    caption: str
+    path: Path
+
+
+@dataclass
+class ReportInputs:
+    """What a report shows; each field left empty leaves its section out.
+
+    - ``rows`` / ``teacher_rows``: tidy results (the table of :func:`results_markdown`).
+    - ``images``: plots (from :mod:`ftcot.report.plots`), in order.
+    - ``curation``: ``curation.json`` dicts, one per task × template.
+    - ``teacher_reports``: teacher report JSON dicts (:meth:`TeacherReport.to_json`).
+    - ``examples``: task key -> dicts with ``question``, ``answer``,
+      ``teacher_rationale``, ``teacher_correct``, ``student_output``,
+      ``student_prediction``, ``student_correct``; ``examples_per_side`` of
+      the correct and of the wrong ones are shown side by side.
+    """
+
+    title: str = "Fine-tune-CoT report"
+    subtitle: str = ""
+    rows: Sequence[ResultRow] = ()
+    teacher_rows: Sequence[ResultRow] = ()
+    images: Sequence[ReportImage] = ()
+    curation: Sequence[Mapping[str, Any]] = ()
+    teacher_reports: Sequence[Mapping[str, Any]] = ()
+    examples: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    examples_per_side: int = 2
+
+
+def task_title(task: str) -> str:
+    # Not imported from plots: rendering a report needs no matplotlib when its images are already made.
+    return BUILTIN_TASKS[task].title if task in BUILTIN_TASKS else task
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def markdown_table_html(markdown: str) -> str:
+    """An HTML table of the cells of a pipe table as :func:`results_markdown` writes it.
+
+    Parsing the Markdown keeps the two tables cell-for-cell identical; a cell
+    containing ``|`` would split, which student and task names do not.
+    """
+    lines = [line.strip() for line in markdown.strip().splitlines()]
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    header, body = cells(lines[0]), [cells(line) for line in lines[2:]]
+    out = ["<div class='scroll'><table class='results'><thead><tr>"]
+    out += [f"<th>{esc(h)}</th>" for h in header]
+    out.append("</tr></thead><tbody>")
+    for row in body:
+        out.append("<tr>" + f"<th>{esc(row[0])}</th>" + "".join(f"<td class='num'>{esc(c)}</td>" for c in row[1:])
+                   + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _value_html(key: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return esc("–" if value is None else str(value).lower())
+    if isinstance(value, float):
+        return esc(f"{100 * value:.2f}%" if key in PERCENT_KEYS else f"{value:.4g}")
+    if isinstance(value, Mapping):
+        return "<br>".join(f"{esc(k)}: {_value_html(str(k), v)}" for k, v in value.items()) or "–"
+    if isinstance(value, (list, tuple)):
+        if len(value) <= LONG_LIST:
+            return esc(", ".join(str(v) for v in value)) or "–"
+        return (f"<details><summary>{len(value)} items</summary>"
+                f"{esc(', '.join(str(v) for v in value))}</details>")
+    return esc(value)
+
+
+def reports_table_html(reports: Sequence[Mapping[str, Any]], heading_keys: Sequence[str]) -> str:
+    """Reports side by side: one column per report, one row per field (the union, in first-seen order)."""
+    keys = list(dict.fromkeys(k for report in reports for k in report if k not in heading_keys))
+    out = ["<div class='scroll'><table><thead><tr><th></th>"]
+    for report in reports:
+        parts = [task_title(str(report.get(k))) if k == "task" else str(report.get(k, "–")) for k in heading_keys]
+        out.append("<th>" + "<br>".join(esc(p) for p in parts) + "</th>")
+    out.append("</tr></thead><tbody>")
+    for key in keys:
+        out.append(f"<tr><th>{esc(key)}</th>" + "".join(
+            f"<td class='num'>{_value_html(key, report[key]) if key in report else '–'}</td>" for report in reports)
+            + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _mark(correct: Any) -> str:
+    if correct is None:
+        return "<span class='muted'>not scored</span>"
+    return "<span class='ok'>✓ correct</span>" if correct else "<span class='bad'>✗ wrong</span>"
+
+
+def example_html(example: Mapping[str, Any]) -> str:
+    kind = "right" if example.get("student_correct") else "wrong"
+    return (f"<div class='example {kind}'>"
+            f"<h4>Question</h4><p class='text'>{esc(example.get('question'))}</p>"
+            f"<h4>Gold answer</h4><p class='text'>{esc(example.get('answer'))}</p>"
+            f"<h4>Teacher rationale {_mark(example.get('teacher_correct'))}</h4>"
+            f"<p class='text'>{esc(example.get('teacher_rationale'))}</p>"
+            f"<h4>Student output {_mark(example.get('student_correct'))}</h4>"
+            f"<p class='text'>{esc(example.get('student_output'))}</p>"
+            f"<h4>Student prediction</h4><p class='text'>{esc(example.get('student_prediction'))}</p>"
+            "</div>")
+
+
+def examples_html(task: str, examples: Sequence[Mapping[str, Any]], per_side: int) -> str:
+    right = [e for e in examples if e.get("student_correct")][:per_side]
+    wrong = [e for e in examples if not e.get("student_correct")][:per_side]
+
+    def column(title: str, chosen: list) -> str:
+        body = "".join(example_html(e) for e in chosen) or "<p class='muted'>none</p>"
+        return f"<div><h4 class='side'>{esc(title)} ({len(chosen)})</h4>{body}</div>"
+
+    return (f"<section class='task-examples'><h3>{esc(task_title(task))}</h3><div class='pair'>"
+            + column("Student correct", right) + column("Student wrong", wrong) + "</div></section>")
+
+
+def render_report(inputs: ReportInputs) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{esc(inputs.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(inputs.title)}</h1>",
+    ]
+    if inputs.subtitle:
+        parts.append(f"<p class='muted'>{esc(inputs.subtitle)}</p>")
+    if inputs.rows or inputs.teacher_rows:
+        parts.append("<section id='results'><h2>Results</h2>"
+                     "<p class='muted'>Test accuracy (%); mean ± 95% interval over seeds where there are several.</p>"
+                     + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows)) + "</section>")
+    if inputs.images:
+        parts.append("<section id='plots'><h2>Plots</h2>")
+        parts += [f"<figure><img src='{png_data_uri(image.path)}' alt='{esc(image.caption)}'>"
+                  f"<figcaption>{esc(image.caption)}</figcaption></figure>" for image in inputs.images]
+        parts.append("</section>")
+    if inputs.curation:
+        parts.append("<section id='curation'><h2>Curation</h2>"
+                     + reports_table_html(inputs.curation, ("task", "template")) + "</section>")
+    if inputs.teacher_reports:
+        parts.append("<section id='teacher'><h2>Teacher</h2>"
+                     + reports_table_html(inputs.teacher_reports, ("task", "teacher", "method")) + "</section>")
+    if inputs.examples:
+        parts.append("<section id='examples'><h2>Examples</h2>")
+        parts += [examples_html(task, inputs.examples[task], inputs.examples_per_side)
+                  for task in task_order(inputs.examples)]
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(inputs: ReportInputs, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(inputs), encoding="utf-8")
+    return path
