@@ -143,7 +143,7 @@ def load_model(spec: str, *, dtype: str | None = "auto", device: str | None = "a
         loaded = _load_pretrained(_check_local(spec), spec, torch_dtype)
     loaded.model.to(device=torch_device, dtype=torch_dtype)
     loaded.model.eval()
-    _make_output_layer_input_contiguous(loaded.model)
+    make_output_layer_input_contiguous(loaded.model)
     return loaded
 
 
@@ -272,7 +272,7 @@ def build_gemma_cache(target: Path) -> Path:
     return target
 
 
-def _make_output_layer_input_contiguous(model: Any) -> None:
+def make_output_layer_input_contiguous(model: Any) -> None:
     """Feed the output layer contiguous hidden states.
 
     On CPU in bf16 without autograd, the output layer applied to a strided

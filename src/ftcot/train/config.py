@@ -1,0 +1,68 @@
+"""Training settings: one dataclass, each field with its help text (the CLI reads it from here).
+
+Defaults are the paper's (spec §4): AdamW, lr 3e-4, batch 8, no scheduler, no
+warm-up, 512-token limits. The paper trains 20 epochs in fp32; ``bf16`` defaults
+to "where the hardware has it", which is what makes a 270M student practical on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ftcot.errors import FtcotError
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    student: str = _help("Student model: tiny-gpt2, tiny-t5, gemma-270m, or a local model directory.",
+                         default="gemma-270m")
+    lora: bool = _help("Train LoRA adapters on all linear projections instead of every weight.", default=False)
+    lora_r: int = _help("LoRA rank.", default=16)
+    lora_alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    dropout: float | None = _help("Set every dropout probability of the student (default: the model's own).",
+                                  default=None)
+    epochs: int = _help("Passes over the training set.", default=20)
+    lr: float = _help("AdamW learning rate (constant: no scheduler, no warm-up).", default=3e-4)
+    weight_decay: float = _help("AdamW weight decay (torch's default, as the reference).", default=0.01)
+    batch_size: int = _help("Examples per step across all processes (split evenly between them).", default=8)
+    grad_accum: int = _help("Steps whose gradients are summed before each optimizer update.", default=1)
+    bf16: bool | None = _help("bf16 compute (default: where the hardware supports it).", default=None)
+    max_length: int = _help("Token limit: prompt + completion for decoders; each side for encoder-decoders.",
+                            default=512)
+    allow_truncation: bool = _help("Cut over-long targets to --max-length instead of failing.", default=False)
+    seed: int = _help("Seed of the data order, dropout and tiny models' initialisation.", default=0)
+    eval_batch_size: int = _help("Batch size of validation generation.", default=16)
+    max_new_tokens: int | None = _help("Generation limit at validation (default: longest target + 25%).",
+                                       default=None)
+    pad_multiple: int | None = _help("Round padded batch lengths up to a multiple of this (default: 64 on GPUs, "
+                                     "where every new shape costs kernel planning; 1 on CPUs).", default=None)
+    loss_chunk: int | None = _help("Completion positions per output-layer chunk in the loss "
+                                   "(default: 16M logits / vocabulary size; 64 for Gemma).", default=None)
+    device: str = _help("auto, cpu, cuda or cuda:N (under accelerate launch: its device).", default="auto")
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "eval_batch_size", "loss_chunk",
+                    "pad_multiple")
+        for name in positive:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FtcotError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
+        if not self.lr > 0:
+            raise FtcotError(f"--lr must be positive (got {self.lr}).")
+        if not 0 <= self.lora_dropout < 1:
+            raise FtcotError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout}).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    # Fields that may change between a run and its resumption without changing the result.
+    RESUMABLE_CHANGES = ("epochs", "eval_batch_size", "device")
+
+
+def help_of(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)

@@ -1,0 +1,428 @@
+"""Student fine-tuning (spec §4): a small accelerate loop around ``CompletionLM``.
+
+One process or many (``accelerate launch``: DDP, FSDP, DeepSpeed) run the same
+code. ``--batch-size`` is the global batch: every process computes the same
+length-grouped batch plan from (seed, epoch) and takes every world-th row of each
+batch, so one process and N processes see the same global batches. The loss of
+an update is the summed completion-token cross-entropy divided by the update's
+completion tokens over all processes and accumulation steps, so the gradient is
+the same whatever the process count (DDP then averages: each process scales by
+the world size).
+
+Why a loop and not a ``transformers.Trainer`` subclass: the loss must run inside
+the wrapped module's forward (``CompletionLM``, see loss.py) for DDP/FSDP, and
+Trainer's saving, loading, PEFT and resume branches all key on the model being
+a ``PreTrainedModel``/``PeftModel``; its checkpoints are written in place (a
+kill mid-save leaves a broken ``checkpoint-N``) and its per-epoch evaluation
+has no place for greedy generation + scoring. Overriding those is more code
+than this loop, which is timed against Trainer in bench/train_throughput.py.
+
+Resumption: after every epoch the trainable parameters, AdamW state, every
+process's RNG and the counters are written atomically (checkpoint.py); a rerun
+of the same command continues after the last complete epoch and produces what
+an uninterrupted run produces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ftcot.errors import FtcotError, unknown_name
+from ftcot.scoring import score
+from ftcot.tasks.spec import TaskSpec
+from ftcot.train import checkpoint as ckpt
+from ftcot.train import preflight
+from ftcot.train.config import TrainConfig
+from ftcot.train.data import DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize
+from ftcot.train.progress import TrainProgress, peak_rss_gb, summary_table
+
+
+def resolve_task_spec(task: str, answer_type: str | None = None) -> TaskSpec:
+    from ftcot.tasks import BUILTIN_TASKS, get_spec, load_task
+
+    if task in BUILTIN_TASKS:
+        return get_spec(task)
+    if Path(task).is_file():
+        return load_task(task, answer_type=answer_type).spec
+    raise unknown_name("task", task, BUILTIN_TASKS)
+
+
+@dataclass
+class Prepared:
+    """Everything tokenized and checked, before any training."""
+
+    data: DataDir
+    spec: TaskSpec
+    loaded: Any  # LoadedModel
+    train: list[Tokenized]
+    val: list[Tokenized]
+    truncated: list[int]
+
+
+def prepare_data(data: DataDir, loaded: Any, spec: TaskSpec, config: TrainConfig) -> Prepared:
+    """Tokenize once and run the pre-flight checks (each raises a one-line FtcotError)."""
+    from ftcot.models.generation import eos_ids
+
+    truncated = []
+    tokenized = {}
+    for name, rows in (("train.jsonl", data.train), ("val.jsonl", data.val)):
+        file = str(data.path / name)
+        preflight.check_layout(rows, data.template, file)
+        items = [tokenize(loaded, e, data.template, config.max_length, config.allow_truncation) for e in rows]
+        preflight.check_prompt_ids(loaded, rows, items, data.template, file)
+        truncated += preflight.check_lengths(rows, items, config.max_length, config.allow_truncation, file)
+        preflight.check_eos(loaded, rows, items, eos_ids(loaded), file)
+        preflight.check_scorable(loaded, [e for e, t in zip(rows, items) if not t.truncated],
+                                 [t for t in items if not t.truncated], spec, data.template, file)
+        tokenized[name] = items
+    return Prepared(data, spec, loaded, tokenized["train.jsonl"], tokenized["val.jsonl"], truncated)
+
+
+def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
+    """The previous run's record in CKPT_DIR, after checking its settings match."""
+    path = out / ckpt.TRAIN_JSON
+    if not path.is_file():
+        return None
+    import json
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    before = record.get("config", {})
+    for name, value in config.to_dict().items():
+        if name in TrainConfig.RESUMABLE_CHANGES or before.get(name) == value:
+            continue
+        raise FtcotError(f"{out} holds a run with {name}={before.get(name)!r}, not {value!r}; resume with the same "
+                         f"settings or choose a new --out.")
+    return record
+
+
+def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: str | None = None,
+          answer_type: str | None = None, console: Console | None = None) -> dict:
+    """Fine-tune ``config.student`` on DATA_DIR into CKPT_DIR ``out``; returns the train.json record."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from ftcot.models import LoadedModel
+
+    out = Path(out)
+    console = console or Console(stderr=True)
+    data = read_data_dir(Path(data_dir))
+    spec = resolve_task_spec(task or data.task, answer_type)
+    previous = _check_resumable(out, config)
+
+    # Without a GPU, processes started by torchrun / accelerate's multi-process launcher must
+    # still form a group: cpu=True makes accelerate use gloo (MULTI_CPU) instead of running alone.
+    accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if config.batch_size % world:
+        raise FtcotError(f"--batch-size {config.batch_size} must be a multiple of the {world} processes "
+                         f"(it is the global batch, split evenly).")
+    loaded, precision = load_for_training(config, accelerator.device)
+    prepared = prepare_data(data, loaded, spec, config)
+    base_checksum = ckpt.output_checksum(loaded.model)
+    torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and every run
+    wrapper, optimizer, n_trainable = build_student(loaded, config, accelerator)
+    inner = accelerator.unwrap_model(wrapper).model  # the PeftModel / transformers model
+    device, bf16, use_autocast = accelerator.device, precision["bf16"], precision["autocast"]
+
+    # ---- resume -------------------------------------------------------------------------------------
+    torch.manual_seed(config.seed + rank)  # dropout: each process its own stream
+    start_epoch, step, history = 1, 0, []
+    last = ckpt.latest_checkpoint(out) if previous is not None else None
+    if last is not None:
+        import json
+
+        state = json.loads((last / "state.json").read_text(encoding="utf-8"))
+        if sharded:
+            accelerator.load_state(str(last / "accelerate"))
+        else:
+            ckpt.load_trainable(inner, torch.load(last / "trainable.pt", map_location=device))
+            optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location=device, weights_only=False))
+        rng_file = last / f"rng-rank{rank}.pt"
+        if rng_file.is_file():
+            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+
+    record = {
+        "student": config.student, "template": data.template.name, "task": spec.key, "data_dir": str(data.path),
+        "is_encoder_decoder": loaded.is_encoder_decoder, "config": config.to_dict(),
+        "precision": precision,
+        "processes": world, "distributed": str(accelerator.distributed_type),
+        "train_examples": len(prepared.train), "val_examples": len(prepared.val),
+        "truncated_sample_indices": prepared.truncated, "trainable_parameters": n_trainable,
+        "base_checksum": base_checksum, "epochs": history, "best_epoch": _best(history), "finished": False,
+    }
+    if previous and previous.get("finished") and start_epoch > config.epochs:
+        if main:
+            console.print(f"{out}: already trained for {config.epochs} epochs; nothing to do.")
+            console.print(summary_table(previous))
+        return previous
+
+    lengths = [t.tokens for t in prepared.train]
+    windows_per_epoch = math.ceil(math.ceil(len(prepared.train) / config.batch_size) / config.grad_accum)
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_autocast)
+    gen_budget = config.max_new_tokens or _default_max_new_tokens(prepared)
+    if main:
+        resumed = f", resuming after epoch {start_epoch - 1}" if start_epoch > 1 else ""
+        console.print(f"ftcot train: {config.student} ({'LoRA' if config.lora else 'full'}, "
+                      f"{n_trainable:,} trainable), {len(prepared.train)} examples, {world} process(es), "
+                      f"bf16={'autocast' if use_autocast else 'weights' if bf16 else 'off'}{resumed}")
+
+    with TrainProgress(console, config.epochs * windows_per_epoch, (start_epoch - 1) * windows_per_epoch,
+                       enabled=main) as progress:
+        for epoch in range(start_epoch, config.epochs + 1):
+            wrapper.train()
+            batches = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+            started, epoch_loss, epoch_targets, epoch_tokens = time.perf_counter(), 0.0, 0, 0
+            step_losses = []
+            for w in range(0, len(batches), config.grad_accum):
+                window = batches[w:w + config.grad_accum]
+                step_loss, targets, tokens = train_window(wrapper, optimizer, accelerator, prepared.train, window,
+                                                          config, amp, _pad_id(loaded), loaded.is_encoder_decoder)
+                step += 1
+                step_losses.append(step_loss)
+                epoch_loss += step_loss * targets
+                epoch_targets += targets
+                epoch_tokens += tokens
+                progress.step(epoch, config.epochs, step_loss, epoch_tokens / (time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+
+            wrapper.eval()
+            val_loss = _val_loss(wrapper, prepared, config, accelerator, amp, loaded)
+            eval_model = LoadedModel(inner, loaded.tokenizer, loaded.is_encoder_decoder, loaded.spec)
+            correct = _val_correct(eval_model, prepared, config, accelerator, amp, gen_budget, wrapper)
+            metrics = {
+                "epoch": epoch, "step": step, "train_loss": epoch_loss / epoch_targets, "train_seconds": seconds,
+                "train_tokens": epoch_tokens, "train_tokens_per_s": epoch_tokens / seconds,
+                "val_loss": val_loss, "val_accuracy": correct / len(prepared.val), "val_correct": correct,
+                "val_total": len(prepared.val), "step_losses": step_losses,
+            }
+            history = [*history, metrics]
+            record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
+            progress.note(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                          f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{len(prepared.val)})")
+            _save_checkpoint(out, epoch, step, history, record, inner, optimizer, accelerator, sharded)
+
+    if main:
+        _export_best(out, record, inner, loaded, config, sharded)
+        record.update(finished=True, peak_rss_gb=peak_rss_gb())
+        ckpt.atomic_write_json(out / ckpt.TRAIN_JSON, record)
+        console.print(summary_table(record))
+        console.print(f"best epoch {record['best_epoch']} → {out / ckpt.BEST}; record: {out / ckpt.TRAIN_JSON}")
+    accelerator.wait_for_everyone()
+    return record
+
+
+def load_for_training(config: TrainConfig, device: Any) -> tuple[Any, dict]:
+    """The student in its training precision, and that precision's description."""
+    from ftcot.models import load_model
+    from ftcot.models.loading import bf16_supported
+
+    bf16 = bf16_supported(device) if config.bf16 is None else config.bf16
+    # LoRA: bf16 base weights with fp32 adapters (peft upcasts them) — fastest and smallest here (see bench).
+    # Full fine-tuning: fp32 master weights under bf16 autocast; pure-bf16 AdamW updates would round away.
+    weights = "bfloat16" if bf16 and config.lora else "float32"
+    loaded = load_model(config.student, dtype=weights, device=str(device), seed=config.seed)
+    return loaded, {"bf16": bf16, "weights": weights, "autocast": bf16 and not config.lora}
+
+
+def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[Any, Any, int]:
+    """(prepared CompletionLM, prepared AdamW, trainable parameter count); LoRA adapters added if asked."""
+    import torch
+    from accelerate.utils import DistributedType
+
+    from ftcot.train.loss import CompletionLM
+
+    model = loaded.model
+    if config.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = config.dropout
+    if config.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules="all-linear",  # every linear projection; peft leaves the output layer out
+            task_type=TaskType.SEQ_2_SEQ_LM if loaded.is_encoder_decoder else TaskType.CAUSAL_LM))
+    model.train()
+    wrapper = CompletionLM(model, loaded.is_encoder_decoder, config.loss_chunk)
+    trainable = [p for p in wrapper.parameters() if p.requires_grad]
+    # Paper: AdamW, constant lr (no scheduler, no warm-up); weight decay 0.01 is torch's default, as the reference.
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = config.batch_size // accelerator.num_processes
+        ds["gradient_accumulation_steps"] = config.grad_accum
+        ds["train_batch_size"] = config.batch_size * config.grad_accum
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    return wrapper, optimizer, sum(p.numel() for p in trainable)
+
+
+def pad_multiple(config: TrainConfig, device: Any) -> int:
+    """GPUs: few distinct shapes (cuDNN attention plans each new one: ~10x slower first steps in bf16 on an
+    H200); CPUs: no rounding, every padded position is computed."""
+    return config.pad_multiple or (64 if device.type == "cuda" else 1)
+
+
+def train_window(wrapper: Any, optimizer: Any, accelerator: Any, examples: list[Tokenized], window: list[list[int]],
+                 config: TrainConfig, amp: Any, pad_id: int, encoder_decoder: bool) -> tuple[float, int, int]:
+    """One optimizer update over ``window`` (grad_accum global batches); returns (loss, targets, tokens).
+
+    The loss is normalised by the completion tokens of the whole update on all
+    processes, so N processes and one process compute the same gradient.
+    """
+    import torch
+    from accelerate.utils import DistributedType
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    sharded = deepspeed or accelerator.distributed_type == DistributedType.FSDP
+    targets = sum(examples[i].target_tokens for b in window for i in b)
+    local = torch.zeros((), device=accelerator.device)
+    for k, batch in enumerate(window):
+        rows, weight = batch[rank::world], 1.0
+        if not rows:  # a short last batch: every process must still run forward and backward
+            rows, weight = batch[:1], 0.0
+        inputs = collate([examples[i] for i in rows], pad_id, encoder_decoder, pad_multiple(config, accelerator.device))
+        inputs = {key: value.to(accelerator.device) for key, value in inputs.items()}
+        # Gradients are all-reduced once per update, not after every accumulated batch.
+        last = k == len(window) - 1
+        sync = contextlib.nullcontext() if last or sharded else accelerator.no_sync(wrapper)
+        with sync:
+            with amp:
+                loss_sum, _ = wrapper(**inputs)
+            scale = weight * world / targets  # DDP averages over processes: undo it
+            if deepspeed:
+                scale *= config.grad_accum  # DeepSpeed divides by its accumulation steps itself
+            accelerator.backward(loss_sum * scale)
+        local += loss_sum.detach().float() * weight
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss = accelerator.reduce(local, "sum").item() / targets if world > 1 else local.item() / targets
+    return loss, targets, sum(examples[i].tokens for b in window for i in b)
+
+
+def _pad_id(loaded: Any) -> int:
+    pad = loaded.tokenizer.pad_token_id
+    return 0 if pad is None else pad
+
+
+def _best(history: list[dict]) -> int | None:
+    """Best epoch: highest val accuracy, then lowest val loss, then the earliest."""
+    if not history:
+        return None
+    return min(history, key=lambda m: (-m["val_accuracy"], m["val_loss"], m["epoch"]))["epoch"]
+
+
+def _default_max_new_tokens(prepared: Prepared) -> int:
+    longest = max(t.target_tokens for t in prepared.train + prepared.val)
+    budget = math.ceil(1.25 * longest) + 4
+    limit = None if prepared.loaded.is_encoder_decoder else prepared.loaded.max_positions
+    if limit is not None:
+        budget = min(budget, limit - max(t.prompt_tokens for t in prepared.val))
+    return budget
+
+
+def _val_loss(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
+              loaded: Any) -> float:
+    import torch
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    order = sorted(range(len(prepared.val)), key=lambda i: prepared.val[i].tokens)
+    batch = config.eval_batch_size * world
+    total = torch.zeros(2, device=accelerator.device)
+    with torch.no_grad():
+        for start in range(0, len(order), batch):
+            chunk = order[start:start + batch]
+            rows, weight = chunk[rank::world], 1.0
+            if not rows:
+                rows, weight = chunk[:1], 0.0
+            inputs = collate([prepared.val[i] for i in rows], _pad_id(loaded), loaded.is_encoder_decoder,
+                             pad_multiple(config, accelerator.device))
+            with amp:
+                loss_sum, count = wrapper(**{k: v.to(accelerator.device) for k, v in inputs.items()})
+            total += torch.stack([loss_sum.float(), torch.tensor(float(count), device=accelerator.device)]) * weight
+    total = accelerator.reduce(total, "sum")
+    return float(total[0] / total[1])
+
+
+def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
+                 max_new_tokens: int, wrapper: Any) -> int:
+    """Greedy generation on this process's share of val questions, scored like evaluation scores."""
+    import torch
+    from accelerate.utils import DistributedType, gather_object
+
+    from ftcot.models import generate
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(len(prepared.val)))[rank::world]
+    template = prepared.data.template
+    prompts = [template.format_prompt(prepared.data.val[i].question, eval_model.is_encoder_decoder) for i in mine]
+    full = contextlib.nullcontext()
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # Generation runs a different number of forwards per process: gather the full weights first.
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        full = FullyShardedDataParallel.summon_full_params(wrapper, writeback=False)
+    eval_model.model.eval()
+    with full, amp, torch.no_grad():
+        outputs = generate(eval_model, prompts, max_new_tokens=max_new_tokens,
+                           batch_size=config.eval_batch_size) if prompts else []
+    eval_model.model.train()
+    mine_correct = [score(g.text, prepared.data.val[i].answer, prepared.spec, template).correct
+                    for i, g in zip(mine, outputs)]
+    return sum(gather_object([sum(mine_correct)]) if world > 1 else mine_correct)
+
+
+def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], record: dict, inner: Any,
+                     optimizer: Any, accelerator: Any, sharded: bool) -> None:
+    import torch
+    from accelerate.utils import gather_object
+
+    rngs = gather_object([ckpt.rng_state()]) if accelerator.num_processes > 1 else [ckpt.rng_state()]
+    tmp = None
+    if accelerator.is_main_process:
+        tmp = ckpt.temporary_dir(out / ckpt.CHECKPOINTS, f"epoch-{epoch:04d}")
+    if sharded:  # FSDP / DeepSpeed shard optimizer state: every process writes its part
+        tmp = gather_object([tmp])[0] if accelerator.num_processes > 1 else tmp
+        accelerator.save_state(str(tmp / "accelerate"))
+    if accelerator.is_main_process:
+        if not sharded:
+            torch.save(ckpt.trainable_state(inner), tmp / "trainable.pt")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        for r, state in enumerate(rngs):
+            torch.save(state, tmp / f"rng-rank{r}.pt")
+        ckpt.atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
+        ckpt.publish_dir(tmp, ckpt.checkpoint_dir(out, epoch))
+        keep = {ckpt.checkpoint_dir(out, epoch), ckpt.checkpoint_dir(out, record["best_epoch"])}
+        for old in (out / ckpt.CHECKPOINTS).glob("epoch-*"):
+            if old not in keep:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+        ckpt.atomic_write_json(out / ckpt.TRAIN_JSON, record)
+    accelerator.wait_for_everyone()
+
+
+def _export_best(out: Path, record: dict, inner: Any, loaded: Any, config: TrainConfig, sharded: bool) -> None:
+    import torch
+
+    from ftcot.models import LoadedModel
+
+    best = record["best_epoch"]
+    if best != record["epochs"][-1]["epoch"] and not sharded:
+        ckpt.load_trainable(inner, torch.load(ckpt.checkpoint_dir(out, best) / "trainable.pt"))
+    inner.eval()
+    info = {"student": config.student, "seed": config.seed, "template": record["template"], "task": record["task"],
+            "epoch": best, "is_encoder_decoder": loaded.is_encoder_decoder, "base_checksum": record["base_checksum"]}
+    ckpt.save_best(out, LoadedModel(inner, loaded.tokenizer, loaded.is_encoder_decoder, loaded.spec),
+                   config.lora, info)
