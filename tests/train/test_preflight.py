@@ -48,8 +48,8 @@ def test_eos_inside_target(coin_flip_16, tmp_path):
 
 
 def test_truncated_targets_fail_unless_allowed(coin_flip_16, tmp_path):
-    result = run_train(coin_flip_16, "--student", "tiny-gpt2", "--max-length", "300", "--out", tmp_path / "ck")
-    assert_one_line_error(result, "train.jsonl", "exceed --max-length 300", "--allow-truncation", "sample_index")
+    result = run_train(coin_flip_16, "--student", "tiny-gpt2", "--max-length", "200", "--out", tmp_path / "ck")
+    assert_one_line_error(result, "train.jsonl", "exceed --max-length 200", "--allow-truncation", "sample_index")
 
 
 def test_prompt_not_in_the_inference_format(coin_flip_16, tmp_path):

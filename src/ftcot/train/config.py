@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size: int = _help("Examples per step across all processes (split evenly between them).", default=8)
     grad_accum: int = _help("Steps whose gradients are summed before each optimizer update.", default=1)
     bf16: bool | None = _help("bf16 compute (default: where the hardware supports it).", default=None)
-    max_length: int = _help("Token limit: prompt + completion for decoders; each side for encoder-decoders.",
+    max_length: int = _help("Token limit of each side, prompt and completion (the paper: 512 and 512).",
                             default=512)
     allow_truncation: bool = _help("Cut over-long targets to --max-length instead of failing.", default=False)
     seed: int = _help("Seed of the data order, dropout and tiny models' initialisation.", default=0)

@@ -113,16 +113,18 @@ def tokenize(loaded: Any, example: TrainingExample, template: Template, max_leng
     prompt, completion = student_texts(example, template, loaded.is_encoder_decoder)
     prompt_ids = loaded.encode_prompt(prompt)
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+    # The paper's limit is per side: 512 input and 512 target tokens, for both kinds of student.
+    over = len(prompt_ids) > max_length or len(completion_ids) > max_length
     if loaded.is_encoder_decoder:
-        over = len(prompt_ids) > max_length or len(completion_ids) > max_length
         if over and truncate:
             prompt_ids, completion_ids = prompt_ids[:max_length], completion_ids[:max_length]
         return Tokenized(prompt_ids, completion_ids, len(prompt_ids), example.sample_index, True, over)
-    limit = min(max_length, loaded.max_positions or max_length)
-    over = len(prompt_ids) + len(completion_ids) > limit
-    ids = prompt_ids + completion_ids
+    # A decoder also reads both sides in one window of its positions.
+    positions = loaded.max_positions or 2 * max_length
+    over = over or len(prompt_ids) + len(completion_ids) > positions
     if over and truncate:
-        ids = ids[:limit]
+        prompt_ids, completion_ids = prompt_ids[:max_length], completion_ids[:max_length]
+    ids = (prompt_ids + completion_ids)[:positions]
     labels = [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):]
     return Tokenized(ids, labels[:len(ids)], len(prompt_ids), example.sample_index, False, over)
 

@@ -93,8 +93,8 @@ def check_lengths(examples: list[TrainingExample], tokenized: list[Tokenized], m
                   allow_truncation: bool, file: str) -> list[int]:
     over = [e.sample_index for e, t in zip(examples, tokenized) if t.truncated]
     if over and not allow_truncation:
-        longest = max(t.tokens for t in tokenized)
+        longest = max(max(t.prompt_tokens, t.target_tokens) for t in tokenized)
         raise FtcotError(f"{file}: {len(over)} of {len(examples)} examples exceed --max-length {max_length} "
-                         f"(sample_index {_indices(over)}; longest {longest} tokens) and would lose their end; "
+                         f"(sample_index {_indices(over)}; longest side {longest} tokens) and would lose their end; "
                          f"raise --max-length or pass --allow-truncation.")
     return over
