@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from ftcot.api_replies import error_message, parse_retry_after
 from ftcot.errors import FtcotError
 from ftcot.teach.backends.openai_compat import (
     LLAMA_CPP_EXTRA_BODY,
@@ -25,10 +26,8 @@ from ftcot.teach.backends.openai_compat import (
     backoff_delay,
     build_chat_payload,
     build_completions_payload,
-    error_message,
     is_local,
     parse_response,
-    parse_retry_after,
     prompt_to_messages,
     sample_seed,
     split_tokens,

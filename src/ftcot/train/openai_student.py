@@ -68,7 +68,6 @@ servers echo what they were sent).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -83,6 +82,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ftcot.api_replies import error_message, parse_retry_after
 from ftcot.curate.dataset import chat_record, read_examples
 from ftcot.errors import FtcotError
 from ftcot.jsonl import write_jsonl
@@ -174,22 +174,6 @@ def build_job_payload(
     return payload
 
 
-def error_message(response_text: str) -> str:
-    """The server's own words from an error reply (OpenAI's ``{"error": {"message"}}`` and others)."""
-    text = response_text.strip()
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:500] or "(empty body)"
-    if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error is not None:
-            return (error if isinstance(error, str) else json.dumps(error))[:500]
-    return text[:500]
-
-
 def error_code(response_text: str) -> str | None:
     try:
         body = json.loads(response_text)
@@ -201,27 +185,14 @@ def error_code(response_text: str) -> str | None:
 
 
 def retry_after_s(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date)."""
+    """Seconds to wait from OpenAI's ``retry-after-ms`` or the standard ``Retry-After``."""
     value = headers.get("retry-after-ms")
     if value:
         try:
             return max(0.0, float(value) / 1000)
         except ValueError:
             pass
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return parse_retry_after(headers.get("retry-after"), now)
 
 
 def retryable_status(status: int) -> bool:

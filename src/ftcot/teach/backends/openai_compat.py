@@ -91,7 +91,6 @@ engine decides how many are in flight.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
@@ -103,6 +102,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ftcot.api_replies import error_message, parse_retry_after
 from ftcot.errors import FtcotError
 from ftcot.teach.records import Completion, CompletionRequest, TeacherError
 
@@ -272,40 +272,6 @@ def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Com
             )
         )
     return completions
-
-
-def error_message(raw: bytes) -> str:
-    """The server's own words from an error reply (OpenAI, vLLM, llama.cpp, FastAPI shapes)."""
-    text = raw.decode("utf-8", "replace").strip()
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:500] or "(empty body)"
-    if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error is not None:
-            return (error if isinstance(error, str) else json.dumps(error))[:500]
-    return text[:500]
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None or when.tzinfo is None:  # HTTP dates are GMT; a naive one is malformed
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
