@@ -20,7 +20,7 @@ from ftcot.errors import FtcotError, unknown_name
 from ftcot.models.generation import GenerationRequest
 from ftcot.tasks import Task
 from ftcot.teach.plan import ANSWER_MAX_TOKENS, DEFAULT_MAX_TOKENS, Plan, TeachSettings
-from ftcot.teach.prompts import load_few_shot_exemplars
+from ftcot.teach.prompts import method_exemplars
 from ftcot.templates import Template, get_template
 
 STUDENT_METHODS = ("ft_cot", "ft", "ft_cot_natural")
@@ -67,12 +67,7 @@ class EvalMethod:
         if self.is_student:
             self.stop = API_STUDENT_STOP if api else ()
         else:
-            exemplars = None
-            if method == "fs_cot":
-                if task.data_root is None:
-                    raise FtcotError(f"--method fs_cot needs Few-shot-CoT exemplars; task '{task.key}' is your own "
-                                     f"task and has none. Use --method zs_cot or zs.")
-                exemplars = load_few_shot_exemplars(task.data_root, task.key)
+            exemplars = method_exemplars(task, method)
             self._plan = Plan(TeachSettings(task=task.key, split="test", teacher="evaluate", method=method,
                                             max_tokens=self.max_new_tokens, trigger=task.spec.trigger,
                                             exemplars=exemplars))

@@ -46,7 +46,7 @@ from ftcot.errors import FtcotError
 from ftcot.tasks import Sample, Task
 from ftcot.teach.plan import ANSWER, DEFAULT_MAX_TOKENS, Plan, TeachSettings, settings_of, validate
 from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
-from ftcot.teach.prompts import load_few_shot_exemplars
+from ftcot.teach.prompts import method_exemplars
 from ftcot.teach.records import Completion, CompletionRequest, Teacher, TeacherError
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
@@ -160,12 +160,7 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
     check them before it creates anything (the CLI, before the run directory).
     """
     task.split_indices(split)  # an unknown split is an error now, not after the store exists
-    exemplars = None
-    if method == "fs_cot":
-        if task.data_root is None:
-            raise FtcotError(f"--method fs_cot needs exemplars; task '{task.key}' has none (own tasks have no "
-                             f"Few-shot-CoT prompt). Use --method zs_cot or zs.")
-        exemplars = load_few_shot_exemplars(task.data_root, task.key)
+    exemplars = method_exemplars(task, method)
     settings = TeachSettings(
         task=task.key, split=split, teacher=teacher.name, method=method, samples=samples,
         temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),

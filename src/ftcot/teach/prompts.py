@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ftcot.data_root import require_file
 from ftcot.errors import FtcotError
+from ftcot.tasks import Task
 
 STEP_BY_STEP = "Let's think step by step."
 _THEREFORE = "\nTherefore, "
@@ -44,6 +45,16 @@ def zero_shot_prompt(question: str, trigger: str) -> str:
 def few_shot_cot_prompt(question: str, exemplars: str) -> str:
     """Few-shot-CoT: the exemplars (``Q: …\\nA: … The answer is X.`` joined by newlines), then the question."""
     return f"{exemplars}\nQ: {question}\nA:"
+
+
+def method_exemplars(task: Task, method: str) -> str | None:
+    """The Few-shot-CoT exemplar block ``method`` needs for ``task`` (None for the other methods)."""
+    if method != "fs_cot":
+        return None
+    if task.data_root is None:
+        raise FtcotError(f"--method fs_cot needs Few-shot-CoT exemplars; task '{task.key}' is your own task "
+                         f"and has none. Use --method zs_cot or zs.")
+    return load_few_shot_exemplars(task.data_root, task.key)
 
 
 def load_few_shot_exemplars(data_root: Path, task_key: str) -> str:
