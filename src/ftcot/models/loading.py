@@ -131,8 +131,6 @@ def load_model(spec: str, *, dtype: str | None = "auto", device: str | None = "a
 
     ``seed`` only matters for the tiny models (their random initialisation).
     """
-    import torch
-
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     if spec in TINY_MODELS:
