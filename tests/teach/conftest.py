@@ -63,3 +63,20 @@ def proxy() -> Iterator[Callable[..., Proxy]]:
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture
+def stub():
+    """A factory of small real OpenAI-compatible servers on 127.0.0.1 (tests/teach/stub_openai.py)."""
+    from tests.teach.stub_openai import StubOpenAI
+
+    servers = []
+
+    def make(**options) -> StubOpenAI:
+        server = StubOpenAI(**options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()

@@ -26,7 +26,6 @@ from ftcot.teach.backends.openai_compat import build_completions_payload
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import STORE_FILE, TeachStore
 from tests.conftest import PROJECT_ROOT, SHARED_DATA, TEACHER_DIR
-from tests.teach.stub_openai import StubOpenAI
 
 FAKE_KEY = "sk-ftcot-test-0123456789abcdefSECRET"
 
@@ -58,20 +57,6 @@ def sent_body_hash(row) -> str:
     """SHA-256 of the body the openai backend sends for a stored completion (n=1)."""
     request = CompletionRequest(row.prompt, row.max_tokens, row.temperature, 1, row.seed, row.stop)
     return hashlib.sha256(json.dumps(build_completions_payload("gemma", request)).encode()).hexdigest()
-
-
-@pytest.fixture
-def stub():
-    servers = []
-
-    def make(**options) -> StubOpenAI:
-        server = StubOpenAI(**options)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 # -- replay ------------------------------------------------------------------------------------

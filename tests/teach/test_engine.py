@@ -23,20 +23,6 @@ from tests.conftest import TEACHER_DIR
 from tests.teach.stub_openai import StubOpenAI
 
 
-@pytest.fixture
-def stub():
-    servers = []
-
-    def make(**options) -> StubOpenAI:
-        server = StubOpenAI(**options)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
 def small_task(data_root, n: int = 4, key: str = "coin_flip") -> Task:
     """The first ``n`` test questions of a task, as a task of their own."""
     full = load_task(key, data_root)

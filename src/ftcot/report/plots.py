@@ -156,6 +156,14 @@ def _line_panels(series: Mapping[str, Mapping[str, Mapping[float, Cell]]], path:
         return _save(figure, path)
 
 
+def _by_task_and_line(cells: Mapping[tuple[str, str, float], Cell]) -> dict[str, dict[str, dict[float, Cell]]]:
+    """(task, line, x) -> cell, regrouped as task -> line -> x -> cell."""
+    series: dict[str, dict[str, dict[float, Cell]]] = defaultdict(lambda: defaultdict(dict))
+    for (task, label, x), cell in cells.items():
+        series[task][label][x] = cell
+    return series
+
+
 def _trends(series: Mapping[str, Mapping[str, Mapping[float, Cell]]]) -> dict[str, dict[str, Mapping[float, Cell]]]:
     """Per task, only the lines of two points or more; tasks left without a line are dropped.
 
@@ -179,10 +187,7 @@ def plot_accuracy_vs_d(rows: Sequence[ResultRow], path: Path) -> Path | None:
 
     student_of = {name(r, suffix): r.student for r in rows for suffix in ("", " (no D)")}
     diverse = _cells(((r.task, name(r), float(r.D)), r.accuracy) for r in rows if r.D is not None)
-    series: dict[str, dict[str, dict[float, Cell]]] = defaultdict(lambda: defaultdict(dict))
-    for (task, label, d), cell in diverse.items():
-        series[task][label][d] = cell
-    series = _trends(series)
+    series = _trends(_by_task_and_line(diverse))
     if not series:
         return None
     # Baselines only for the students drawn in that panel: a dashed line without its curve compares nothing.
@@ -234,10 +239,7 @@ def plot_accuracy_vs_student_size(rows: Sequence[ResultRow], parameters: Mapping
         return family + method_label(row) + (f", teacher {row.teacher}" if several_teachers else "")
 
     cells = _cells(((r.task, label(r), float(parameters[r.student])), r.accuracy) for r in rows)
-    series: dict[str, dict[str, dict[float, Cell]]] = defaultdict(lambda: defaultdict(dict))
-    for (task, label, size), cell in cells.items():
-        series[task][label][size] = cell
-    series = _trends(series)
+    series = _trends(_by_task_and_line(cells))
     if not series:
         return None
     return _line_panels(series, path, "Accuracy vs student size", "Student parameters (log scale)", "log",
@@ -252,10 +254,7 @@ def plot_accuracy_vs_train_size(results: Sequence[tuple[ResultRow, int]], path: 
     ablations halve or decimate), linear otherwise. None when no task has two sizes.
     """
     cells = _cells(((r.task, f"{r.student}, {method_label(r)}", float(size)), r.accuracy) for r, size in results)
-    series: dict[str, dict[str, dict[float, Cell]]] = defaultdict(lambda: defaultdict(dict))
-    for (task, label, size), cell in cells.items():
-        series[task][label][size] = cell
-    series = _trends(series)
+    series = _trends(_by_task_and_line(cells))
     if not series:
         return None
     sizes = [x for s in series.values() for points in s.values() for x in points]
