@@ -26,7 +26,6 @@ batch's wall time; ``finish_reason`` is the last stage's.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
+from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 
 SETTINGS_FILE = "settings.json"
@@ -103,14 +103,8 @@ class EvalStore:
         return False
 
     def _take_lock(self) -> None:
-        handle = (self.dir / LOCK_FILE).open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise FtcotError(f"{self.dir}: another 'ftcot evaluate' is writing here; wait for it or use "
-                             f"another --out.") from None
-        self._lock = handle
+        self._lock = lock_directory(self.dir / LOCK_FILE, lambda holder: (
+            f"{self.dir}: another 'ftcot evaluate' (pid {holder}) is writing here; wait for it or use another --out."))
 
     def close(self) -> None:
         if self._lock is not None:

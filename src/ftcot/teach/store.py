@@ -38,10 +38,8 @@ last one is what export and report describe).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 
 STORE_FILE = "teach.sqlite"
@@ -228,21 +227,10 @@ class TeachStore:
 
     def lock_for_writing(self) -> None:
         """Take the run directory's single-writer lock, or fail in one line."""
-        lock_path = self.path.parent / LOCK_FILE
-        handle = lock_path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise FtcotError(f"{self.path.parent}: another 'ftcot teach' (pid {holder}) is writing to this "
-                             f"run directory; wait for it or use another --out.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_handle = handle
+        run_dir = self.path.parent
+        self._lock_handle = lock_directory(run_dir / LOCK_FILE, lambda holder: (
+            f"{run_dir}: another 'ftcot teach' (pid {holder}) is writing to this run directory; "
+            f"wait for it or use another --out."))
 
     def close(self) -> None:
         self._db.close()

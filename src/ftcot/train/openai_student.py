@@ -84,6 +84,7 @@ import httpx
 
 from ftcot.api_replies import error_message, parse_retry_after
 from ftcot.curate.dataset import chat_record, read_examples
+from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 from ftcot.jsonl import write_jsonl
 
@@ -391,20 +392,12 @@ class FineTuneClient:
 @contextmanager
 def _exclusive(ckpt: Path) -> Iterator[None]:
     """Keep a second run off the same CKPT_DIR (it would upload and create again)."""
+    handle = lock_directory(ckpt / LOCK_FILE, lambda holder: (
+        f"Another ftcot train is running on {ckpt} (pid {holder}); wait for it or use another --out."))
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
         yield
-        return
-    with (ckpt / LOCK_FILE).open("a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise FtcotError(f"Another ftcot train is running on {ckpt}; wait for it or use another --out.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()  # closing the descriptor releases the flock
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
