@@ -20,7 +20,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ftcot.jsonl import read_jsonl, write_jsonl
+from ftcot.errors import FtcotError
+from ftcot.jsonl import read_jsonl, require_field, write_jsonl
 from ftcot.templates import Template
 
 # API students that complete a prompt (the legacy fine-tuning API) learn to stop at this marker.
@@ -81,5 +82,17 @@ def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingEx
     tmp.replace(out / "curation.json")
 
 
+# Fields a row must carry; lineage fields past these are optional (older or hand-made files).
+REQUIRED_FIELDS = ("prompt", "completion", "question", "rationale", "answer", "task", "sample_index")
+
+
 def read_examples(path: Path) -> list[TrainingExample]:
-    return [TrainingExample(**row) for _, row in read_jsonl(path)]
+    """The examples of a DATA_DIR file; a row missing a field is a one-line error naming it."""
+    if not path.is_file():
+        raise FtcotError(f"{path}: missing; DATA_DIR must be written by 'ftcot curate'.")
+    rows = []
+    for line, row in read_jsonl(path):
+        for name in REQUIRED_FIELDS:
+            require_field(row, name, path, line)
+        rows.append(TrainingExample(**{k: row[k] for k in TrainingExample.__dataclass_fields__ if k in row}))
+    return rows

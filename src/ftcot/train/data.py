@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftcot.curate.dataset import TrainingExample
+from ftcot.curate.dataset import TrainingExample, read_examples
 from ftcot.errors import FtcotError
-from ftcot.jsonl import read_jsonl, require_field
 from ftcot.templates import Template, get_template
 
 IGNORE = -100
-REQUIRED = ("prompt", "completion", "question", "rationale", "answer", "task", "sample_index")
 # Batches sorted together: large enough to group lengths, small enough to keep epochs random.
 GROUP_WINDOW = 32
 
@@ -58,25 +56,13 @@ def read_data_dir(path: Path) -> DataDir:
         if not summary.get(key):
             raise FtcotError(f"{curation}: missing field '{key}'; rerun 'ftcot curate'.")
     template = get_template(summary["template"])
-    train = _read_rows(path / "train.jsonl")
+    train = read_examples(path / "train.jsonl")
     if not train:
         raise FtcotError(f"{path / 'train.jsonl'}: no examples; curate a task with correct teacher rationales.")
-    val = _read_rows(path / "val.jsonl") if (path / "val.jsonl").is_file() else []
+    val = read_examples(path / "val.jsonl") if (path / "val.jsonl").is_file() else []
     if not val:
         raise FtcotError(f"{path / 'val.jsonl'}: no validation examples; curate with --val-fraction above 0.")
     return DataDir(path, train, val, template, summary["task"])
-
-
-def _read_rows(path: Path) -> list[TrainingExample]:
-    if not path.is_file():
-        raise FtcotError(f"{path}: missing; DATA_DIR must be written by 'ftcot curate'.")
-    rows = []
-    for line, row in read_jsonl(path):
-        for name in REQUIRED:
-            require_field(row, name, path, line)
-        known = {k: row[k] for k in TrainingExample.__dataclass_fields__ if k in row}
-        rows.append(TrainingExample(**known))
-    return rows
 
 
 @dataclass(frozen=True)
