@@ -39,5 +39,6 @@ def test_csv_is_tidy(tmp_path):
     path = tmp_path / "results.csv"
     write_csv([_row("ft", "coin_flip", 76.0), _row("ft_cot", "coin_flip", 95.0, D=8)], path)
     rows = list(csv.DictReader(path.open()))
-    assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy"]
+    # The columns, then the training-set size (empty unless a subset was trained on).
+    assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy", "train_size"]
     assert rows[0]["D"] == "" and rows[1]["D"] == "8" and rows[1]["accuracy"] == "95.0"

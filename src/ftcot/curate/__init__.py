@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from ftcot.curate.dataset import TrainingExample, make_example, validation_questions
+from ftcot.curate.dataset import TrainingExample, make_example, question_subset, validation_questions
 from ftcot.curate.select import select_rationales
 from ftcot.errors import FtcotError
 from ftcot.tasks import Task
@@ -22,16 +22,21 @@ def _record_id(record: dict) -> str:
 
 def curate(task: Task, template: Template, records: Iterable[dict] = (), *, split_scheme: str = "default",
            max_per_question: int | None = None, max_rationale_tokens: int | None = None,
-           val_fraction: float = 0.1, seed: int = 0) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
+           val_fraction: float = 0.1, seed: int = 0, train_size: int | None = None, subset_seed: int = 0
+           ) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
     """Training and validation examples of one task, and a summary of what was kept and why not.
 
     Fine-tune-CoT templates take the teacher's correct rationales; vanilla
     fine-tuning takes every training question with its gold answer.
+    ``train_size`` keeps a seeded subset of that many training questions (the
+    paper's training-set-size ablation); the validation slice is taken from it.
     """
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
                          f"use ft_cot, ft or ft_cot_natural.")
     train_indices = task.split_indices("train", split_scheme)
+    if train_size is not None:
+        train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
     val = validation_questions(train_indices, val_fraction, seed)
     dropped: Counter = Counter()
     if template.uses_rationale:
@@ -44,8 +49,9 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
             for r in selection.kept
         ]
     else:
+        chosen = set(train_indices)
         examples = [make_example(template, task.key, s.question, s.answer, s.index)
-                    for s in task.split("train", split_scheme)]
+                    for s in task.split("train", split_scheme) if s.index in chosen]
     train = [e for e in examples if e.sample_index not in val]
     held_out = [e for e in examples if e.sample_index in val]
     questions = {e.sample_index for e in examples}
@@ -56,6 +62,8 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
         "max_per_question": max_per_question,
         "max_rationale_tokens": max_rationale_tokens,
         "train_questions": len(train_indices),
+        "train_size": train_size,
+        "subset_seed": subset_seed if train_size is not None else None,
         "questions_with_examples": len(questions),
         "kept": len(examples),
         "dropped": dict(sorted(dropped.items())),

@@ -59,6 +59,15 @@ def validation_questions(train_indices: list[int], fraction: float, seed: int) -
     return set(random.Random(seed).sample(sorted(train_indices), count))
 
 
+def question_subset(train_indices: list[int], size: int, seed: int, task: str) -> list[int]:
+    """A seeded subset of ``size`` training questions, in split order."""
+    if size > len(train_indices):
+        raise FtcotError(f"A training-set size of {size} needs {size} training questions; '{task}' has "
+                         f"{len(train_indices)}. Use a smaller train_sizes entry.")
+    chosen = set(random.Random(seed).sample(sorted(train_indices), size))
+    return [i for i in train_indices if i in chosen]
+
+
 def chat_record(example: TrainingExample) -> dict:
     return {"messages": [{"role": "user", "content": example.prompt},
                          {"role": "assistant", "content": example.completion.strip()}]}

@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ftcot.errors import FtcotError
-from ftcot.report.results import METHOD_NAMES, Cell, ResultRow, mean_interval, row_label, task_order
+from ftcot.report.results import (METHOD_NAMES, Cell, ResultRow, mean_interval, method_label, row_label,
+                                  several_teachers, task_order)
 from ftcot.tasks import BUILTIN_TASKS
 
 DPI = 100
@@ -43,12 +44,6 @@ ACCURACY_LABEL = "Accuracy (%)"
 
 def task_title(task: str) -> str:
     return BUILTIN_TASKS[task].title if task in BUILTIN_TASKS else task
-
-
-def method_label(row: ResultRow) -> str:
-    """The method as the paper names it, with D for diverse reasoning (no student)."""
-    name = METHOD_NAMES.get(row.method, row.method)
-    return f"{name} (D={row.D})" if row.D is not None and row.D > 1 else name
 
 
 def _cells(points: Iterable[tuple[tuple, float]]) -> dict[tuple, Cell]:
@@ -232,11 +227,11 @@ def plot_accuracy_vs_student_size(rows: Sequence[ResultRow], parameters: Mapping
     unfamiliar = sorted({r.student for r in rows} - set(families)) if families is not None else []
     if unfamiliar:
         raise FtcotError(f"No family for student(s) {', '.join(unfamiliar)}; add them to the families mapping.")
-    several_teachers = len({r.teacher for r in rows}) > 1
+    with_teacher = several_teachers(rows)
 
     def label(row: ResultRow) -> str:
         family = f"{families[row.student]}, " if families is not None else ""
-        return family + method_label(row) + (f", teacher {row.teacher}" if several_teachers else "")
+        return family + method_label(row) + (f", teacher {row.teacher}" if with_teacher and row.teacher else "")
 
     cells = _cells(((r.task, label(r), float(parameters[r.student])), r.accuracy) for r in rows)
     series = _trends(_by_task_and_line(cells))
@@ -329,7 +324,8 @@ def plot_accuracy_by_task(rows: Sequence[ResultRow], path: Path, teacher_rows: S
     if not rows and not teacher_rows:
         raise FtcotError("No result rows to plot.")
     cells = _cells(((f"teacher: {row_label(r)}", r.task), r.accuracy) for r in teacher_rows)
-    cells.update(_cells(((row_label(r), r.task), r.accuracy) for r in rows))
+    with_teacher = several_teachers(rows)
+    cells.update(_cells(((row_label(r, with_teacher), r.task), r.accuracy) for r in rows))
     bars: dict[str, dict[str, Cell]] = defaultdict(dict)
     for (label, task), cell in cells.items():
         bars[label][task] = cell

@@ -32,6 +32,7 @@ class ResultRow:
     seed: int
     n: int
     accuracy: float  # percent
+    train_size: int | None = None  # training questions, when a seeded subset was trained on
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,21 @@ def mean_interval(values: Sequence[float]) -> Cell:
     return Cell(statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values)), len(values))
 
 
-def row_label(row: ResultRow) -> str:
-    method = METHOD_NAMES.get(row.method, row.method)
-    if row.method == "ft_cot" and row.D and row.D > 1:
-        method += f" (D={row.D})"
-    return f"{row.student}, {method}"
+def method_label(row: ResultRow) -> str:
+    """The method as the paper names it, with D for diverse reasoning (None: the greedy rationale)."""
+    name = METHOD_NAMES.get(row.method, row.method)
+    return f"{name} (D={row.D})" if row.D is not None else name
+
+
+def row_label(row: ResultRow, with_teacher: bool = False) -> str:
+    size = f", {row.train_size} questions" if row.train_size is not None else ""
+    teacher = f", teacher {row.teacher}" if with_teacher and row.teacher else ""
+    return f"{row.student}, {method_label(row)}{size}{teacher}"
+
+
+def several_teachers(rows: Iterable[ResultRow]) -> bool:
+    """Whether rows must name their teacher to be told apart."""
+    return len({r.teacher for r in rows if r.teacher}) > 1
 
 
 def task_order(tasks: Iterable[str]) -> list[str]:
@@ -70,11 +81,12 @@ def task_order(tasks: Iterable[str]) -> list[str]:
     return known + sorted(set(tasks) - set(known))
 
 
-def aggregate(rows: Iterable[ResultRow]) -> dict[tuple[str, str], Cell]:
+def aggregate(rows: Sequence[ResultRow]) -> dict[tuple[str, str], Cell]:
     """(row label, task) -> the cell over seeds."""
+    with_teacher = several_teachers(rows)
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for row in rows:
-        groups[(row_label(row), row.task)].append(row.accuracy)
+        groups[(row_label(row, with_teacher), row.task)].append(row.accuracy)
     return {key: mean_interval(values) for key, values in groups.items()}
 
 
@@ -91,7 +103,7 @@ def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow
     for label in dict.fromkeys(row_label(r) for r in teacher_rows):
         add(f"teacher: {label}", {t: str(c) for (lab, t), c in teacher_cells.items() if lab == label})
     cells = aggregate(rows)
-    for label in dict.fromkeys(row_label(r) for r in rows):
+    for label in dict.fromkeys(row_label(r, several_teachers(rows)) for r in rows):
         add(label, {t: str(c) for (lab, t), c in cells.items() if lab == label})
     return "\n".join(lines) + "\n"
 
@@ -104,4 +116,5 @@ def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**asdict(row), "D": "" if row.D is None else row.D})
+            writer.writerow({**asdict(row), "D": "" if row.D is None else row.D,
+                             "train_size": "" if row.train_size is None else row.train_size})

@@ -35,7 +35,7 @@ import math
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -128,16 +128,21 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
           temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = DEFAULT_CONCURRENCY,
           max_cost: float | None = None, store: TeachStore | None = None, progress: bool = False, *,
           prices: PriceTable | None = None, dry_run: bool = False, secrets: Sequence[str] = (),
-          console: Console | None = None) -> TeachSummary:
+          console: Console | None = None, only: Collection[int] | None = None) -> TeachSummary:
     """Run (or, with ``dry_run``, price) the teacher on ``task``'s ``split``; see the module docstring.
 
     ``store`` must be open for writing unless ``dry_run`` (where it may be None:
     nothing is stored yet). ``secrets`` are strings (an API key) scrubbed from
-    every failure message before it is stored or shown.
+    every failure message before it is stored or shown. ``only`` restricts the
+    split to those sample indices (an experiment that trains on a subset pays
+    for that subset only).
     """
     settings, price = resolve_settings(task, split, teacher, method, samples, temperature, max_tokens,
                                        concurrency=concurrency, max_cost=max_cost, prices=prices)
     questions = task.split(split)
+    if only is not None:
+        wanted = set(only)
+        questions = [s for s in questions if s.index in wanted]
     if store is not None:
         _check_same_run(store, settings)
     if dry_run:

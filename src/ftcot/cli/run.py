@@ -1,0 +1,126 @@
+"""``ftcot run CONFIG.yaml``: a whole experiment, resumable stage by stage; ``--plan`` and ``--explain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ftcot.cli.options import DataDir
+from ftcot.data_root import resolve_data_root
+from ftcot.errors import FtcotError
+from ftcot.experiment.config import load_config
+from ftcot.experiment.runner import Experiment, StageOutcome
+
+_stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def run_command(
+    config_file: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The experiment (see configs/)")],
+    out: Annotated[Optional[Path], typer.Option(help="Experiment directory (default: runs/<name>); rerun to resume")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the stages, what is done, and the teacher cost; run nothing")] = False,
+    explain: Annotated[Optional[tuple[str, str]], typer.Option(
+        metavar="TASK METHOD", help="Where each accuracy of TASK × METHOD came from: evaluation, checkpoint, "
+                                    "training rows, teacher completions")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run an experiment: teach → curate → train → evaluate for every cell, then the tables, plots and report."""
+    config = load_config(config_file)
+    experiment = Experiment(config, out or Path("runs") / config.name, resolve_data_root(data_dir), _stderr)
+    if plan:
+        print_plan(experiment)
+    elif explain:
+        print_lineage(experiment, *explain)
+    else:
+        run_experiment(experiment)
+
+
+def run_experiment(experiment: Experiment) -> None:
+    """Run, then write and show the results (also after a failure: what finished is reported)."""
+    from ftcot.experiment.results import write_results
+
+    try:
+        outcomes = experiment.run()
+    finally:
+        if (experiment.out / "experiment.json").is_file():
+            results = write_results(experiment)
+    _stdout.print(stage_table(outcomes))
+    _stdout.print((experiment.out / "results.md").read_text(encoding="utf-8"), markup=False)
+    _stdout.print(f"wrote {experiment.out}/results.md, results.csv, plots/, report.html, lineage.json"
+                  + (f" ({results.pending} cells pending)" if results.pending else ""), markup=False)
+
+
+def stage_table(outcomes: list[StageOutcome]) -> Table:
+    table = Table(title="Stages")
+    for column in ("#", "stage", "", "status", "seconds"):
+        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
+    for number, outcome in enumerate(outcomes, 1):
+        table.add_row(str(number), outcome.stage.kind, f"{outcome.stage.label}: {outcome.note}", outcome.status,
+                      f"{outcome.seconds:.1f}")
+    ran = sum(o.seconds for o in outcomes if o.status == "ran")
+    table.caption = f"{sum(o.status == 'ran' for o in outcomes)} stages ran in {ran:.0f} s; " \
+                    f"{sum(o.status != 'ran' for o in outcomes)} were done earlier"
+    return table
+
+
+def print_plan(experiment: Experiment) -> None:
+    from ftcot.experiment.runner import estimate_teach
+
+    experiment.check()
+    table = Table(title=f"Plan of {experiment.config.name} → {experiment.out}")
+    for column in ("#", "stage", "", "status", "teacher requests", "est. cost"):
+        table.add_column(column)
+    total_cost, unknown = 0.0, False
+    for number, stage in enumerate(experiment.plan.ordered(), 1):
+        done = experiment.done(stage) is not None
+        status = "done" if done else "partial" if experiment.stage_dir(stage).is_dir() else "to run"
+        requests = cost = ""
+        if stage.kind == "teach" and not done:
+            estimate = estimate_teach(experiment, stage)
+            requests = str(estimate.estimated_requests)
+            replay = stage.inputs["teacher"]["spec"].startswith("replay:")
+            if replay:
+                cost = "free (recorded)"
+            elif estimate.estimated_cost_usd is None:
+                cost, unknown = "unknown", unknown or estimate.estimated_requests > 0
+            else:
+                total_cost += estimate.estimated_cost_usd
+                cost = f"${estimate.estimated_cost_usd:.4f}"
+        table.add_row(str(number), stage.kind, stage.label, status, requests, cost)
+    _stdout.print(table)
+    for reason in experiment.plan.skipped:
+        _stdout.print(f"not run: {reason}", markup=False)
+    _stdout.print(f"{len(experiment.plan.cells)} result cells; estimated teacher cost ${total_cost:.4f}"
+                  + (" plus teachers without a known price (see 'ftcot teach --prices')" if unknown else "")
+                  + ". Nothing was run.", markup=False)
+
+
+def print_lineage(experiment: Experiment, task: str, method: str) -> None:
+    from ftcot.experiment.results import collect
+
+    entries = [e for e in collect(experiment).lineage if e["task"] == task and e["method"] == method]
+    if not entries:
+        cells = {(c.task, c.method) for c in experiment.plan.cells}
+        hint = "it is not evaluated yet (run the experiment first)" if (task, method) in cells else \
+            f"the experiment has no such cell; it has {', '.join(f'{t} {m}' for t, m in sorted(cells))}"
+        raise FtcotError(f"No result for {task} {method}: {hint}.")
+    for entry in entries:
+        who = f"{entry['student']}" + (f", teacher {entry['teacher']}" if entry["teacher"] else "") \
+            + (f", D={entry['D']}" if entry["D"] is not None else "") + f", seed {entry['seed']}" \
+            + (f", {entry['train_size']} questions" if entry["train_size"] is not None else "")
+        lines = [f"{task} {method} ({who}): {entry['accuracy']:.2f}% of {entry['n']}",
+                 f"  predictions: {experiment.out / entry['predictions']}"]
+        if "model" in entry:
+            lines.append(f"  model as is: {entry['model']}")
+        else:
+            lines += [f"  checkpoint: {experiment.out / entry['checkpoint']}",
+                      f"  training rows: {experiment.out / entry['training_rows']}"]
+            if "teacher_completions" in entry:
+                lines.append(f"  teacher completions: {experiment.out / entry['teacher_completions']} "
+                             f"({entry['teacher_records_used']} of them in the training rows)")
+        for line in lines:
+            _stdout.print(line, markup=False)

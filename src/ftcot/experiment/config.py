@@ -1,0 +1,251 @@
+"""An experiment, declared: the YAML file ``ftcot run`` reads, validated by pydantic.
+
+Every axis of the paper is a list: tasks × teachers × methods × students ×
+seeds, plus diverse reasoning (a list of D), training-set sizes and the split
+scheme. Anything left out takes the paper's default (spec §2–§4). An unknown
+key or a bad value is a one-line error that names the file and the key::
+
+    experiment.yaml: students[1].lr: Input should be greater than 0 (got -1)
+
+Training settings are :class:`ftcot.train.config.TrainConfig`'s fields, so the
+``train:`` block and each student's overrides accept exactly what ``ftcot
+train`` does, with the same defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from ftcot.errors import FtcotError, unknown_name
+from ftcot.train.config import TrainConfig
+
+PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
+FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural")
+METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
+PAPER_TEMPERATURE = 0.7  # diverse reasoning (spec §2)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _spec_or_mapping(value: Any) -> Any:
+    """``- replay:text-davinci-002`` is short for ``- {spec: replay:text-davinci-002}``."""
+    return {"spec": value} if isinstance(value, str) else value
+
+
+class TaskConfig(_Strict):
+    spec: str = Field(description="A built-in task key, or your own .jsonl/.csv task file")
+    answer_type: Optional[str] = Field(None, description="For your own task file: number, letter, yes/no, text")
+
+
+def _train_overrides_model() -> type[BaseModel]:
+    """A pydantic model with TrainConfig's fields, each optional: one source of truth for training keys."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: (Optional[hints[f.name]], Field(None, description=f.metadata.get("help")))
+              for f in dataclasses.fields(TrainConfig) if f.name != "student"}
+    return create_model("TrainSettings", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+
+
+TrainSettings = _train_overrides_model()
+
+
+class TeacherConfig(_Strict):
+    spec: str = Field(description="openai:MODEL, hf:MODEL_OR_PATH, gemma-270m or replay:text-davinci-002")
+    name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
+    base_url: Optional[str] = None
+    api_key_env: Optional[str] = None
+    chat: bool = False
+    extra_body: Optional[dict[str, Any]] = None
+    max_tokens: Optional[int] = Field(None, ge=1, description="Rationale token limit (default 128)")
+    concurrency: int = Field(16, ge=1)
+    max_cost: Optional[float] = Field(None, ge=0, description="USD cap per teach stage")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.spec
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two teachers give different completions (not the key's variable, not concurrency)."""
+        return {"spec": self.spec, "base_url": self.base_url, "chat": self.chat, "extra_body": self.extra_body,
+                "max_tokens": self.max_tokens}
+
+
+class StudentConfig(_Strict):
+    spec: str = Field(description="tiny-gpt2, tiny-t5, gemma-270m, a model directory, or openai:MODEL")
+    name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
+    parameters: Optional[float] = Field(None, gt=0, description="Parameter count, for the student-size plot")
+    base_url: Optional[str] = Field(None, description="openai: students: the fine-tuning API's /v1 URL")
+    api_key_env: Optional[str] = Field(None, description="openai: students: variable holding the key")
+    train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_keys_inline(cls, data: Any) -> Any:
+        """``{spec: gemma-270m, lora: true}`` reads as ``{spec: gemma-270m, train: {lora: true}}``."""
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        inline = {k: v for k, v in data.items() if k not in own}
+        if not inline:
+            return data
+        return {**{k: v for k, v in data.items() if k in own}, "train": {**data.get("train", {}), **inline}}
+
+    @property
+    def label(self) -> str:
+        return self.name or self.spec
+
+
+class DiverseConfig(_Strict):
+    D: list[Annotated[int, Field(ge=1)]] = Field(description="Rationales sampled per training question")
+    temperature: float = Field(PAPER_TEMPERATURE, gt=0)
+
+
+class CurateConfig(_Strict):
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    val_seed: int = 0
+    max_rationale_tokens: Optional[int] = Field(None, ge=1)
+
+
+class EvaluateConfig(_Strict):
+    split: Literal["test", "train", "all"] = "test"
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1)
+    limit: Optional[int] = Field(None, ge=1, description="Only the first N questions (quick looks)")
+    dtype: str = "auto"
+    device: str = "auto"
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    tasks: list[Annotated[TaskConfig, BeforeValidator(_spec_or_mapping)]] = Field(min_length=1)
+    teachers: list[Annotated[TeacherConfig, BeforeValidator(_spec_or_mapping)]] = Field(default_factory=list)
+    teacher_row: bool = Field(True, description="Score the teacher's Zero-shot-CoT on the test split (the table's "
+                                                "teacher row); the greedy teach stage then covers test questions too")
+    methods: list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]] = Field(min_length=1)
+    diverse: Optional[DiverseConfig] = None
+    students: list[Annotated[StudentConfig, BeforeValidator(_spec_or_mapping)]] = Field(min_length=1)
+    train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
+        None, description="Seeded subsets of N training questions (the training-set-size ablation)")
+    split_scheme: Literal["default", "template"] = "default"
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
+                                                      "'accelerate launch --config_file configs/accelerate/ddp.yaml'")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        needs_teacher = any(m in ("ft_cot", "ft_cot_natural") for m in self.methods) or self.diverse is not None
+        if (needs_teacher or self.teacher_row) and not self.teachers:
+            raise ValueError("needs at least one teacher (teachers: [replay:text-davinci-002] works offline) for "
+                             "ft_cot, diverse or the teacher row")
+        if self.diverse is not None and "ft_cot" not in self.methods:
+            raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot to methods")
+        for kind, items in (("teacher", self.teachers), ("student", self.students)):
+            labels = [item.label for item in items]
+            if len(set(labels)) < len(labels):
+                raise ValueError(f"two {kind}s share the label '{_first_repeat(labels)}'; give them distinct names")
+        return self
+
+    def train_config(self, student: StudentConfig, seed: int) -> TrainConfig:
+        """The student's training settings: TrainConfig defaults < ``train:`` < the student's own < the seed."""
+        settings = {**_set(self.train), **_set(student.train), "student": student.spec, "seed": seed}
+        return TrainConfig(**settings)
+
+
+def _set(settings: BaseModel) -> dict[str, Any]:
+    return {k: v for k, v in settings.model_dump().items() if v is not None}
+
+
+def _first_repeat(items: list[str]) -> str:
+    return next(x for i, x in enumerate(items) if x in items[:i])
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML; every problem is one line naming the file and key."""
+    import yaml
+
+    if not path.is_file():
+        raise FtcotError(f"{path}: no such experiment file (see configs/ for examples).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise FtcotError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}).") from None
+    except UnicodeDecodeError:
+        raise FtcotError(f"{path}: not UTF-8 text; save it as UTF-8.") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: Any, source: str = "config") -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise FtcotError(f"{source}: expected a mapping of settings (tasks:, methods:, students:, …).")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise FtcotError(f"{source}: {_first_error(exc)}") from None
+    _check_names(config, source)
+    return config
+
+
+def _first_error(exc: ValidationError) -> str:
+    # A misspelt key also shows up as a missing required one: name the misspelling, it is the cause.
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]  # drop validator tags
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = _parent_fields(loc[:-1])
+        hint = unknown_name("key", str(loc[-1]), parent) if parent else None
+        return f"{path}: unknown key.{' ' + str(hint).split('.', 1)[1].strip() if hint else ''}"
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    return f"{path}: {message}{shown}"
+
+
+def _parent_fields(loc: list[Any]) -> list[str]:
+    """The valid keys at a location, for the did-you-mean of an unknown key."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        model = _model_in(annotation)
+        if model is None:
+            return []
+    names = list(model.model_fields)
+    if model is StudentConfig:
+        names += list(TrainSettings.model_fields)
+    return names
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_names(config: ExperimentConfig, source: str) -> None:
+    """Known task keys (or task files) and valid training settings, before anything runs."""
+    from ftcot.tasks import BUILTIN_TASKS
+
+    for i, task in enumerate(config.tasks):
+        if task.spec not in BUILTIN_TASKS and not Path(task.spec).is_file():
+            raise FtcotError(f"{source}: tasks[{i}]: {unknown_name('task', task.spec, BUILTIN_TASKS)}")
+    for i, student in enumerate(config.students):
+        try:
+            config.train_config(student, config.seeds[0])
+        except FtcotError as exc:
+            raise FtcotError(f"{source}: students[{i}] ({student.label}): {exc}") from None

@@ -1,0 +1,194 @@
+"""An experiment's results, from its finished stages: tables, plots, report.html and lineage.
+
+Everything here reads stage directories and writes into OUT; it runs after
+every ``ftcot run`` (and a partial run reports what is finished so far):
+
+- ``results.md`` — the paper's layout (:func:`ftcot.report.results.results_markdown`);
+- ``results.csv`` — the same numbers, one row per cell (and seed);
+- ``plots/*.png`` — accuracy per task and method; vs D, student size,
+  training-set size and teacher when those axes vary; training curves;
+- ``report.html`` — all of it in one file, with the curation and teacher
+  reports and, per task, questions with the teacher's and the student's reasoning;
+- ``lineage.json`` — for each accuracy: its evaluation, the checkpoint, the
+  training rows and the teacher run it came from (``ftcot run --explain``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
+from ftcot.experiment.runner import Experiment
+from ftcot.experiment.stages import ResultCell, Stage
+from ftcot.jsonl import read_jsonl
+from ftcot.report.results import ResultRow, results_markdown, write_csv
+
+TRAINING_CURVES_SHOWN = 12  # more runs than this make the report a wall of plots; lineage.json lists them all
+
+
+@dataclass
+class Results:
+    rows: list[ResultRow] = field(default_factory=list)
+    teacher_rows: list[ResultRow] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    pending: int = 0  # cells whose evaluation has not finished
+
+
+def _metrics(path: Path) -> dict[str, Any] | None:
+    file = path / METRICS_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+
+
+def collect(run: Experiment) -> Results:
+    results = Results()
+    for cell in run.plan.cells:
+        evaluation = run.plan.stages[cell.evaluate]
+        metrics = _metrics(run.stage_dir(evaluation)) if run.done(evaluation) else None
+        if metrics is None:
+            results.pending += 1
+            continue
+        row = ResultRow(cell.method, cell.student, cell.teacher, cell.task, cell.D, cell.seed, metrics["n"],
+                        round(100 * metrics["accuracy"], 4), cell.train_size)
+        results.rows.append(row)
+        results.lineage.append(lineage(run, cell, evaluation, metrics))
+    for teach_key, teacher, task in run.plan.teacher_rows:
+        report = teacher_test_report(run, run.plan.stages[teach_key])
+        if report is not None and report.accuracy is not None:
+            results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.questions,
+                                                  round(100 * report.accuracy, 4)))
+    return results
+
+
+def teacher_test_report(run: Experiment, stage: Stage) -> Any:
+    """The teacher's Zero-shot-CoT on the test questions (the table's teacher row), from its store."""
+    from ftcot.teach.report import report_from_store
+    from ftcot.teach.store import STORE_FILE, TeachStore
+
+    directory = run.stage_dir(stage)
+    if not run.done(stage) or not (directory / STORE_FILE).is_file():
+        return None
+    with TeachStore.open_readonly(directory) as store:
+        return report_from_store(store, run.task(stage.inputs["task"]).spec, split="test")
+
+
+def lineage(run: Experiment, cell: ResultCell, evaluation: Stage, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Where one accuracy came from, as paths relative to OUT (absent links: a baseline has no checkpoint)."""
+    entry: dict[str, Any] = {**cell.__dict__, "accuracy": round(100 * metrics["accuracy"], 4), "n": metrics["n"],
+                             "predictions": str(evaluation.path / PREDICTIONS_FILE)}
+    source = evaluation.inputs["model"]
+    if "base" in source:
+        entry["model"] = source["base"]
+        return entry
+    train = run.plan.stages[source["train"]]
+    entry["checkpoint"] = str(train.path / "best")
+    curate = run.plan.stages[train.inputs["curate"]]
+    entry["training_rows"] = str(curate.path / "train.jsonl")
+    if curate.inputs["teach"] is not None:
+        teach = run.plan.stages[curate.inputs["teach"]]
+        entry["teacher_completions"] = str(teach.path / "teach.sqlite")
+        rows = curate_rows(run, curate)
+        entry["teacher_records_used"] = len({r["teacher_record"] for r in rows if r.get("teacher_record")})
+    return entry
+
+
+def curate_rows(run: Experiment, curate: Stage) -> list[dict[str, Any]]:
+    path = run.stage_dir(curate) / "train.jsonl"
+    return [row for _, row in read_jsonl(path)] if path.is_file() else []
+
+
+def write_results(run: Experiment) -> Results:
+    from ftcot.report.html import ReportImage, ReportInputs, write_report
+
+    results = collect(run)
+    out = run.out
+    note = (f"\n{results.pending} of {len(run.plan.cells)} cells are not evaluated yet; rerun `ftcot run` to "
+            f"finish them.\n" if results.pending else "")
+    skipped = "".join(f"\n- not run: {reason}" for reason in run.plan.skipped)
+    (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "
+                                    f"where there are several.\n\n"
+                                    + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n",
+                                    encoding="utf-8")
+    write_csv(results.rows, out / "results.csv")
+    (out / "lineage.json").write_text(json.dumps(results.lineage, indent=2) + "\n", encoding="utf-8")
+    images = [ReportImage(caption, path) for caption, path in _plots(run, results)]
+    inputs = ReportInputs(
+        title=f"{run.config.name}: Fine-tune-CoT report",
+        subtitle=f"{len(results.rows)} of {len(run.plan.cells)} cells evaluated; experiment directory {out}",
+        rows=results.rows, teacher_rows=results.teacher_rows, images=images,
+        curation=[_read_json(run.stage_dir(s) / "curation.json") for s in run.plan.of_kind("curate") if run.done(s)],
+        teacher_reports=[_read_json(run.stage_dir(s) / "report.json") for s in run.plan.of_kind("teach")
+                         if run.done(s)],
+        examples=_examples(run))
+    write_report(inputs, out / "report.html")
+    return results
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:
+    """(caption, PNG) for each plot that has something to show."""
+    from ftcot.report import plots
+
+    directory = run.out / "plots"
+    directory.mkdir(exist_ok=True)
+    made: list[tuple[str, Path | None]] = []
+    if results.rows or results.teacher_rows:
+        made.append(("Test accuracy per task and method",
+                     plots.plot_accuracy_by_task(results.rows, directory / "accuracy_by_task.png",
+                                                 results.teacher_rows)))
+    made.append(("Diverse reasoning: accuracy vs D", plots.plot_accuracy_vs_d(results.rows,
+                                                                               directory / "accuracy_vs_D.png")))
+    sizes = {s.label: s.parameters for s in run.config.students if s.parameters}
+    fine_tuned = [r for r in results.rows if r.student in sizes]
+    if len(sizes) > 1 and fine_tuned:
+        made.append(("Accuracy vs student size", plots.plot_accuracy_vs_student_size(
+            fine_tuned, sizes, directory / "accuracy_vs_student_size.png")))
+    subsets = [(r, r.train_size) for r in results.rows if r.train_size is not None]
+    made.append(("Accuracy vs training-set size", plots.plot_accuracy_vs_train_size(
+        subsets, directory / "accuracy_vs_train_size.png")))
+    made.append(("Accuracy per teacher", plots.plot_accuracy_by_teacher(results.rows,
+                                                                        directory / "accuracy_by_teacher.png")))
+    trained = [s for s in run.plan.of_kind("train") if (run.stage_dir(s) / "train.json").is_file()]
+    for stage in trained[:TRAINING_CURVES_SHOWN]:
+        record = _read_json(run.stage_dir(stage) / "train.json")
+        if record.get("epochs"):
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stage.label)[:80] + f"-{stage.key[:6]}.png"
+            made.append((f"Training: {stage.label}", plots.plot_training_curves(
+                record["epochs"], directory / "training" / name, stage.label)))
+    return [(caption, path) for caption, path in made if path is not None]
+
+
+def _examples(run: Experiment) -> dict[str, list[dict[str, Any]]]:
+    """Per task, the first Fine-tune-CoT student's test predictions beside the teacher's rationale."""
+    from ftcot.curate.sources import load_teacher_records
+    from ftcot.scoring import score
+
+    examples: dict[str, list[dict[str, Any]]] = {}
+    teacher_of = {task: key for key, _, task in run.plan.teacher_rows}
+    for cell in run.plan.cells:
+        evaluation = run.plan.stages[cell.evaluate]
+        if cell.method != "ft_cot" or cell.task in examples or not run.done(evaluation):
+            continue
+        teacher: dict[int, dict] = {}
+        teach = run.plan.stages.get(teacher_of.get(cell.task, ""))
+        if teach is not None and run.done(teach):
+            records, _ = load_teacher_records(run.stage_dir(teach))
+            teacher = {r["sample_index"]: r for r in records if r.get("sample_number", 0) == 0}
+        spec = run.task(evaluation.inputs["task"]).spec
+        chosen = []
+        for _, p in read_jsonl(run.stage_dir(evaluation) / PREDICTIONS_FILE):
+            t = teacher.get(p["sample_index"])
+            chosen.append({
+                "question": p["question"], "answer": p["answer"],
+                "teacher_rationale": t["reasoning_completion"].strip() if t else None,
+                "teacher_correct": score(t["answer_completion"], p["answer"], spec, "zs_cot").correct if t else None,
+                "student_output": p["output"], "student_prediction": p["prediction"],
+                "student_correct": p["correct"]})
+        examples[cell.task] = chosen
+    return examples

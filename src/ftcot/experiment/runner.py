@@ -1,0 +1,285 @@
+"""Run an experiment's stages in data-flow order; skip the finished ones, resume the rest.
+
+OUT, the experiment directory::
+
+    experiment.json             the validated config (never an API key)
+    stages/<kind>/<key>/        one directory per stage (stages.py explains the keys)
+        stage.json              its inputs and label
+        done.json               written last, when the stage finished: its time and summary
+        …                       the stage's own files: a teach run (teach.sqlite, report.json),
+                                a DATA_DIR, a CKPT_DIR or an EVAL_DIR — what the single commands write
+    results.md, results.csv, plots/, report.html, lineage.json   (results.py)
+
+A stage without ``done.json`` is run again, and every stage resumes from its
+own files: the teach store sends only missing requests, training continues
+after its last complete epoch, evaluation after its last stored batch. So a
+killed ``ftcot run`` loses at most the work in flight, and a finished one
+reruns in seconds. One ``ftcot run`` at a time per OUT (a lock file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ftcot.dir_lock import lock_directory
+from ftcot.errors import FtcotError
+from ftcot.experiment.config import ExperimentConfig, TeacherConfig
+from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
+from ftcot.tasks import Task, load_task
+from ftcot.train.checkpoint import atomic_write_json
+from ftcot.train.config import TrainConfig
+
+STAGE_FILE = "stage.json"
+DONE_FILE = "done.json"
+LOCK_FILE = ".run.lock"
+
+
+@dataclass
+class StageOutcome:
+    stage: Stage
+    status: str  # "done earlier", "ran"
+    seconds: float
+    note: str = ""
+
+
+class Experiment:
+    """A config, the directory it runs in, and its plan of stages."""
+
+    def __init__(self, config: ExperimentConfig, out: Path, data_root: Path, console: Console | None = None):
+        self.config, self.out, self.data_root = config, Path(out), data_root
+        self.console = console or Console(stderr=True, highlight=False)
+        self._tasks: dict[str, Task] = {}
+        self.plan: ExperimentPlan = plan_experiment(config, lambda task: self.task(task_identity(task)),
+                                                    self._has_exemplars)
+
+    # ---- looking things up ---------------------------------------------------------------------------
+    def task(self, identity: dict[str, Any]) -> Task:
+        name = identity.get("key") or identity["file"]
+        if name not in self._tasks:
+            self._tasks[name] = load_task(name, self.data_root, identity.get("answer_type"))
+        return self._tasks[name]
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.out / stage.path
+
+    def done(self, stage: Stage) -> dict[str, Any] | None:
+        """The stage's done.json, if it finished (a teach stage: covering the samples and questions needed)."""
+        path = self.stage_dir(stage) / DONE_FILE
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record if stage.covered_by(record.get("samples", 1), record.get("questions")) else None
+
+    def _has_exemplars(self, task: str) -> bool:
+        from ftcot.teach.prompts import load_few_shot_exemplars
+
+        try:
+            load_few_shot_exemplars(self.data_root, task)
+        except FtcotError:
+            return False
+        return True
+
+    def check(self) -> None:
+        """Refuse what cannot run before anything runs: a teacher asked for what it cannot do (a replay
+        teacher sampling D > 1), a bad split or budget — each a one-line error naming the stage."""
+        from ftcot.teach.engine import resolve_settings
+
+        for stage in self.plan.of_kind("teach"):
+            teacher, backend, _ = _teacher(self, stage)
+            try:
+                resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
+                                 stage.samples, stage.inputs["temperature"], teacher.max_tokens,
+                                 concurrency=teacher.concurrency, max_cost=teacher.max_cost)
+            except FtcotError as exc:
+                raise FtcotError(f"teach {stage.label}: {exc}") from None
+
+    # ---- running ---------------------------------------------------------------------------------------
+    def run(self) -> list[StageOutcome]:
+        """Every stage, in order; the first failure stops the run with its one-line error (done work is kept)."""
+        self.check()
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
+            f"{self.out} is in use by another ftcot run (pid {holder}); wait for it or use another --out."))
+        try:
+            atomic_write_json(self.out / "experiment.json", self.config.model_dump(mode="json"))
+            stages = self.plan.ordered()
+            outcomes = []
+            for number, stage in enumerate(stages, 1):
+                outcomes.append(self._run_stage(stage, number, len(stages)))
+            return outcomes
+        finally:
+            lock.close()
+
+    def _run_stage(self, stage: Stage, number: int, total: int) -> StageOutcome:
+        record = self.done(stage)
+        if record is not None:
+            return StageOutcome(stage, "done earlier", record["seconds"], record.get("note", ""))
+        directory = self.stage_dir(stage)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / STAGE_FILE, {"label": stage.label, "key": stage.key, "inputs": stage.inputs})
+        self.console.rule(f"[bold]{number}/{total} {stage.kind}[/] {stage.label}", style="dim")
+        started = time.perf_counter()
+        note = _WORK[stage.kind](self, stage, directory)
+        seconds = time.perf_counter() - started
+        atomic_write_json(directory / DONE_FILE, {"seconds": seconds, "finished": time.time(), "note": note,
+                                                  "samples": stage.samples, "questions": stage.questions})
+        self.console.print(f"[green]✓[/] {stage.kind} {stage.label}: {note} ({seconds:.1f} s)")
+        return StageOutcome(stage, "ran", seconds, note)
+
+
+# ---- the work of each kind of stage: the same functions the single commands call --------------------------
+def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
+    from ftcot.teach.engine import teach
+    from ftcot.teach.report import report_from_store
+    from ftcot.teach.store import TeachStore
+
+    teacher, backend, secrets = _teacher(run, stage)
+    task = run.task(stage.inputs["task"])
+    with TeachStore.open(directory) as store:
+        store.lock_for_writing()
+        summary = teach(task, stage.inputs["split"], backend, "zs_cot", stage.samples, stage.inputs["temperature"],
+                        teacher.max_tokens, teacher.concurrency, teacher.max_cost, store, progress=True,
+                        secrets=secrets, console=run.console, only=stage.questions)
+        report = report_from_store(store, task.spec)
+    atomic_write_json(directory / "report.json", report.to_json())
+    if summary.interrupted or summary.stopped_by_cost_cap:
+        raise FtcotError(" ".join(summary.lines()[1:]))
+    failed = f", {report.failures} failed items (see teach report)" if report.failures else ""
+    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new{failed}"
+
+
+def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[str]]:
+    """A teach stage's teacher: its config, its backend and the secrets to scrub from messages."""
+    from ftcot.teach.backends import make_teacher
+
+    teacher = next(t for t in run.config.teachers if t.label == stage.runtime["teacher"])
+    options = {"extra_body": teacher.extra_body} if teacher.extra_body else {}
+    backend = make_teacher(teacher.spec, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
+                           chat=teacher.chat, data_root=run.data_root, **options)
+    key_env = teacher.api_key_env or "OPENAI_API_KEY"
+    secrets = [os.environ[key_env]] if teacher.spec.startswith("openai:") and os.environ.get(key_env) else []
+    return teacher, backend, secrets
+
+
+def estimate_teach(run: Experiment, stage: Stage) -> Any:
+    """What a teach stage would still send, and its estimated cost (a dry run: nothing is sent)."""
+    from ftcot.teach.engine import teach
+    from ftcot.teach.store import STORE_FILE, TeachStore
+
+    teacher, backend, _ = _teacher(run, stage)
+    directory = run.stage_dir(stage)
+    store = TeachStore.open_readonly(directory) if (directory / STORE_FILE).is_file() else None
+    try:
+        return teach(run.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot", stage.samples,
+                     stage.inputs["temperature"], teacher.max_tokens, teacher.concurrency, None, store,
+                     dry_run=True, only=stage.questions)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
+    from ftcot.curate import curate
+    from ftcot.curate.dataset import write_data_dir
+    from ftcot.curate.sources import load_teacher_records
+    from ftcot.templates import get_template
+
+    inputs, task = stage.inputs, run.task(stage.inputs["task"])
+    records: list[dict] = []
+    if inputs["teach"] is not None:
+        records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path)
+        if inputs["D"] is not None:  # the rationales a teacher run with D samples would have drawn
+            records = [r for r in records if r.get("sample_number", 0) < inputs["D"]]
+    train, val, summary = curate(task, get_template(inputs["template"]), records,
+                                 split_scheme=inputs["split_scheme"],
+                                 max_rationale_tokens=inputs["max_rationale_tokens"],
+                                 val_fraction=inputs["val_fraction"], seed=inputs["val_seed"],
+                                 train_size=inputs["train_size"], subset_seed=inputs["subset_seed"] or 0)
+    if not train:
+        raise FtcotError(f"No training examples for {stage.label} (dropped: {summary['dropped']}); does the "
+                         f"teacher cover the task's training questions?")
+    summary["source"] = inputs["teach"]
+    write_data_dir(directory, train, val, summary)
+    return f"{len(train)} train / {len(val)} val examples from {summary['questions_with_examples']} questions"
+
+
+def _train(run: Experiment, stage: Stage, directory: Path) -> str:
+    from ftcot.train.checkpoint import TRAIN_JSON
+
+    data_dir = run.out / run.plan.stages[stage.inputs["curate"]].path
+    student = next(s for s in run.config.students if s.label == stage.runtime["student"])
+    config = TrainConfig(**stage.inputs["config"], device=stage.runtime["device"],
+                         eval_batch_size=stage.runtime["eval_batch_size"])
+    task = run.plan.stages[stage.inputs["curate"]].inputs["task"]
+    task_name, answer_type = task.get("key") or task["file"], task.get("answer_type")
+    if config.student.startswith("openai:"):
+        from ftcot.train.openai_student import DEFAULT_BASE_URL, train_openai_student
+
+        record = train_openai_student(data_dir, config.student.removeprefix("openai:"), directory,
+                                      base_url=student.base_url or DEFAULT_BASE_URL,
+                                      api_key_env=student.api_key_env or "OPENAI_API_KEY", seed=config.seed,
+                                      progress=lambda line: run.console.print(line, markup=False))
+        return f"fine-tuned model {record['student']}"
+    if run.config.launcher:
+        command = [*shlex.split(run.config.launcher), "-m", "ftcot", "train", str(data_dir), "--out",
+                   str(directory), "--task", task_name, *train_cli_args(config)]
+        command += ["--answer-type", answer_type] if answer_type else []
+        if subprocess.run(command).returncode != 0:
+            raise FtcotError(f"The train stage's command failed: {shlex.join(command)}; fix what it printed above "
+                             f"and rerun (finished epochs are kept).")
+        record = json.loads((directory / TRAIN_JSON).read_text(encoding="utf-8"))
+    else:
+        from ftcot.train import train
+
+        record = train(data_dir, directory, config, task=task_name, answer_type=answer_type, console=run.console)
+    best = record["epochs"][record["best_epoch"] - 1]
+    return (f"best epoch {record['best_epoch']}/{len(record['epochs'])}, val accuracy "
+            f"{100 * best['val_accuracy']:.1f}%")
+
+
+def _evaluate(run: Experiment, stage: Stage, directory: Path) -> str:
+    from ftcot.evaluate import evaluate
+
+    inputs, task = stage.inputs, run.task(stage.inputs["task"])
+    student = next(s for s in run.config.students if s.label == stage.runtime["student"])
+    source = inputs["model"]
+    model = str(run.out / run.plan.stages[source["train"]].path) if "train" in source else source["base"]
+    api = model.startswith("openai:")
+    result = evaluate(task, model, directory, method=inputs["method"], split=inputs["split"],
+                      split_scheme=inputs["split_scheme"], batch_size=stage.runtime["batch_size"],
+                      max_new_tokens=inputs["max_new_tokens"], limit=inputs["limit"], dtype=inputs["dtype"],
+                      device=stage.runtime["device"], base_url=student.base_url if api else None,
+                      api_key_env=student.api_key_env if api else None, progress=True, console=run.console)
+    metrics = result.metrics
+    return f"accuracy {100 * metrics['accuracy']:.2f}% ({metrics['correct']}/{metrics['n']})"
+
+
+_WORK = {"teach": _teach, "curate": _curate, "train": _train, "evaluate": _evaluate}
+
+
+def train_cli_args(config: TrainConfig) -> list[str]:
+    """``ftcot train`` options that reproduce ``config`` (its options are TrainConfig's fields, by name)."""
+    args: list[str] = []
+    for name, value in config.to_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if name == "student":
+            args += [flag, value]
+        elif name == "lora":
+            args.append("--lora" if value else "--full")
+        elif name == "bf16":
+            args += [] if value is None else ["--bf16" if value else "--no-bf16"]
+        elif isinstance(value, bool):
+            args += [flag] if value else []
+        elif value is not None:
+            args += [flag, str(value)]
+    return args
+

@@ -1,0 +1,233 @@
+"""An experiment as a graph of stages, each keyed by a hash of what it depends on.
+
+Pure planning: :func:`plan_experiment` turns an :class:`ExperimentConfig` into
+the stages ``ftcot run`` executes and the table cells they fill. A stage's
+key hashes its settings and its upstream stages' keys, so
+
+- a rerun finds every finished stage under the same key and skips it;
+- a changed setting changes the key of the stage that reads it and of
+  everything downstream, and nothing upstream (a new learning rate: new train
+  and evaluate stages; the same teach and curate stages);
+- going back to an old setting finds its stages still there.
+
+Stages, in data-flow order:
+
+- **teach** — one per task × teacher × temperature. The greedy stage covers the
+  test questions too when the teacher row is asked for. Its key leaves out D:
+  a larger D tops the same store up (sample numbers 0…D-1), so D = 2 and D = 8
+  share their first two rationales per question, as they would if drawn apart.
+- **curate** — one per task × template × (teacher, D) × training-set size.
+  A D-run keeps the chains numbered below D: the rationales that a teacher run
+  with D samples would have drawn.
+- **train** — one per curated set × student × seed.
+- **evaluate** — one per trained student (or, for the prompting baselines,
+  per base student) × task × method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftcot.experiment.config import PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig
+from ftcot.curate.dataset import question_subset
+from ftcot.tasks import BUILTIN_TASKS, Task
+
+# Bump when a stage's outputs change meaning, so old stage directories are not reused.
+STAGE_FORMAT = 1
+KINDS = ("teach", "curate", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str  # teach, curate, train, evaluate
+    key: str  # hash of ``inputs``
+    inputs: dict[str, Any]  # everything the stage's output depends on, upstream keys included
+    label: str  # for people: "train coin_flip ft_cot → gemma-270m seed 0"
+    deps: tuple[str, ...] = ()  # keys of the stages it reads
+    # How to run it, not what it produces (not in the key): devices, batch sizes, which student or
+    # teacher config to use, and for teach the extent needed — rationales per question and which
+    # questions (None: the whole split). A teach store tops up to more of either.
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        return self.runtime.get("samples", 1)
+
+    @property
+    def questions(self) -> list[int] | None:
+        return self.runtime.get("questions")
+
+    def covered_by(self, samples: int, questions: list[int] | None) -> bool:
+        """Whether a teach run of that extent holds everything this stage needs."""
+        return samples >= self.samples and (questions is None or (
+            self.questions is not None and set(self.questions) <= set(questions)))
+
+    @property
+    def path(self) -> Path:
+        """Relative to the experiment's output directory."""
+        return Path("stages") / self.kind / self.key
+
+
+@dataclass(frozen=True)
+class ResultCell:
+    """One accuracy the experiment reports: which evaluate stage, and where it sits in the table."""
+
+    evaluate: str  # key of the evaluate stage
+    method: str
+    student: str
+    teacher: str  # "" for methods that use no teacher
+    task: str
+    D: int | None
+    seed: int
+    train_size: int | None
+
+
+@dataclass
+class ExperimentPlan:
+    stages: dict[str, Stage] = field(default_factory=dict)  # key -> stage, in execution order
+    cells: list[ResultCell] = field(default_factory=list)
+    teacher_rows: list[tuple[str, str, str]] = field(default_factory=list)  # (teach key, teacher label, task)
+    skipped: list[str] = field(default_factory=list)  # cells that cannot exist, with the reason
+
+    def add(self, stage: Stage) -> Stage:
+        known = self.stages.get(stage.key)
+        if known is None:
+            self.stages[stage.key] = stage
+            return stage
+        if not known.covered_by(stage.samples, stage.questions):  # the same teach stage, more of it
+            questions = None if known.questions is None or stage.questions is None else sorted(
+                set(known.questions) | set(stage.questions))
+            runtime = {**known.runtime, "samples": max(known.samples, stage.samples), "questions": questions}
+            self.stages[stage.key] = known = Stage(**{**known.__dict__, "runtime": runtime})
+        return known
+
+    def of_kind(self, kind: str) -> list[Stage]:
+        return [s for s in self.stages.values() if s.kind == kind]
+
+    def ordered(self) -> list[Stage]:
+        """Stages in data-flow order: every stage after those it reads."""
+        return sorted(self.stages.values(), key=lambda s: KINDS.index(s.kind))
+
+
+def stage_key(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps({"format": STAGE_FORMAT, **inputs}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _stage(kind: str, inputs: dict[str, Any], label: str, deps: tuple[str, ...] = (), **runtime: Any) -> Stage:
+    full = {"kind": kind, **inputs}
+    return Stage(kind, stage_key(full), full, label, deps, runtime)
+
+
+def task_identity(task: TaskConfig) -> dict[str, Any]:
+    """A built-in task by key; a user's task file by its content, so an edited file is a new task."""
+    if task.spec in BUILTIN_TASKS:
+        return {"key": task.spec}
+    path = Path(task.spec)
+    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "answer_type": task.answer_type}
+
+
+def task_label(task: TaskConfig) -> str:
+    return task.spec if task.spec in BUILTIN_TASKS else Path(task.spec).stem
+
+
+def plan_experiment(config: ExperimentConfig, load: Callable[[TaskConfig], Task],
+                    has_exemplars: Callable[[str], bool]) -> ExperimentPlan:
+    """The stages and cells of ``config``.
+
+    ``load`` gives a task's splits (training-set subsets are drawn from them);
+    ``has_exemplars(task)`` says whether Few-shot-CoT can run on it.
+    """
+    plan = ExperimentPlan()
+    for task in config.tasks:
+        _plan_task(config, task, load(task), plan, has_exemplars)
+    return plan
+
+
+def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: ExperimentPlan,
+               has_exemplars: Callable[[str], bool]) -> None:
+    name, identity = task_label(task), task_identity(task)
+    scheme = config.split_scheme
+    sizes: list[int | None] = list(config.train_sizes) if config.train_sizes else [None]
+    train_questions = None  # the teacher answers only the training questions some student trains on
+    if config.train_sizes:
+        train = loaded.split_indices("train", scheme)
+        train_questions = {i for size in config.train_sizes for seed in config.seeds
+                           for i in question_subset(train, size, seed, name)}
+
+    def teach(teacher: TeacherConfig, temperature: float, samples: int, with_test: bool) -> Stage:
+        # Sampled stages never need the test questions; the greedy one does for the teacher row.
+        split = "all" if with_test or scheme != "default" else "train"
+        questions = None if train_questions is None else sorted(
+            train_questions | (set(loaded.split_indices("test", scheme)) if with_test else set()))
+        inputs = {"task": identity, "teacher": teacher.identity(), "method": "zs_cot", "split": split,
+                  "temperature": temperature}
+        return plan.add(_stage("teach", inputs, f"{name}, {teacher.label} T={temperature:g}", samples=samples,
+                               questions=questions, teacher=teacher.label))
+
+    def curate(template: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
+               seed: int) -> Stage:
+        inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
+                  "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
+                  **config.curate.model_dump()}
+        parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
+            + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else [])
+        return plan.add(_stage("curate", inputs, ", ".join(parts), (source[1].key,) if source else ()))
+
+    def train(data: Stage, student: StudentConfig, seed: int) -> Stage:
+        settings = config.train_config(student, seed).to_dict()
+        inputs = {"curate": data.key, "config": {k: v for k, v in settings.items() if k not in _RUN_ONLY}}
+        return plan.add(_stage("train", inputs, f"{student.label} seed {seed} on {data.label}", (data.key,),
+                               student=student.label, **{k: settings[k] for k in _RUN_ONLY}))
+
+    def evaluate(model: Stage | StudentConfig, method: str) -> Stage:
+        source = {"train": model.key} if isinstance(model, Stage) else {"base": model.spec}
+        inputs = {"model": source, "task": identity, "method": method, "split_scheme": scheme,
+                  **config.evaluate.model_dump(exclude={"batch_size", "device"})}
+        who = model.label if isinstance(model, Stage) else f"{model.label} as is"
+        student = model.runtime["student"] if isinstance(model, Stage) else model.label
+        return plan.add(_stage("evaluate", inputs, f"{name} {method} ({config.evaluate.split}): {who}",
+                               (model.key,) if isinstance(model, Stage) else (), student=student,
+                               batch_size=config.evaluate.batch_size, device=config.evaluate.device))
+
+    def cell(stage: Stage, method: str, student: StudentConfig, teacher: str, D: int | None, seed: int,
+             size: int | None) -> None:
+        plan.cells.append(ResultCell(stage.key, method, student.label, teacher, name, D, seed, size))
+
+    greedy_needed = config.teacher_row or any(m in ("ft_cot", "ft_cot_natural") for m in config.methods)
+    greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers} if greedy_needed else {}
+    if config.teacher_row:
+        plan.teacher_rows += [(stage.key, label, name) for label, stage in greedy.items()]
+
+    for student in config.students:
+        for method in config.methods:
+            if method in PROMPTING_METHODS:
+                if method == "fs_cot" and not has_exemplars(task.spec):
+                    plan.skipped.append(f"{name} fs_cot: no Few-shot-CoT exemplars for this task")
+                    continue
+                cell(evaluate(student, method), method, student, "", None, config.seeds[0], None)
+                continue
+            # (teacher label, teach stage) and D for each source of training data of this method.
+            sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]
+            if method != "ft":
+                sources = [((label, stage), None) for label, stage in greedy.items()]
+                if method == "ft_cot" and config.diverse is not None:
+                    top = max(config.diverse.D)
+                    sources += [((t.label, teach(t, config.diverse.temperature, top, False)), D)
+                                for t in config.teachers for D in config.diverse.D]
+            for source, D in sources:
+                for seed in config.seeds:
+                    for size in sizes:
+                        model = train(curate(method, source, D, size, seed), student, seed)
+                        cell(evaluate(model, method), method, student, source[0] if source else "", D, seed,
+                             size)
+
+
+# TrainConfig fields that change how a run goes, not what it produces.
+_RUN_ONLY = ("eval_batch_size", "device")
