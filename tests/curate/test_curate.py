@@ -79,8 +79,10 @@ def test_validation_is_a_seeded_slice_of_training_questions(coin_flip, records):
     train, val, summary = curate(coin_flip, get_template("ft_cot"), records, val_fraction=0.1, seed=3)
     test = set(coin_flip.split_indices("test"))
     val_questions = set(summary["val_questions"])
-    assert len(val_questions) == 35 and not val_questions & test
-    assert {e.sample_index for e in val} <= val_questions
+    # 10% of the 320 questions with a correct rationale: every held-out question has an example.
+    assert summary["questions_with_examples"] == 320
+    assert len(val_questions) == 32 and not val_questions & test
+    assert {e.sample_index for e in val} == val_questions
     assert not {e.sample_index for e in train} & val_questions
     again = curate(coin_flip, get_template("ft_cot"), records, val_fraction=0.1, seed=3)[2]
     assert again["val_questions"] == summary["val_questions"]

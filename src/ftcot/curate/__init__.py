@@ -37,7 +37,6 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     train_indices = task.split_indices("train", split_scheme)
     if train_size is not None:
         train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
-    val = validation_questions(train_indices, val_fraction, seed)
     dropped: Counter = Counter()
     if template.uses_rationale:
         selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens)
@@ -52,9 +51,11 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
         chosen = set(train_indices)
         examples = [make_example(template, task.key, s.question, s.answer, s.index)
                     for s in task.split("train", split_scheme) if s.index in chosen]
+    # Held out among the questions that yielded examples: a question the teacher got wrong has none to validate on.
+    questions = {e.sample_index for e in examples}
+    val = validation_questions(sorted(questions), val_fraction, seed)
     train = [e for e in examples if e.sample_index not in val]
     held_out = [e for e in examples if e.sample_index in val]
-    questions = {e.sample_index for e in examples}
     summary = {
         "task": task.key,
         "template": template.name,

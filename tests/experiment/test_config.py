@@ -1,0 +1,77 @@
+"""Experiment configs: defaults, merging of training settings, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftcot.errors import FtcotError
+from ftcot.experiment.config import load_config, parse_config
+from ftcot.train.config import TrainConfig
+from tests.cli import assert_one_line_error, run_ftcot
+
+BASE = {"name": "x", "tasks": ["coin_flip"], "teachers": ["replay:text-davinci-002"], "methods": ["ft", "ft_cot"],
+        "students": ["tiny-gpt2"]}
+
+
+def _error(raw) -> str:
+    with pytest.raises(FtcotError) as caught:
+        parse_config(raw, "exp.yaml")
+    return str(caught.value)
+
+
+def test_short_forms_and_paper_defaults():
+    config = parse_config(BASE)
+    assert config.tasks[0].spec == "coin_flip" and config.teachers[0].spec == "replay:text-davinci-002"
+    assert config.seeds == [0] and config.split_scheme == "default" and config.teacher_row
+    assert config.train_config(config.students[0], 0) == TrainConfig(student="tiny-gpt2", seed=0)
+
+
+def test_training_settings_merge_defaults_then_experiment_then_student_then_seed():
+    config = parse_config({**BASE, "train": {"epochs": 3, "lr": 1e-3},
+                           "students": ["tiny-gpt2", {"spec": "tiny-gpt2", "name": "slow", "lr": 1e-4,
+                                                      "train": {"batch_size": 4}}],
+                           "seeds": [0, 1]})
+    fast, slow = config.students
+    assert config.train_config(fast, 1) == TrainConfig(student="tiny-gpt2", epochs=3, lr=1e-3, seed=1)
+    assert config.train_config(slow, 0) == TrainConfig(student="tiny-gpt2", epochs=3, lr=1e-4, batch_size=4)
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"method": ["ft"]}, ["exp.yaml", "method: unknown key", "Did you mean 'methods'?"]),
+    ({"students": [{"spec": "tiny-gpt2", "lrr": 1}]}, ["students[0]", "lrr", "Did you mean 'lr'?"]),
+    ({"methods": ["ft", "cot"]}, ["methods[1]", "'cot'"]),
+    ({"seeds": []}, ["seeds", "at least 1"]),
+    ({"train": {"epochs": "many"}}, ["train.epochs", "'many'"]),
+    ({"students": [{"spec": "tiny-gpt2", "epochs": 0}]}, ["students[0] (tiny-gpt2)", "epochs", "at least 1"]),
+    ({"tasks": ["coin_flp"]}, ["tasks[0]", "Did you mean 'coin_flip'?"]),
+    ({"teachers": []}, ["needs at least one teacher"]),
+    ({"methods": ["ft"], "diverse": {"D": [2]}}, ["add ft_cot to methods"]),
+    ({"students": ["tiny-gpt2", "tiny-gpt2"]}, ["two students share the label 'tiny-gpt2'"]),
+    ({"diverse": {"D": [0]}}, ["diverse.D[0]", "greater than or equal to 1"]),
+])
+def test_bad_values_name_the_key(change, fragments):
+    message = _error({**BASE, **change})
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_not_a_mapping():
+    assert "expected a mapping" in _error(["tasks"])
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntasks: [coin_flip\nmethods: [ft]\n")
+    with pytest.raises(FtcotError, match=r"exp.yaml line \d+: not valid YAML"):
+        load_config(path)
+
+
+def test_cli_reports_a_bad_config_in_one_line_and_creates_nothing(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntasks: [coin_flip]\nmethods: [ft]\nstudents: [{spec: tiny-gpt2, lr: -1}]\n"
+                    "teacher_row: false\n")
+    result = run_ftcot("run", path, "--out", tmp_path / "out")
+    assert_one_line_error(result, "exp.yaml", "students[0]", "lr")
+    assert not (tmp_path / "out").exists()
+    assert_one_line_error(run_ftcot("run", tmp_path / "missing.yaml"), "missing.yaml", "no such experiment file")

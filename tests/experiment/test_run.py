@@ -1,0 +1,181 @@
+"""``ftcot run`` end to end on tiny configs: results, reruns that do no work, resumption, changed settings.
+
+The student is tiny-gpt2 (built from a config) and the teacher the recorded
+text-davinci-002 outputs (replay), on 8-question training subsets so that each
+run takes seconds; the diverse-reasoning test samples a real local teacher
+(Gemma 3 270M through transformers).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftcot.experiment.config import load_config
+from ftcot.experiment.results import write_results
+from ftcot.experiment.runner import Experiment
+from tests.cli import assert_one_line_error, run_ftcot
+
+pytestmark = pytest.mark.slow
+
+STUDENT = {"spec": "tiny-gpt2", "epochs": 2, "batch_size": 4, "max_length": 1024, "max_new_tokens": 8,
+           "dropout": 0.0, "device": "cpu"}
+TINY = {"name": "tiny", "tasks": ["coin_flip", "last_letter_concatenation"], "teachers": ["replay:text-davinci-002"],
+        "methods": ["ft", "ft_cot"], "students": [STUDENT], "train_sizes": [8],
+        "evaluate": {"limit": 4, "max_new_tokens": 8, "device": "cpu"}}
+
+
+def _write(tmp_path: Path, config: dict, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _rerun(path: Path, out: Path, data_root: Path) -> dict[str, list[str]]:
+    """Run again through the Python API; stage kind -> statuses."""
+    experiment = Experiment(load_config(path), out, data_root)
+    statuses: dict[str, list[str]] = {}
+    for outcome in experiment.run():
+        statuses.setdefault(outcome.stage.kind, []).append(outcome.status)
+    write_results(experiment)
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_root) -> tuple[Path, Path]:
+    """The tiny experiment, run once through the real CLI."""
+    tmp = tmp_path_factory.mktemp("run")
+    path, out = _write(tmp, TINY), tmp / "out"
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Fine-tune-CoT" in result.stdout and "14 stages ran" in result.stdout
+    return path, out
+
+
+def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
+    _, out = finished
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["task"], r["method"]) for r in rows) == [
+        ("coin_flip", "ft"), ("coin_flip", "ft_cot"), ("last_letter_concatenation", "ft"),
+        ("last_letter_concatenation", "ft_cot")]
+    assert all(r["n"] == "4" and r["train_size"] == "8" for r in rows)
+    table = (out / "results.md").read_text()
+    # The teacher row is the replay teacher's recorded test accuracy (paper rule) on coin flip.
+    assert "| teacher: replay:text-davinci-002, Zero-shot-CoT | " in table and "91.33" in table
+    assert (out / "plots" / "accuracy_by_task.png").is_file() and list((out / "plots" / "training").glob("*.png"))
+    html = (out / "report.html").read_text()
+    assert "Curation" in html and "Student correct" in html and "data:image/png;base64," in html
+    lineage = json.loads((out / "lineage.json").read_text())
+    cot = next(e for e in lineage if e["task"] == "coin_flip" and e["method"] == "ft_cot")
+    for link in ("predictions", "checkpoint", "training_rows", "teacher_completions"):
+        assert (out / cot[link]).exists(), link
+    trained_on = [json.loads(line) for line in (out / cot["training_rows"]).open()]
+    assert 0 < cot["teacher_records_used"] == len({r["teacher_record"] for r in trained_on}) <= 8
+
+
+def test_explain_prints_where_an_accuracy_came_from(finished, data_root):
+    path, out = finished
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root, "--explain", "coin_flip", "ft_cot")
+    assert result.returncode == 0, result.stderr
+    for fragment in ("coin_flip ft_cot (tiny-gpt2, teacher replay:text-davinci-002, seed 0, 8 questions)",
+                     "checkpoint: ", "training rows: ", "teacher completions: ", "teach.sqlite"):
+        assert fragment in result.stdout
+    assert_one_line_error(run_ftcot("run", path, "--out", out, "--data-dir", data_root, "--explain", "coin_flip",
+                                    "zs"), "no such cell")
+
+
+def test_a_rerun_does_no_work(finished, data_root):
+    path, out = finished
+    predictions = sorted(out.glob("stages/evaluate/*/predictions.jsonl"))
+    before = [p.stat().st_mtime_ns for p in predictions]
+    statuses = _rerun(path, out, data_root)
+    assert {s for kind in statuses.values() for s in kind} == {"done earlier"}
+    assert [p.stat().st_mtime_ns for p in predictions] == before
+
+
+def test_a_changed_learning_rate_reruns_train_and_evaluate_only(finished, data_root, tmp_path):
+    path, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    changed = _write(tmp_path, {**TINY, "students": [{**STUDENT, "lr": 1e-3}]})
+    statuses = _rerun(changed, copy, data_root)
+    assert set(statuses["teach"]) == set(statuses["curate"]) == {"done earlier"}
+    assert set(statuses["train"]) == set(statuses["evaluate"]) == {"ran"}
+
+
+def test_plan_shows_what_is_done_and_the_teacher_cost(finished, data_root, tmp_path):
+    path, out = finished
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root, "--plan")
+    assert result.returncode == 0, result.stderr
+    assert "to run" not in result.stdout and "4 result cells; estimated teacher cost $0.0000" in result.stdout
+    fresh = run_ftcot("run", path, "--out", tmp_path / "fresh", "--data-dir", data_root, "--plan")
+    assert fresh.stdout.count("to run") == 14 and "free (recorded)" in fresh.stdout
+    assert not (tmp_path / "fresh").exists()  # a plan runs and writes nothing
+
+
+def test_kill_9_in_the_train_stage_resumes_it(data_root, tmp_path):
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 4}]}
+    path, out = _write(tmp_path, config), tmp_path / "out"
+    command = [sys.executable, "-m", "ftcot", "run", str(path), "--out", str(out), "--data-dir", str(data_root)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(out.glob("stages/train/*/checkpoints/epoch-0001/state.json")):
+            assert process.poll() is None, "the run ended before its first training checkpoint"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    [train_dir] = out.glob("stages/train/*")
+    assert not (train_dir / "done.json").exists()
+
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming after epoch" in result.stderr
+    record = json.loads((train_dir / "train.json").read_text())
+    assert record["finished"] and [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4]
+    assert (train_dir / "done.json").is_file() and list(out.glob("stages/evaluate/*/metrics.json"))
+
+
+def test_a_replay_teacher_asked_for_several_rationales_is_a_clear_error(data_root, tmp_path):
+    path = _write(tmp_path, {**TINY, "diverse": {"D": [1, 2]}})
+    result = run_ftcot("run", path, "--out", tmp_path / "out", "--data-dir", data_root)
+    assert_one_line_error(result, "teach coin_flip, replay:text-davinci-002 T=0.7", "cannot sample",
+                          "live teacher")
+    assert not (tmp_path / "out").exists()
+
+
+def test_diverse_reasoning_from_a_local_teacher(data_root, tmp_path):
+    """D ∈ {1, 2} at T = 0.7 from Gemma 3 270M (hf:), beside its greedy rationale, on 8 training questions."""
+    config = {**TINY, "tasks": ["coin_flip"], "teacher_row": False, "methods": ["ft_cot"],
+              "teachers": [{"spec": "hf:gemma-270m", "max_tokens": 48}], "diverse": {"D": [1, 2]},
+              "evaluate": {"limit": 2, "max_new_tokens": 8, "device": "cpu"}}
+    path, out = _write(tmp_path, config), tmp_path / "out"
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = Experiment(load_config(path), out, data_root)
+    sampled = next(s for s in experiment.plan.of_kind("teach") if s.inputs["temperature"] == 0.7)
+    assert experiment.done(sampled)["samples"] == 2
+    by_d = {}
+    for stage in experiment.plan.of_kind("curate"):
+        rows = [json.loads(line) for line in (experiment.stage_dir(stage) / "train.jsonl").open()]
+        rows += [json.loads(line) for line in (experiment.stage_dir(stage) / "val.jsonl").open()]
+        by_d[stage.inputs["D"]] = rows
+    assert {r["sample_number"] for r in by_d[1]} == {0}  # D = 1: the first sample of each question only
+    assert {r["sample_number"] for r in by_d[2]} <= {0, 1} and len(by_d[2]) >= len(by_d[1])
+    assert {r["sample_index"] for r in by_d[2]} <= set(sampled.questions)
+    cells = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(r["D"] for r in cells) == ["", "1", "2"]

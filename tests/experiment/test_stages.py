@@ -1,0 +1,86 @@
+"""Planning: which stages an experiment has, and which of them a changed setting touches."""
+
+from __future__ import annotations
+
+from ftcot.curate.dataset import question_subset
+from ftcot.experiment.config import parse_config
+from ftcot.experiment.runner import Experiment
+from ftcot.tasks import load_task
+
+BASE = {"name": "x", "tasks": ["coin_flip"], "teachers": ["replay:text-davinci-002"], "methods": ["ft", "ft_cot"],
+        "students": [{"spec": "tiny-gpt2", "epochs": 2}]}
+
+
+def _plan(data_root, tmp_path, **changes):
+    return Experiment(parse_config({**BASE, **changes}), tmp_path, data_root).plan
+
+
+def _keys(plan, kind):
+    return {s.key for s in plan.of_kind(kind)}
+
+
+def test_a_changed_learning_rate_touches_train_and_evaluate_only(data_root, tmp_path):
+    before = _plan(data_root, tmp_path)
+    after = _plan(data_root, tmp_path, students=[{"spec": "tiny-gpt2", "epochs": 2, "lr": 1e-3}])
+    assert _keys(before, "teach") == _keys(after, "teach") and _keys(before, "curate") == _keys(after, "curate")
+    assert not _keys(before, "train") & _keys(after, "train")
+    assert not _keys(before, "evaluate") & _keys(after, "evaluate")
+    # Settings that change how a stage runs, not what it makes, keep its key.
+    faster = _plan(data_root, tmp_path, evaluate={"batch_size": 64},
+                   students=[{"spec": "tiny-gpt2", "epochs": 2, "eval_batch_size": 32}])
+    assert set(faster.stages) == set(before.stages)
+
+
+def test_stages_run_in_data_flow_order_and_read_only_earlier_ones(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, methods=["zs", "ft", "ft_cot"])
+    seen = set()
+    for stage in plan.ordered():
+        assert set(stage.deps) <= seen, stage.label
+        seen.add(stage.key)
+    assert [c.method for c in plan.cells] == ["zs", "ft", "ft_cot"]
+    assert [c.teacher for c in plan.cells] == ["", "", "replay:text-davinci-002"]
+
+
+def test_diverse_reasoning_shares_one_sampled_teach_stage_topped_up_to_the_largest_D(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, teachers=["hf:tiny-gpt2"], diverse={"D": [1, 2, 4]})
+    teach = {s.inputs["temperature"]: s for s in plan.of_kind("teach")}
+    assert set(teach) == {0.0, 0.7} and teach[0.7].samples == 4 and teach[0.0].samples == 1
+    assert teach[0.0].inputs["split"] == "all" and teach[0.7].inputs["split"] == "train"  # teacher row: test too
+    curated = {s.inputs["D"]: s.deps for s in plan.of_kind("curate") if s.inputs["template"] == "ft_cot"}
+    assert curated == {None: (teach[0.0].key,), 1: (teach[0.7].key,), 2: (teach[0.7].key,), 4: (teach[0.7].key,)}
+    assert sorted((c.D is None, c.D) for c in plan.cells if c.method == "ft_cot") == [
+        (False, 1), (False, 2), (False, 4), (True, None)]
+
+
+def test_training_set_sizes_teach_only_the_questions_trained_on(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, train_sizes=[8, 16], seeds=[0, 1], teacher_row=False)
+    train = load_task("coin_flip", data_root).split_indices("train")
+    wanted = {i for size in (8, 16) for seed in (0, 1) for i in question_subset(train, size, seed, "coin_flip")}
+    [teach] = plan.of_kind("teach")
+    assert set(teach.questions) == wanted and len(wanted) < len(train)
+    subsets = {(s.inputs["template"], s.inputs["train_size"], s.inputs["subset_seed"]) for s in plan.of_kind("curate")}
+    assert subsets == {(t, n, seed) for t in ("ft", "ft_cot") for n in (8, 16) for seed in (0, 1)}
+    assert {c.train_size for c in plan.cells} == {8, 16} and len(plan.cells) == 2 * 2 * 2
+
+
+def test_a_done_teach_stage_covers_less_but_not_more(data_root, tmp_path):
+    [teach] = _plan(data_root, tmp_path, train_sizes=[8], teacher_row=False).of_kind("teach")
+    assert teach.covered_by(1, None) and teach.covered_by(1, teach.questions)
+    assert not teach.covered_by(1, teach.questions[:-1])
+    [whole] = _plan(data_root, tmp_path, teacher_row=False).of_kind("teach")
+    assert whole.key == teach.key and not whole.covered_by(1, teach.questions)
+
+
+def test_prompting_baselines_once_per_student_and_few_shot_only_where_exemplars_exist(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, tasks=["coin_flip", "tracking_shuffled_objects"],
+                 methods=["zs", "fs_cot"], seeds=[0, 1, 2], teacher_row=False)
+    assert sorted((c.task, c.method) for c in plan.cells) == [
+        ("coin_flip", "fs_cot"), ("coin_flip", "zs"), ("tracking_shuffled_objects", "zs")]
+    assert plan.skipped == ["tracking_shuffled_objects fs_cot: no Few-shot-CoT exemplars for this task"]
+    assert not plan.of_kind("teach") and not plan.of_kind("train")
+
+
+def test_two_teachers_give_fine_tune_cot_cells_each_and_share_vanilla_fine_tune(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, teachers=["replay:text-davinci-002", {"spec": "hf:tiny-gpt2", "name": "tiny"}])
+    assert sorted((c.method, c.teacher) for c in plan.cells) == [
+        ("ft", ""), ("ft_cot", "replay:text-davinci-002"), ("ft_cot", "tiny")]
