@@ -84,3 +84,11 @@ def test_two_teachers_give_fine_tune_cot_cells_each_and_share_vanilla_fine_tune(
     plan = _plan(data_root, tmp_path, teachers=["replay:text-davinci-002", {"spec": "hf:tiny-gpt2", "name": "tiny"}])
     assert sorted((c.method, c.teacher) for c in plan.cells) == [
         ("ft", ""), ("ft_cot", "replay:text-davinci-002"), ("ft_cot", "tiny")]
+
+
+def test_per_task_D_as_in_the_paper(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, tasks=["coin_flip", "multiarith", "gsm8k"], teachers=["hf:tiny-gpt2"],
+                 methods=["ft_cot"], diverse={"D": [8], "per_task": {"multiarith": [64], "gsm8k": []}})
+    assert sorted((c.task, c.D) for c in plan.cells if c.D is not None) == [("coin_flip", 8), ("multiarith", 64)]
+    sampled = {s.inputs["task"]["key"]: s.samples for s in plan.of_kind("teach") if s.inputs["temperature"] > 0}
+    assert sampled == {"coin_flip": 8, "multiarith": 64}

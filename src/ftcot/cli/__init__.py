@@ -25,6 +25,7 @@ app.command("curate")(curate.curate_command)
 app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("run")(run.run_command)
+app.command("demo")(run.demo_command)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -52,6 +53,10 @@ def run_experiment(experiment: Experiment) -> None:
     _stdout.print((experiment.out / "results.md").read_text(encoding="utf-8"), markup=False)
     _stdout.print(f"wrote {experiment.out}/results.md, results.csv, plots/, report.html, lineage.json"
                   + (f" ({results.pending} cells pending)" if results.pending else ""), markup=False)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise FtcotError(f"{len(failed)} stage(s) failed, e.g. {failed[0].stage.kind} {failed[0].stage.label}: "
+                         f"{failed[0].note} — fix it and rerun (everything finished is kept).")
 
 
 def stage_table(outcomes: list[StageOutcome]) -> Table:
@@ -62,8 +67,9 @@ def stage_table(outcomes: list[StageOutcome]) -> Table:
         table.add_row(str(number), outcome.stage.kind, f"{outcome.stage.label}: {outcome.note}", outcome.status,
                       f"{outcome.seconds:.1f}")
     ran = sum(o.seconds for o in outcomes if o.status == "ran")
-    table.caption = f"{sum(o.status == 'ran' for o in outcomes)} stages ran in {ran:.0f} s; " \
-                    f"{sum(o.status != 'ran' for o in outcomes)} were done earlier"
+    count = Counter(o.status for o in outcomes)
+    table.caption = f"{count['ran']} stages ran in {ran:.0f} s; {count['done earlier']} were done earlier" \
+        + "".join(f"; {count[s]} {s}" for s in ("failed", "blocked") if count[s])
     return table
 
 
@@ -124,3 +130,22 @@ def print_lineage(experiment: Experiment, task: str, method: str) -> None:
                              f"({entry['teacher_records_used']} of them in the training rows)")
         for line in lines:
             _stdout.print(line, markup=False)
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Where the demo's experiment lives (rerun to resume)")] = Path("ftcot-demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-gpt2 on 64 questions: a 3-minute smoke test, not a result")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Fine-tune-CoT offline: coin flip, the paper's recorded teacher, Gemma 3 270M as the student (~20 min)."""
+    from ftcot.experiment.config import parse_config
+    from ftcot.experiment.demo import DEMO, QUICK
+
+    data_root = resolve_data_root(data_dir)
+    recorded = data_root / "teacher" / "text-davinci-002" / "zs_cot" / "coin_flip.jsonl"
+    if not recorded.is_file():
+        raise FtcotError(f"The demo replays the paper's recorded teacher, {recorded}, which is missing: set "
+                         f"FTCOT_DATA (or --data-dir) to the ftcot data directory, or rebuild teacher/ with "
+                         f"'ftcot teach import-zero-shot-cot-logs' from Kojima et al.'s logs.")
+    config = parse_config(QUICK if quick else DEMO, "the demo")
+    run_experiment(Experiment(config, out, data_root, _stderr))

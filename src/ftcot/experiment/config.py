@@ -104,6 +104,12 @@ class StudentConfig(_Strict):
 class DiverseConfig(_Strict):
     D: list[Annotated[int, Field(ge=1)]] = Field(description="Rationales sampled per training question")
     temperature: float = Field(PAPER_TEMPERATURE, gt=0)
+    per_task: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(
+        default_factory=dict, description="Another list of D for some tasks ([] for none), as the paper's "
+                                          "D = 64 for MultiArith and SVAMP")
+
+    def of(self, task: str) -> list[int]:
+        return self.per_task.get(task, self.D)
 
 
 class CurateConfig(_Strict):

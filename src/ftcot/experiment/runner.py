@@ -46,7 +46,7 @@ LOCK_FILE = ".run.lock"
 @dataclass
 class StageOutcome:
     stage: Stage
-    status: str  # "done earlier", "ran"
+    status: str  # "ran", "done earlier", "failed" (note: the error) or "blocked" (note: by which stage)
     seconds: float
     note: str = ""
 
@@ -104,7 +104,9 @@ class Experiment:
 
     # ---- running ---------------------------------------------------------------------------------------
     def run(self) -> list[StageOutcome]:
-        """Every stage, in order; the first failure stops the run with its one-line error (done work is kept)."""
+        """Every stage, in order. A stage that fails (a one-line FtcotError: a task the teacher has no
+        rationales for, a job that failed) blocks the stages that read it, and the rest go on — a big
+        experiment does not stop at its first empty cell. Ctrl-C and crashes stop the run; a rerun resumes."""
         self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
@@ -112,9 +114,22 @@ class Experiment:
         try:
             atomic_write_json(self.out / "experiment.json", self.config.model_dump(mode="json"))
             stages = self.plan.ordered()
-            outcomes = []
+            outcomes: list[StageOutcome] = []
+            unusable: set[str] = set()  # keys of stages that failed or were blocked
             for number, stage in enumerate(stages, 1):
-                outcomes.append(self._run_stage(stage, number, len(stages)))
+                blocked_by = [self.plan.stages[key] for key in stage.deps if key in unusable]
+                if blocked_by:
+                    outcome = StageOutcome(stage, "blocked", 0.0, f"needs {blocked_by[0].kind} {blocked_by[0].label}")
+                else:
+                    try:
+                        outcome = self._run_stage(stage, number, len(stages))
+                    except FtcotError as exc:
+                        self.console.print(f"[red]✗[/] {stage.kind} {stage.label}: ", end="")
+                        self.console.print(str(exc), markup=False)
+                        outcome = StageOutcome(stage, "failed", 0.0, str(exc))
+                if outcome.status in ("failed", "blocked"):
+                    unusable.add(stage.key)
+                outcomes.append(outcome)
             return outcomes
         finally:
             lock.close()
@@ -199,6 +214,11 @@ def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
         records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path)
         if inputs["D"] is not None:  # the rationales a teacher run with D samples would have drawn
             records = [r for r in records if r.get("sample_number", 0) < inputs["D"]]
+        if not records:
+            teach = run.plan.stages[inputs["teach"]]
+            raise FtcotError(f"The teacher answered none of {task.key}'s training questions (teach {teach.label}: "
+                             f"see {run.stage_dir(teach) / 'report.json'}); a recorded teacher covers only the "
+                             f"questions it was run on.")
     train, val, summary = curate(task, get_template(inputs["template"]), records,
                                  split_scheme=inputs["split_scheme"],
                                  max_rationale_tokens=inputs["max_rationale_tokens"],

@@ -217,10 +217,10 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
             sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]
             if method != "ft":
                 sources = [((label, stage), None) for label, stage in greedy.items()]
-                if method == "ft_cot" and config.diverse is not None:
-                    top = max(config.diverse.D)
-                    sources += [((t.label, teach(t, config.diverse.temperature, top, False)), D)
-                                for t in config.teachers for D in config.diverse.D]
+                diverse = config.diverse.of(name) if config.diverse is not None and method == "ft_cot" else []
+                if diverse:
+                    sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
+                                for t in config.teachers for D in diverse]
             for source, D in sources:
                 for seed in config.seeds:
                     for size in sizes:
