@@ -153,6 +153,20 @@ def test_curation_and_teacher_reports(inputs):
     assert "wrong_answer: 90" in markup
 
 
+def test_lineage_links_each_accuracy_to_its_files():
+    entry = {"task": "coin_flip", "method": "ft_cot", "student": "s<b>", "teacher": "t", "D": None, "seed": 0,
+             "train_size": None, "accuracy": 91.3, "predictions": "stages/evaluate/a/predictions.jsonl",
+             "checkpoint": "stages/train/b/best", "training_rows": "stages/curate/c/train.jsonl",
+             "teacher_completions": "stages/teach/d/teach.sqlite"}
+    baseline = {**entry, "method": "zs", "model": "gemma-270m", "checkpoint": None, "training_rows": None,
+                "teacher_completions": None}
+    markup = render_report(ReportInputs(lineage=[entry, baseline]))
+    hrefs = [a["href"] for a in _Elements(markup).all("a")]
+    assert hrefs == ["stages/evaluate/a/predictions.jsonl", "stages/train/b/best", "stages/curate/c/train.jsonl",
+                     "stages/teach/d/teach.sqlite", "stages/evaluate/a/predictions.jsonl"]
+    assert "s&lt;b&gt;" in markup and "<b>" not in markup
+
+
 def test_every_section_is_optional():
     markup = render_report(ReportInputs())
     assert markup.startswith("<!DOCTYPE html>")

@@ -122,7 +122,7 @@ def write_results(run: Experiment) -> Results:
         curation=[_read_json(run.stage_dir(s) / "curation.json") for s in run.plan.of_kind("curate") if run.done(s)],
         teacher_reports=[_read_json(run.stage_dir(s) / "report.json") for s in run.plan.of_kind("teach")
                          if run.done(s)],
-        examples=_examples(run))
+        examples=_examples(run), lineage=results.lineage)
     write_report(inputs, out / "report.html")
     return results
 

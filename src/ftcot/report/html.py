@@ -72,6 +72,9 @@ class ReportInputs:
       ``teacher_rationale``, ``teacher_correct``, ``student_output``,
       ``student_prediction``, ``student_correct``; ``examples_per_side`` of
       the correct and of the wrong ones are shown side by side.
+    - ``lineage``: one dict per accuracy (``ftcot.experiment.results.lineage``):
+      the cell's fields and the paths, relative to the report, of the files it
+      came from; each path becomes a link.
     """
 
     title: str = "Fine-tune-CoT report"
@@ -83,6 +86,7 @@ class ReportInputs:
     teacher_reports: Sequence[Mapping[str, Any]] = ()
     examples: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     examples_per_side: int = 2
+    lineage: Sequence[Mapping[str, Any]] = ()
 
 
 def task_title(task: str) -> str:
@@ -182,6 +186,24 @@ def examples_html(task: str, examples: Sequence[Mapping[str, Any]], per_side: in
             + column("Student correct", right) + column("Student wrong", wrong) + "</div></section>")
 
 
+LINEAGE_LINKS = {"predictions": "predictions", "checkpoint": "checkpoint", "training_rows": "training rows",
+                 "teacher_completions": "teacher completions"}
+
+
+def lineage_html(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Each accuracy with links to the files it came from (relative paths: the report lives beside them)."""
+    columns = ("task", "method", "student", "teacher", "D", "seed", "train_size", "accuracy")
+    out = ["<div class='scroll'><table><thead><tr>"
+           + "".join(f"<th>{esc(c)}</th>" for c in columns) + "<th>came from</th></tr></thead><tbody>"]
+    for entry in entries:
+        cells = "".join(f"<td>{esc('–' if entry.get(c) in (None, '') else entry[c])}</td>" for c in columns)
+        links = " · ".join(f"<a href='{esc(entry[key])}'>{esc(text)}</a>" for key, text in LINEAGE_LINKS.items()
+                           if entry.get(key))
+        out.append(f"<tr>{cells}<td>{links or esc(entry.get('model', '–'))}</td></tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
 def render_report(inputs: ReportInputs) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -213,6 +235,10 @@ def render_report(inputs: ReportInputs) -> str:
         parts += [examples_html(task, inputs.examples[task], inputs.examples_per_side)
                   for task in task_order(inputs.examples)]
         parts.append("</section>")
+    if inputs.lineage:
+        parts.append("<section id='lineage'><h2>Lineage</h2><p class='muted'>Where each accuracy came from "
+                     "(also <code>ftcot run --explain TASK METHOD</code>).</p>" + lineage_html(inputs.lineage)
+                     + "</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
