@@ -1,8 +1,9 @@
-"""Reading an OpenAI-style HTTP API's replies: its error text and when to try again.
+"""Talking to an OpenAI-style HTTP API: its error text, when to try again, and URLs safe to record.
 
-Shared by the teacher backend (``teach/backends/openai_compat.py``) and the API
-student's fine-tuning client (``train/openai_student.py``): both talk to the
-same kind of server and must agree on what is retryable and how long to wait.
+Shared by the teacher backend (``teach/backends/openai_compat.py``), the API
+student's fine-tuning client (``train/openai_student.py``) and what records
+their settings: all talk to the same kind of server and must agree on what is
+retryable, how long to wait, and what of a URL may be written down.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 
 def error_message(text: str | bytes) -> str:
@@ -46,3 +48,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None or when.tzinfo is None:  # HTTP dates are GMT; a naive one is malformed
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to record and print."""
+    parts = urlsplit(url.rstrip("/"))
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))

@@ -75,3 +75,10 @@ def test_cli_reports_a_bad_config_in_one_line_and_creates_nothing(tmp_path):
     assert_one_line_error(result, "exp.yaml", "students[0]", "lr")
     assert not (tmp_path / "out").exists()
     assert_one_line_error(run_ftcot("run", tmp_path / "missing.yaml"), "missing.yaml", "no such experiment file")
+
+
+def test_credentials_in_a_url_stay_out_of_stage_keys_and_records():
+    config = parse_config({**BASE, "teachers": [{"spec": "openai:m", "base_url": "https://u:secret@host/v1?k=secret"}],
+                           "students": [{"spec": "openai:s", "base_url": "https://u:secret@host/v1"}]})
+    assert "secret" not in str(config.teachers[0].identity()) and "secret" not in str(config.public_dump())
+    assert config.teachers[0].base_url == "https://u:secret@host/v1?k=secret"  # still used to connect

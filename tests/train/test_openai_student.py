@@ -34,7 +34,6 @@ from ftcot.train.openai_student import (
     FineTuneJobFailed,
     FineTuneStillRunning,
     build_job_payload,
-    public_url,
     retry_after_s,
     train_openai_student,
 )
@@ -415,6 +414,8 @@ def test_build_job_payload_sends_only_what_is_set():
 
 
 def test_public_url_drops_credentials():
+    from ftcot.api_replies import public_url
+
     assert public_url("https://user:pw@example.com:8443/v1/?key=x#f") == "https://example.com:8443/v1"
     assert public_url("https://api.openai.com/v1/") == "https://api.openai.com/v1"
 

@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 
+from ftcot.api_replies import public_url
 from ftcot.cli.options import DataDir
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
@@ -189,11 +189,7 @@ def _safe_url(url: str | None, secrets: list[str]) -> str | None:
     """The URL without user info or query (where keys hide), and with any known secret scrubbed."""
     if not url:
         return None
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    clean = public_url(url)
     for secret in secrets:
         clean = clean.replace(secret, "[redacted]")
     return clean

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.train.config import TrainConfig
 
@@ -71,9 +72,12 @@ class TeacherConfig(_Strict):
         return self.name or self.spec
 
     def identity(self) -> dict[str, Any]:
-        """What makes two teachers give different completions (not the key's variable, not concurrency)."""
-        return {"spec": self.spec, "base_url": self.base_url, "chat": self.chat, "extra_body": self.extra_body,
-                "max_tokens": self.max_tokens}
+        """What makes two teachers give different completions (not the key's variable, not concurrency).
+
+        The URL without user info or query: stage files record it, and credentials must not reach them.
+        """
+        return {"spec": self.spec, "base_url": public_url(self.base_url) if self.base_url else None,
+                "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
 
 
 class StudentConfig(_Strict):
@@ -159,6 +163,14 @@ class ExperimentConfig(_Strict):
             if len(set(labels)) < len(labels):
                 raise ValueError(f"two {kind}s share the label '{_first_repeat(labels)}'; give them distinct names")
         return self
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as JSON, with every URL stripped of user info and query (what experiment.json holds)."""
+        dump = self.model_dump(mode="json")
+        for entry in dump["teachers"] + dump["students"]:
+            if entry.get("base_url"):
+                entry["base_url"] = public_url(entry["base_url"])
+        return dump
 
     def train_config(self, student: StudentConfig, seed: int) -> TrainConfig:
         """The student's training settings: TrainConfig defaults < ``train:`` < the student's own < the seed."""

@@ -112,7 +112,7 @@ class Experiment:
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
             f"{self.out} is in use by another ftcot run (pid {holder}); wait for it or use another --out."))
         try:
-            atomic_write_json(self.out / "experiment.json", self.config.model_dump(mode="json"))
+            atomic_write_json(self.out / "experiment.json", self.config.public_dump())
             stages = self.plan.ordered()
             outcomes: list[StageOutcome] = []
             unusable: set[str] = set()  # keys of stages that failed or were blocked

@@ -78,11 +78,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from ftcot.api_replies import error_message, parse_retry_after
+from ftcot.api_replies import error_message, parse_retry_after, public_url
 from ftcot.curate.dataset import chat_record, read_examples
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
@@ -136,16 +136,6 @@ class FineTuneStillRunning(FtcotError):
 
 
 # --- pure helpers (no network) ---------------------------------------------------------------
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to record and print."""
-    parts = urlsplit(url.rstrip("/"))
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def is_local(base_url: str) -> bool:
