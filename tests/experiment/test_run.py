@@ -193,3 +193,17 @@ def test_a_failed_stage_blocks_its_dependents_and_the_rest_goes_on(data_root, tm
     assert "2 blocked" in result.stdout
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["task"], r["method"]) for r in rows] == [("coin_flip", "ft_cot")]
+
+
+def test_a_launcher_runs_the_train_stage_as_its_own_command_with_the_same_settings(data_root, tmp_path):
+    """`launcher: accelerate launch …` on a cluster; here the plain interpreter (one process, same code path)."""
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 1, "lr": 2e-3, "bf16": False}], "launcher": sys.executable}
+    path, out = _write(tmp_path, config), tmp_path / "out"
+    result = run_ftcot("run", path, "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = Experiment(load_config(path), out, data_root)
+    [train] = experiment.plan.of_kind("train")
+    record = json.loads((experiment.stage_dir(train) / "train.json").read_text())
+    expected = experiment.config.train_config(experiment.config.students[0], 0).to_dict()
+    assert record["config"] == expected and record["finished"]
