@@ -166,7 +166,9 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
                         secrets=secrets, console=run.console, only=stage.questions)
         report = report_from_store(store, task.spec)
     atomic_write_json(directory / "report.json", report.to_json())
-    if summary.interrupted or summary.stopped_by_cost_cap:
+    if summary.interrupted:  # Ctrl-C stops the whole run (the teach engine turned it into a clean stop)
+        raise KeyboardInterrupt
+    if summary.stopped_by_cost_cap:
         raise FtcotError(" ".join(summary.lines()[1:]))
     failed = f", {report.failures} failed items (see teach report)" if report.failures else ""
     return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new{failed}"
