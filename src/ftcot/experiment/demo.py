@@ -10,7 +10,7 @@ training questions, so the student gets 320 rationales, and its answers are
 short enough for a 270M model to learn the reasoning format in 3 epochs.
 
 ``--quick`` swaps in tiny-gpt2 (random init, built from a config) on a
-64-question subset: a smoke test of the whole pipeline in about 3 minutes,
+64-question subset: a check of the whole pipeline in a few minutes,
 not a result. configs/demo.yaml is :data:`DEMO` as YAML (a test keeps them equal).
 """
 
@@ -29,7 +29,7 @@ DEMO: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     **DEMO,
     "name": "demo-quick",
-    "students": [{"spec": "tiny-gpt2", "epochs": 6, "lr": 1e-3, "dropout": 0.0, "max_length": 1024}],
-    "train_sizes": [128],
+    "students": [{"spec": "tiny-gpt2", "epochs": 3, "lr": 1e-3, "dropout": 0.0, "max_length": 1024}],
+    "train_sizes": [64],
     "evaluate": {"limit": 50, "max_new_tokens": 512},
 }
