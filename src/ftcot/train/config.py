@@ -24,7 +24,9 @@ class TrainConfig:
     lora: bool = _help("Train LoRA adapters on all linear projections instead of every weight.", default=False)
     lora_r: int = _help("LoRA rank.", default=16)
     lora_alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=32)
-    lora_dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    lora_dropout: float = _help("Dropout on the LoRA input (default 0, peft's: Gemma 270M LoRA on coin_flip, 3 "
+                                "epochs, reached val loss 0.195 without it and 0.193 with 0.05, while its masks "
+                                "took ~20% of a CPU training step).", default=0.0)
     dropout: float | None = _help("Set every dropout probability of the student (default: the model's own).",
                                   default=None)
     epochs: int = _help("Passes over the training set.", default=20)
@@ -43,7 +45,7 @@ class TrainConfig:
     pad_multiple: int | None = _help("Round padded batch lengths up to a multiple of this (default: 64 on GPUs, "
                                      "where every new shape costs kernel planning; 1 on CPUs).", default=None)
     loss_chunk: int | None = _help("Completion positions per output-layer chunk in the loss "
-                                   "(default: 16M logits / vocabulary size; 64 for Gemma).", default=None)
+                                   "(default: 32M logits / vocabulary size; 128 for Gemma).", default=None)
     device: str = _help("auto, cpu, cuda or cuda:N (under accelerate launch: its device).", default="auto")
 
     def __post_init__(self) -> None:

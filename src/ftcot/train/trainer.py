@@ -223,15 +223,37 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
 
 def load_for_training(config: TrainConfig, device: Any) -> tuple[Any, dict]:
     """The student in its training precision, and that precision's description."""
+    import torch
+
     from ftcot.models import load_model
     from ftcot.models.loading import bf16_supported
 
     bf16 = bf16_supported(device) if config.bf16 is None else config.bf16
-    # LoRA: bf16 base weights with fp32 adapters (peft upcasts them) — fastest and smallest here (see bench).
-    # Full fine-tuning: fp32 master weights under bf16 autocast; pure-bf16 AdamW updates would round away.
+    # Trained weights stay fp32 (pure-bf16 AdamW updates would round away) and bf16 autocast runs the
+    # matmuls: full fine-tuning keeps fp32 master weights; LoRA keeps fp32 adapters over frozen bf16
+    # base weights, which also halves the base model's memory.
     weights = "bfloat16" if bf16 and config.lora else "float32"
     loaded = load_model(config.student, dtype=weights, device=str(device), seed=config.seed)
-    return loaded, {"bf16": bf16, "weights": weights, "autocast": bf16 and not config.lora}
+    if torch.device(device).type == "cpu":
+        # sdpa's CPU flash-attention kernel took twice eager's time at these lengths (Gemma, 8 × 130 tokens:
+        # 34 vs ~17 ms a layer, forward and backward), 5% of a step. Eager keeps the (batch × heads × length²)
+        # attention weights for the backward pass: Gemma's peak at 8 × 512 tokens went from 5.3 to 5.7 GB.
+        loaded.model.set_attn_implementation("eager")
+    return loaded, {"bf16": bf16, "weights": weights, "autocast": bf16}
+
+
+def set_dropout(model: Any, p: float) -> None:
+    """Every dropout probability of ``model``: its nn.Dropout modules and the attention layers that keep
+    theirs as a float attribute for a functional call (T5's ``dropout``, Llama/Gemma's
+    ``attention_dropout``), which setting nn.Dropout alone would miss."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        for name in ("dropout", "attention_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, p)
 
 
 def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[Any, Any, int]:
@@ -243,9 +265,7 @@ def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[A
 
     model = loaded.model
     if config.dropout is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = config.dropout
+        set_dropout(model, config.dropout)
     if config.lora:
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -253,6 +273,7 @@ def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[A
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules="all-linear",  # every linear projection; peft leaves the output layer out
             task_type=TaskType.SEQ_2_SEQ_LM if loaded.is_encoder_decoder else TaskType.CAUSAL_LM))
+        _keep_lora_inputs(model)
     model.train()
     wrapper = CompletionLM(model, loaded.is_encoder_decoder, config.loss_chunk)
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
@@ -265,6 +286,22 @@ def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[A
         ds["train_batch_size"] = config.batch_size * config.grad_accum
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     return wrapper, optimizer, sum(p.numel() for p in trainable)
+
+
+def _keep_lora_inputs(model: Any) -> None:
+    """Let the adapters take their input in the activations' dtype.
+
+    peft casts every LoRA input up to the fp32 adapters' dtype and the product back down:
+    with bf16 base weights that was four activation-sized copies per projection, forward and
+    backward, and the adapter matmuls in fp32 (~15% of a Gemma step on CPU, see bench). Under
+    autocast the adapters run in bf16 like the base layer, their fp32 weights cast once per
+    forward; without autocast every weight has the activations' dtype, so nothing needs a cast.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
 
 
 def pad_multiple(config: TrainConfig, device: Any) -> int:
