@@ -212,8 +212,7 @@ def _build_tiny(spec: str, seed: int) -> LoadedModel:
         else:
             # 8 heads of 32 (not 4 of 64): the same weights, twice the attention patterns; the learning
             # test's set was learned by epochs 60–80 (three seeds) instead of 90–110, with fewer relapses.
-            # No dropout: a tiny student is for learning small sets fast, and T5's attention dropout (a float
-            # on T5Attention, not an nn.Dropout module) is not reached by setting the Dropout modules' p.
+            # No dropout: a tiny student is for learning small sets fast (`ftcot train --dropout` sets it).
             config = T5Config(vocab_size=len(tokenizer), d_model=256, d_ff=512, d_kv=32, num_layers=2,
                               num_decoder_layers=2, num_heads=8, dropout_rate=0.0,
                               decoder_start_token_id=tokenizer.pad_token_id, **ids)
