@@ -279,7 +279,9 @@ def _grouped_bars(ax: Axes, tasks: Sequence[str], bars: Mapping[str, Mapping[str
     for i, (label, cells) in enumerate(bars.items()):
         xs = [t + (i - (len(bars) - 1) / 2) * width for t, task in enumerate(tasks) if task in cells]
         present = [cells[task] for task in tasks if task in cells]
-        ax.bar(xs, [c.mean for c in present], width, label=label, color=colours[label])
+        drawn = ax.bar(xs, [c.mean for c in present], width, label=label, color=colours[label])
+        if len(bars) * len(tasks) <= 24:  # values on the bars while they stay legible
+            ax.bar_label(drawn, fmt="%.1f", fontsize=8, padding=2)
         with_interval = [(x, c) for x, c in zip(xs, present, strict=True) if c.seeds > 1]
         if with_interval:
             ax.errorbar([x for x, _ in with_interval], [c.mean for _, c in with_interval],
