@@ -41,10 +41,11 @@ stood in the way:
   at 70, 100% at 80; seed 2 94% at 60, 53% in a spike at 80, 100% at 110; all
   three stayed ≥ 90% from epoch 100. Without the ×4, seed 0 at 8 heads had 69%
   at epoch 60, 91% at 80, 100% at 100.
-- Attention dropout. ``TrainConfig(dropout=0)`` sets the ``nn.Dropout``
-  modules, but T5's attention-probability dropout is a float on
+- Attention dropout. ``TrainConfig(dropout=0)`` then set only the
+  ``nn.Dropout`` modules, but T5's attention-probability dropout is a float on
   ``T5Attention``, so it stayed at 0.1 (train loss 0.146 at epoch 100 vs 0.076
-  without it, same run otherwise); tiny-t5's config now has no dropout.
+  without it, same run otherwise). ``set_dropout`` now sets it too, and
+  tiny-t5's config has no dropout.
 
 The changes are in ``ftcot.models.loading._build_tiny`` /
 ``_rescale_tiny_t5_init``. This test's run (seed 0, fp32, 1 thread): val 4/4
