@@ -92,7 +92,12 @@ class ExperimentPlan:
     stages: dict[str, Stage] = field(default_factory=dict)  # key -> stage, in execution order
     cells: list[ResultCell] = field(default_factory=list)
     teacher_rows: list[tuple[str, str, str]] = field(default_factory=list)  # (teach key, teacher label, task)
-    skipped: list[str] = field(default_factory=list)  # cells that cannot exist, with the reason
+    skipped: list[str] = field(default_factory=list)  # "task method: why" of cells that cannot exist, once each
+
+    def skip(self, task: str, method: str, reason: str) -> None:
+        line = f"{task} {method}: {reason}"  # the same for every student and seed: said once
+        if line not in self.skipped:
+            self.skipped.append(line)
 
     def add(self, stage: Stage) -> Stage:
         known = self.stages.get(stage.key)
@@ -161,10 +166,14 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         train_questions = {i for size in config.train_sizes for seed in config.seeds
                            for i in question_subset(train, size, seed, name)}
 
+    # A task whose training questions are not in the data (AQuA's train file) has prompting cells and
+    # the teacher row, which need test questions only, and no fine-tuning cells.
+    no_train = loaded.unavailable("train", scheme)
+
     def teach(teacher: TeacherConfig, temperature: float, samples: int, with_test: bool) -> Stage:
         # Sampled stages never need the test questions; the greedy one does for the teacher row.
-        split = "all" if with_test or scheme != "default" else "train"
-        questions = None if train_questions is None else sorted(
+        split = "test" if no_train else "all" if with_test or scheme != "default" else "train"
+        questions = None if train_questions is None or no_train else sorted(
             train_questions | (set(loaded.split_indices("test", scheme)) if with_test else set()))
         inputs = {"task": identity, "teacher": teacher.identity(), "method": "zs_cot", "split": split,
                   "temperature": temperature}
@@ -200,7 +209,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
              size: int | None) -> None:
         plan.cells.append(ResultCell(stage.key, method, student.label, teacher, name, D, seed, size))
 
-    greedy_needed = config.teacher_row or any(m in ("ft_cot", "ft_cot_natural") for m in config.methods)
+    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural")
+                                                                for m in config.methods))
     greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers} if greedy_needed else {}
     if config.teacher_row:
         plan.teacher_rows += [(stage.key, label, name) for label, stage in greedy.items()]
@@ -209,9 +219,12 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         for method in config.methods:
             if method in PROMPTING_METHODS:
                 if method == "fs_cot" and not has_exemplars(task.spec):
-                    plan.skipped.append(f"{name} fs_cot: no Few-shot-CoT exemplars for this task")
+                    plan.skip(name, method, "no Few-shot-CoT exemplars for this task")
                     continue
                 cell(evaluate(student, method), method, student, "", None, config.seeds[0], None)
+                continue
+            if no_train:
+                plan.skip(name, method, no_train)
                 continue
             # (teacher label, teach stage) and D for each source of training data of this method.
             sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]

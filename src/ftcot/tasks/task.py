@@ -35,11 +35,15 @@ class Task:
         return split["train"] + split["test"] if part == "all" else list(split[part])
 
     def split(self, part: str = "test", scheme: str = "default") -> list[Sample]:
-        indices = self.split_indices(part, scheme)
-        for index in indices:
-            if index not in self.samples:
-                raise FtcotError(self._missing_reason(index, part))
-        return [self.samples[i] for i in indices]
+        reason = self.unavailable(part, scheme)
+        if reason:
+            raise FtcotError(reason)
+        return [self.samples[i] for i in self.split_indices(part, scheme)]
+
+    def unavailable(self, part: str = "train", scheme: str = "default") -> str | None:
+        """Why ``split(part, scheme)`` cannot load (its raw file is not published), or None if it can."""
+        missing = next((i for i in self.split_indices(part, scheme) if i not in self.samples), None)
+        return None if missing is None else self._missing_reason(missing, part)
 
     def _missing_reason(self, index: int, part: str) -> str:
         for span, reason in self.spec.unavailable:
