@@ -19,6 +19,8 @@ reruns in seconds. One ``ftcot run`` at a time per OUT (a lock file).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import shlex
@@ -143,12 +145,29 @@ class Experiment:
         atomic_write_json(directory / STAGE_FILE, {"label": stage.label, "key": stage.key, "inputs": stage.inputs})
         self.console.rule(f"[bold]{number}/{total} {stage.kind}[/] {stage.label}", style="dim")
         started = time.perf_counter()
-        note = _WORK[stage.kind](self, stage, directory)
+        try:
+            note = _WORK[stage.kind](self, stage, directory)
+        finally:
+            _return_freed_memory()
         seconds = time.perf_counter() - started
         atomic_write_json(directory / DONE_FILE, {"seconds": seconds, "finished": time.time(), "note": note,
                                                   "samples": stage.samples, "questions": stage.questions})
         self.console.print(f"[green]✓[/] {stage.kind} {stage.label}: {note} ({seconds:.1f} s)")
         return StageOutcome(stage, "ran", seconds, note)
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory a finished stage freed back to the system.
+
+    glibc keeps freed heap for reuse, and the next stage's large tensors fragment it: two gemma-270m
+    LoRA trainings in one process peaked at 2.48 then 3.05 GB, and at 2.49 then 2.60 GB with this
+    between them (RSS between stages: 1.52 → 0.81 GB).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc (Linux); other C libraries have no such call
+    except (OSError, AttributeError):
+        pass
 
 
 # ---- the work of each kind of stage: the same functions the single commands call --------------------------
