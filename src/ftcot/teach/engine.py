@@ -169,7 +169,8 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
     settings = TeachSettings(
         task=task.key, split=split, teacher=teacher.name, method=method, samples=samples,
         temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),
-        trigger=task.spec.trigger, exemplars=exemplars)
+        trigger=task.spec.trigger, exemplars=exemplars,
+        keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)))
     check = getattr(teacher, "check_settings", None)  # backends with limits refuse before anything runs
     if check is not None:
         check(temperature=settings.temperature, samples=settings.samples)
@@ -322,7 +323,7 @@ class _Run:
     async def _question(self, sample: Sample) -> None:
         plan = self.plan
         prompt = plan.first_prompt(sample.question)
-        keys = {m: plan.first_key(prompt, m) for m in plan.sample_numbers()}
+        keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
         stored = self.store.get_many(keys.values())
         jobs = []
         for number, key in keys.items():
@@ -338,13 +339,13 @@ class _Run:
 
     async def _reason(self, sample: Sample, prompt: str, numbers: list[int], keys: dict[int, str]) -> None:
         targets = [_Target(keys[m], self.plan.first_stage, sample.index, m) for m in numbers]
-        rows = await self._send(self.plan.first_request(prompt, numbers), targets, _STAGE1_NEXT)
+        rows = await self._send(self.plan.first_request(prompt, numbers, sample.index), targets, _STAGE1_NEXT)
         if rows and self.plan.two_stage:
             await asyncio.gather(*(self._answer(sample, prompt, row) for row in rows if row is not None))
 
     async def _answer(self, sample: Sample, prompt: str, rationale: StoredCompletion) -> None:
         second = self.plan.second_prompt(prompt, rationale.text)
-        key = self.plan.second_key(second)
+        key = self.plan.second_key(second, sample.index)
         if key in self.in_flight:  # the same rationale twice: one request, shared
             rows = await self.in_flight[key]
             if rows and rows[0] is not None:
@@ -356,7 +357,8 @@ class _Run:
             self._cached(1)
             return
         target = _Target(key, ANSWER, sample.index, rationale.sample_number)
-        job = asyncio.ensure_future(self._send(self.plan.second_request(second), [target], _STAGE2_FIRST))
+        job = asyncio.ensure_future(self._send(self.plan.second_request(second, sample.index), [target],
+                                               _STAGE2_FIRST))
         self.in_flight[key] = job
         try:
             await job
@@ -500,7 +502,7 @@ def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore
     trigger_tokens = estimate_tokens(" " + settings.trigger)
     for sample in questions:
         prompt = plan.first_prompt(sample.question)
-        keys = {m: plan.first_key(prompt, m) for m in plan.sample_numbers()}
+        keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
         stored = store.get_many(keys.values()) if store is not None else {}
         missing = [m for m, key in keys.items() if key not in stored]
         if missing:
@@ -518,7 +520,7 @@ def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore
             for key in keys:
                 if keys[key] in stored:
                     second = plan.second_prompt(prompt, stored[keys[key]].text)
-                    if store is None or store.get(plan.second_key(second)) is None:
+                    if store is None or store.get(plan.second_key(second, sample.index)) is None:
                         complete -= 1
                         requests += 1
                         prompt_tokens += estimate_tokens(second)

@@ -48,6 +48,8 @@ class TeachSettings:
     trigger: str = ""
     # The Few-shot-CoT exemplar block, kept so export and report need no data directory.
     exemplars: str | None = None
+    # Replay teachers answer per question: identical question texts are keyed apart.
+    keyed_by_question: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,28 +121,34 @@ class Plan:
     def sample_numbers(self) -> range:
         return range(self.settings.samples)
 
-    def first_key(self, prompt: str, sample_number: int) -> str:
+    def first_key(self, prompt: str, sample_number: int, question: int) -> str:
         s = self.settings
-        return request_key(s.teacher, prompt, s.max_tokens, s.temperature, self.stop, sample_number)
+        return request_key(s.teacher, prompt, s.max_tokens, s.temperature, self.stop, sample_number,
+                           self._question(question))
 
-    def first_request(self, prompt: str, sample_numbers: list[int]) -> CompletionRequest:
+    def _question(self, sample_index: int) -> int | None:
+        return sample_index if self.settings.keyed_by_question else None
+
+    def first_request(self, prompt: str, sample_numbers: list[int], question: int) -> CompletionRequest:
         s = self.settings
         # Each sample its own seed (its sample number), so backends that ignore n
         # (llama.cpp) still give distinct, reproducible samples; greedy needs none.
         seed = sample_numbers[0] if s.temperature > 0 else None
-        return CompletionRequest(prompt, s.max_tokens, s.temperature, len(sample_numbers), seed, self.stop)
+        return CompletionRequest(prompt, s.max_tokens, s.temperature, len(sample_numbers), seed, self.stop,
+                                 question)
 
     # -- stage 2 (zs_cot) -------------------------------------------------------
 
     def second_prompt(self, first_prompt: str, rationale: str) -> str:
         return answer_prompt(first_prompt, rationale, self.settings.trigger)
 
-    def second_key(self, prompt: str) -> str:
+    def second_key(self, prompt: str, question: int) -> str:
         # Greedy, so sample number 0: identical rationales share one paid answer.
-        return request_key(self.settings.teacher, prompt, self.settings.answer_max_tokens, 0.0, (), 0)
+        return request_key(self.settings.teacher, prompt, self.settings.answer_max_tokens, 0.0, (), 0,
+                           self._question(question))
 
-    def second_request(self, prompt: str) -> CompletionRequest:
-        return CompletionRequest(prompt, self.settings.answer_max_tokens, 0.0, 1, None, ())
+    def second_request(self, prompt: str, question: int) -> CompletionRequest:
+        return CompletionRequest(prompt, self.settings.answer_max_tokens, 0.0, 1, None, (), question)
 
     # -- reading back -------------------------------------------------------------
 
@@ -148,13 +156,13 @@ class Plan:
         """Every chain of every question, complete or not, in (sample_index, sample_number) order."""
         for question in store.questions() if questions is None else questions:
             prompt = self.first_prompt(question.question)
-            keys = {m: self.first_key(prompt, m) for m in self.sample_numbers()}
+            keys = {m: self.first_key(prompt, m, question.sample_index) for m in self.sample_numbers()}
             found = store.get_many(keys.values())
             for number, key in keys.items():
                 first = found.get(key)
                 second = None
                 if first is not None and self.two_stage:
-                    second = store.get(self.second_key(self.second_prompt(prompt, first.text)))
+                    second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index))
                 yield Chain(question, number, first, second)
 
 

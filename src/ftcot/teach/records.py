@@ -19,6 +19,9 @@ class CompletionRequest:
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # The sample index of the question asked; only teachers that answer per question
+    # (replay, whose records are per question) read it.
+    question: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Teacher(Protocol):
     name: str
     # Whether one request with n > 1 returns n independent samples (prompt paid once).
     supports_n: bool
+    # Optional: True where the answer depends on the question asked, not only on the
+    # prompt text (replay), so identical prompts are keyed apart (TeachSettings.keyed_by_question).
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
         """``request.n`` completions; fewer only where some failed after others were paid for."""

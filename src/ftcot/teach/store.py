@@ -109,8 +109,13 @@ BEGIN SELECT RAISE(ABORT, 'failures are append-only'); END;
 
 
 def request_key(teacher: str, prompt: str, max_tokens: int, temperature: float,
-                stop: Sequence[str], sample_number: int) -> str:
-    """The store key of one requested completion (see the module docstring)."""
+                stop: Sequence[str], sample_number: int, question: int | None = None) -> str:
+    """The store key of one requested completion (see the module docstring).
+
+    ``question`` (a sample index) is part of the key only for teachers that answer
+    per question (replay): two questions with the same text then keep their own
+    recorded completions instead of sharing the first one's.
+    """
     payload = {
         "teacher": teacher,
         "prompt": prompt,
@@ -120,6 +125,8 @@ def request_key(teacher: str, prompt: str, max_tokens: int, temperature: float,
         "stop": list(stop),
         "sample_number": int(sample_number),
     }
+    if question is not None:
+        payload["question"] = int(question)
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 

@@ -19,7 +19,7 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    student: str = _help("Student model: tiny-gpt2, tiny-t5, gemma-270m, or a local model directory.",
+    student: str = _help("Student model: tiny-gpt2, tiny-t5, gemma-270m, smollm2-135m, or a local model directory.",
                          default="gemma-270m")
     lora: bool = _help("Train LoRA adapters on all linear projections instead of every weight.", default=False)
     lora_r: int = _help("LoRA rank.", default=16)

@@ -15,7 +15,7 @@ from ftcot.teach.records import Teacher
 
 SCHEMES = ("openai", "hf", "replay")
 # Bare names that mean a built-in local model.
-ALIASES = {"gemma-270m": "hf:gemma-270m"}
+ALIASES = {"gemma-270m": "hf:gemma-270m", "smollm2-135m": "hf:smollm2-135m"}
 
 
 def make_teacher(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,

@@ -9,6 +9,12 @@ answered by exact match:
 - a stage-2 ``answer_prompt`` → its ``answer_completion``;
 - a zero-shot ``prompt`` → its ``answer_completion``.
 
+A request names its question (``sample_index``) and is answered from that
+question's record: some benchmarks hold the same question text twice
+(MultiArith 340 and 350, StrategyQA 42 and 1987), and each keeps its own
+recorded completion. A record without ``sample_index``, or a request for an
+index that was never recorded, falls back to the first record of that prompt.
+
 A prompt that was never recorded fails that item with :class:`TeacherError`;
 nothing is ever invented. The records hold one greedy completion per prompt,
 so sampling (temperature > 0, or more than one sample per question) is refused
@@ -36,12 +42,13 @@ UNKNOWN_FINISH = "unknown"
 
 class ReplayTeacher:
     supports_n = False
+    keyed_by_question = True  # the store keys identical prompts of different questions apart
 
     def __init__(self, source: str, data_root: Path | None = None) -> None:
         self.files = _resolve(source, data_root)
         label = Path(source).stem if Path(source).suffix == ".jsonl" else Path(source).name
         self.name = f"replay:{label or source}"
-        self._answers: dict[str, str] | None = None
+        self._answers: dict[tuple[str, int | None], str] | None = None
 
     def check_settings(self, *, temperature: float, samples: int) -> None:
         """Refuse sampling up front: the records hold one greedy completion per prompt."""
@@ -55,7 +62,8 @@ class ReplayTeacher:
         if request.temperature > 0 or request.n > 1:
             raise TeacherError(f"{self.name} cannot sample (temperature {request.temperature:g}, n {request.n}).")
         started = time.monotonic()
-        text = self._index().get(request.prompt)
+        answers = self._index()
+        text = answers.get((request.prompt, request.question), answers.get((request.prompt, None)))
         if text is None:
             raise TeacherError(f"{self.name} has no recorded completion for this prompt "
                                f"(starts {request.prompt[:60]!r}).")
@@ -64,17 +72,26 @@ class ReplayTeacher:
     async def aclose(self) -> None:
         return None
 
-    def _index(self) -> dict[str, str]:
+    def _index(self) -> dict[tuple[str, int | None], str]:
+        """(prompt, sample_index) → recorded text, and (prompt, None) → the first record's."""
         if self._answers is None:
-            answers: dict[str, str] = {}
+            answers: dict[tuple[str, int | None], str] = {}
+
+            def add(prompt: str, index: int | None, text: str) -> None:
+                answers.setdefault((prompt, None), text)
+                if index is not None:
+                    answers.setdefault((prompt, index), text)
+
             for path in self.files:
                 for line, record in read_jsonl(path):
                     prompt = require_field(record, "prompt", path, line)
+                    index = record.get("sample_index")
+                    index = index if isinstance(index, int) else None
                     if "reasoning_completion" in record and "answer_prompt" in record:
-                        answers.setdefault(prompt, record["reasoning_completion"])
-                        answers.setdefault(record["answer_prompt"], require_field(record, "answer_completion", path, line))
+                        add(prompt, index, record["reasoning_completion"])
+                        add(record["answer_prompt"], index, require_field(record, "answer_completion", path, line))
                     else:
-                        answers.setdefault(prompt, require_field(record, "answer_completion", path, line))
+                        add(prompt, index, require_field(record, "answer_completion", path, line))
             self._answers = answers
         return self._answers
 
