@@ -80,6 +80,15 @@ def test_a_task_may_have_its_own_seeds_and_sizes_and_all_is_the_whole_training_s
     assert whole == {s.key for s in plain.of_kind("curate")}
     [teach] = [s for s in plan.of_kind("teach") if s.inputs["task"] == {"key": "coin_flip"}]
     assert teach.questions is None  # the whole split is trained on, so the teacher answers all of it
+    # The main table first (every cell's first seed on the whole split), then more seeds, then subsets.
+    evaluated = {c.evaluate: (c.task, c.seed, c.train_size) for c in plan.cells}
+    order = [evaluated[s.key] for s in plan.ordered() if s.key in evaluated]
+    trained = [(s.inputs["config"]["seed"], plan.stages[s.deps[0]].inputs["train_size"])
+               for s in plan.ordered() if s.kind == "train"]
+    assert trained[:4] == [(0, None)] * 4  # nothing else trains before the main table
+    assert order[:4] == [("coin_flip", 0, None)] * 2 + [("date_understanding", 0, None)] * 2
+    assert order[4:8] == [("coin_flip", seed, None) for seed in (1, 1, 2, 2)]
+    assert {size for _, _, size in order[8:]} == {8}
 
 
 def test_a_done_teach_stage_covers_less_but_not_more(data_root, tmp_path):

@@ -118,10 +118,17 @@ class ExperimentPlan:
         """Stages in data-flow order: every stage after those it reads.
 
         The teach stages come first (a teacher that fails or costs too much shows at once); then each
-        evaluation right after the stages it reads, in the plan's order, so that a long run killed
-        midway leaves finished cells to report, and a trained student is evaluated while the next trains.
+        evaluation right after the stages it reads, so that a long run killed midway leaves finished
+        cells to report. The main table comes first: every cell's first seed on the whole training
+        set, in the plan's order; then the further seeds, then the training-set subsets.
         """
         order: dict[str, Stage] = {}
+        replicates: dict[tuple, int] = {}
+        rank: dict[str, tuple[bool, int]] = {}
+        for cell in self.cells:
+            line = (cell.task, cell.method, cell.student, cell.teacher, cell.D, cell.train_size)
+            replicates[line] = replicates.get(line, -1) + 1
+            rank.setdefault(cell.evaluate, (cell.train_size is not None, replicates[line]))
 
         def visit(stage: Stage) -> None:
             if stage.key in order:
@@ -132,7 +139,9 @@ class ExperimentPlan:
 
         for stage in self.of_kind("teach"):
             visit(stage)
-        for stage in self.stages.values():
+        for key in sorted(rank, key=rank.__getitem__):
+            visit(self.stages[key])
+        for stage in self.stages.values():  # anything no cell reads
             visit(stage)
         return list(order.values())
 
