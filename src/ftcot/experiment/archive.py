@@ -1,0 +1,58 @@
+"""An experiment's results without its checkpoints: what a repository keeps, and what a later run resumes from.
+
+``archive(run_dir, dest)`` copies the results (``results.md``, ``results.csv``, ``plots/``, ``report.html``,
+``lineage.json``, ``experiment.json``) and a slim ``stages/`` tree:
+
+- evaluate stages whole but for their lock: predictions, metrics and ``done.json``;
+- train stages' records (``stage.json``, ``train.json``, ``done.json``), not their checkpoints;
+- curate stages' ``curation.json`` and teach stages' ``report.json``, for the record only.
+
+Copying ``DEST/stages`` into an experiment directory lets ``ftcot run`` skip every archived cell: a
+finished evaluation is done, and so is the training it read. The curate and teach stages carry no
+``done.json`` and are redone: seconds for a replay teacher; a paid teacher's ``teach.sqlite`` is never
+archived (it is the data you paid for: keep it beside the archive). A new evaluation of an archived
+training needs its checkpoint, which is not there: that stage fails with one line, the others go on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ftcot.errors import FtcotError
+
+RESULT_FILES = ("results.md", "results.csv", "report.html", "lineage.json", "experiment.json")
+KEPT = {
+    "evaluate": None,  # every file but the lock
+    "train": ("stage.json", "train.json", "done.json"),
+    "curate": ("stage.json", "curation.json"),
+    "teach": ("stage.json", "report.json"),
+}
+
+
+def archive(run_dir: Path, dest: Path) -> int:
+    """Copy ``run_dir``'s results and slim stage records into ``dest``; the number of stages archived."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not (run_dir / "experiment.json").is_file():
+        raise FtcotError(f"{run_dir}: not an experiment directory (no experiment.json); run `ftcot run` first.")
+    if dest.resolve() == run_dir.resolve() or dest.resolve().is_relative_to(run_dir.resolve()):
+        raise FtcotError(f"{dest}: the archive must lie outside the experiment directory {run_dir}.")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+    if (run_dir / "plots").is_dir():
+        shutil.rmtree(dest / "plots", ignore_errors=True)
+        shutil.copytree(run_dir / "plots", dest / "plots")
+    count = 0
+    for kind, kept in KEPT.items():
+        for stage in sorted((run_dir / "stages" / kind).glob("*")):
+            if not (stage / "stage.json").is_file():
+                continue
+            target = dest / "stages" / kind / stage.name
+            target.mkdir(parents=True, exist_ok=True)
+            for file in stage.iterdir():
+                if file.is_file() and not file.name.startswith(".") and (kept is None or file.name in kept):
+                    shutil.copy2(file, target / file.name)
+            count += 1
+    return count

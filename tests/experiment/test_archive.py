@@ -1,0 +1,41 @@
+"""An archived experiment (results and slim stage records, no checkpoints) resumes without retraining."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+from ftcot.errors import FtcotError
+from ftcot.experiment.archive import archive
+from tests.experiment.test_run import _rerun, finished  # noqa: F401  (the tiny experiment, run once)
+
+pytestmark = pytest.mark.slow
+
+
+def test_an_archive_keeps_results_and_records_not_checkpoints_and_a_run_resumes_from_it(finished, tmp_path,
+                                                                                          data_root):
+    path, out = finished
+    kept = tmp_path / "archive"
+    assert archive(out, kept) > 0
+    assert (kept / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert (kept / "report.html").is_file() and list((kept / "plots").glob("*.png"))
+    assert not list(kept.rglob("*.safetensors")) and not list(kept.rglob("*.pt"))
+    assert not list(kept.rglob("teach.sqlite")) and not list(kept.rglob(".lock"))
+    assert list(kept.glob("stages/evaluate/*/predictions.jsonl"))
+
+    # A fresh experiment directory seeded with the archive's stages: nothing is trained or evaluated again.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(kept / "stages", fresh / "stages")
+    statuses = _rerun(path, fresh, data_root)
+    assert set(statuses["train"]) == {"done earlier"} and set(statuses["evaluate"]) == {"done earlier"}
+    assert set(statuses["teach"]) == {"ran"}  # replay: seconds, free
+    rows = lambda d: sorted(map(tuple, (r.values() for r in csv.DictReader((d / "results.csv").open()))))  # noqa: E731
+    assert rows(fresh) == rows(out)
+
+
+def test_an_archive_inside_the_experiment_directory_is_refused(finished):
+    _, out = finished
+    with pytest.raises(FtcotError, match="outside the experiment directory"):
+        archive(out, out / "kept")
