@@ -39,6 +39,8 @@ def test_stages_run_in_data_flow_order_and_read_only_earlier_ones(data_root, tmp
         seen.add(stage.key)
     kinds = [s.kind for s in plan.ordered()]
     assert kinds[0] == "teach"
+    evaluated = {c.evaluate: c.method for c in plan.cells}
+    assert [evaluated[s.key] for s in plan.ordered() if s.key in evaluated] == ["ft", "ft_cot", "zs"]
     # Cell by cell: a student is evaluated before the next one trains, so a killed run keeps results.
     assert kinds.index("evaluate") < len(kinds) - 1 - kinds[::-1].index("train")
     assert [c.method for c in plan.cells] == ["zs", "ft", "ft_cot"]
