@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ftcot.cli import curate, data, evaluate, run, score, train
+from ftcot.cli import curate, data, diagnose, evaluate, run, score, train
 from ftcot.cli import teach as teach_cli
 from ftcot.errors import FtcotError
 
@@ -24,6 +24,7 @@ app.command("score")(score.score_command)
 app.command("curate")(curate.curate_command)
 app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
+app.command("diagnose")(diagnose.diagnose_command)
 app.command("run")(run.run_command)
 app.command("demo")(run.demo_command)
 
