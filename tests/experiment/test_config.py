@@ -53,6 +53,8 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"train_sizes": [8, "most"]}, ["train_sizes[1]", "'all'"]),
     ({"tasks": [{"spec": "coin_flip", "seeds": [1, 1]}]}, ["tasks[0]", "seeds", "'1' is listed twice"]),
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8, "all", 8]}]}, ["train_sizes", "'8' is listed twice"]),
+    ({"students": [{"spec": "tiny-gpt2", "methods": ["zs"]}]}, ["student 'tiny-gpt2' lists method 'zs'"]),
+    ({"students": [{"spec": "tiny-gpt2", "seeds": []}]}, ["students[0]", "seeds", "at least 1"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})

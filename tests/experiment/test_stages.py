@@ -93,6 +93,16 @@ def test_a_task_may_have_its_own_seeds_and_sizes_and_all_is_the_whole_training_s
     assert {size for _, _, size in order[8:]} == {8}
 
 
+def test_a_student_may_have_its_own_methods_and_seeds(data_root, tmp_path):
+    tasks = [{"spec": "coin_flip", "seeds": [0, 1]}]
+    students = [{"spec": "tiny-gpt2", "epochs": 2}, {"spec": "tiny-t5", "methods": ["ft_cot"], "seeds": [0]}]
+    plan = _plan(data_root, tmp_path, tasks=tasks, students=students, methods=["zs", "ft", "ft_cot"],
+                 teacher_row=False)
+    cells = {(c.student, c.method, c.seed) for c in plan.cells}
+    assert cells == {("tiny-gpt2", "zs", 0)} | {("tiny-gpt2", m, s) for m in ("ft", "ft_cot") for s in (0, 1)} \
+        | {("tiny-t5", "ft_cot", 0)}
+
+
 def test_a_done_teach_stage_covers_less_but_not_more(data_root, tmp_path):
     [teach] = _plan(data_root, tmp_path, train_sizes=[8], teacher_row=False).of_kind("teach")
     assert teach.covered_by(1, None) and teach.covered_by(1, teach.questions)

@@ -48,6 +48,7 @@ def _unique(values: list[Any] | None) -> list[Any] | None:
 
 
 Seeds = Annotated[list[int], AfterValidator(_unique)]
+Methods = Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]], AfterValidator(_unique)]
 # Seeded subsets of N training questions; "all" is the whole training split (the point the subsets lead up to).
 def _train_size(value: Any) -> int | str:
     if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -107,6 +108,10 @@ class StudentConfig(_Strict):
     parameters: Optional[float] = Field(None, gt=0, description="Parameter count, for the student-size plot")
     base_url: Optional[str] = Field(None, description="openai: students: the fine-tuning API's /v1 URL")
     api_key_env: Optional[str] = Field(None, description="openai: students: variable holding the key")
+    methods: Optional[Methods] = Field(None, min_length=1,
+                                       description="This student's methods, among the experiment's (default: all)")
+    seeds: Optional[Seeds] = Field(None, min_length=1,
+                                   description="This student's seeds, over the tasks' and the experiment's")
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
 
     @model_validator(mode="before")
@@ -158,8 +163,7 @@ class ExperimentConfig(_Strict):
     teachers: list[Annotated[TeacherConfig, BeforeValidator(_spec_or_mapping)]] = Field(default_factory=list)
     teacher_row: bool = Field(True, description="Score the teacher's Zero-shot-CoT on the test split (the table's "
                                                 "teacher row); the greedy teach stage then covers test questions too")
-    methods: Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]],
-                       AfterValidator(_unique)] = Field(min_length=1)
+    methods: Methods = Field(min_length=1)
     diverse: Optional[DiverseConfig] = None
     students: list[Annotated[StudentConfig, BeforeValidator(_spec_or_mapping)]] = Field(min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
@@ -181,6 +185,11 @@ class ExperimentConfig(_Strict):
                              "ft_cot, diverse or the teacher row")
         if self.diverse is not None and "ft_cot" not in self.methods:
             raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot to methods")
+        for student in self.students:
+            extra = [m for m in student.methods or [] if m not in self.methods]
+            if extra:
+                raise ValueError(f"student '{student.label}' lists method '{extra[0]}', which methods does not; "
+                                 f"a student's methods are a subset of the experiment's")
         for kind, items in (("teacher", self.teachers), ("student", self.students)):
             labels = [item.label for item in items]
             if len(set(labels)) < len(labels):
@@ -195,8 +204,11 @@ class ExperimentConfig(_Strict):
                 entry["base_url"] = public_url(entry["base_url"])
         return dump
 
-    def seeds_of(self, task: TaskConfig) -> list[int]:
-        return task.seeds or self.seeds
+    def seeds_of(self, task: TaskConfig, student: StudentConfig) -> list[int]:
+        return student.seeds or task.seeds or self.seeds
+
+    def methods_of(self, student: StudentConfig) -> list[str]:
+        return [m for m in self.methods if student.methods is None or m in student.methods]
 
     def train_sizes_of(self, task: TaskConfig) -> list[int | None]:
         """The task's training-set sizes; None is the whole training split."""

@@ -189,14 +189,16 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                has_exemplars: Callable[[str], bool]) -> None:
     name, identity = task_label(task), task_identity(task)
     scheme = config.split_scheme
-    seeds, sizes = config.seeds_of(task), config.train_sizes_of(task)
+    sizes = config.train_sizes_of(task)
+    seeds_of = {student.label: config.seeds_of(task, student) for student in config.students}
     # A task whose training questions are not in the data (AQuA's train file) has prompting cells and
     # the teacher row, which need test questions only, and no fine-tuning cells.
     no_train = loaded.unavailable("train", scheme)
     train_questions = None  # the teacher answers only the training questions some student trains on
     if None not in sizes and not no_train:
         train = loaded.split_indices("train", scheme)
-        train_questions = {i for size in sizes for seed in seeds for i in question_subset(train, size, seed, name)}
+        train_questions = {i for size in sizes for seeds in seeds_of.values() for seed in seeds
+                           for i in question_subset(train, size, seed, name)}
 
     def teach(teacher: TeacherConfig, temperature: float, samples: int, with_test: bool) -> Stage:
         # Sampled stages never need the test questions; the greedy one does for the teacher row.
@@ -244,7 +246,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         plan.teacher_rows += [(stage.key, label, name) for label, stage in greedy.items()]
 
     for student in config.students:
-        for method in config.methods:
+        seeds = seeds_of[student.label]
+        for method in config.methods_of(student):
             if method in PROMPTING_METHODS:
                 if method == "fs_cot" and not has_exemplars(task.spec):
                     plan.skip(name, method, "no Few-shot-CoT exemplars for this task")
