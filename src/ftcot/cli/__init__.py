@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ftcot.cli import curate, data, diagnose, evaluate, run, score, train
+from ftcot.cli import export as export_cli
 from ftcot.cli import teach as teach_cli
 from ftcot.errors import FtcotError
 
@@ -27,6 +28,7 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("diagnose")(diagnose.diagnose_command)
 app.command("run")(run.run_command)
 app.command("demo")(run.demo_command)
+app.add_typer(export_cli.app, name="export")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
