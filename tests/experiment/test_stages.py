@@ -94,13 +94,21 @@ def test_a_task_may_have_its_own_seeds_and_sizes_and_all_is_the_whole_training_s
 
 
 def test_a_student_may_have_its_own_methods_and_seeds(data_root, tmp_path):
-    tasks = [{"spec": "coin_flip", "seeds": [0, 1]}]
+    tasks = [{"spec": "coin_flip", "seeds": [0, 1]}, "date_understanding"]
     students = [{"spec": "tiny-gpt2", "epochs": 2}, {"spec": "tiny-t5", "methods": ["ft_cot"], "seeds": [0]}]
     plan = _plan(data_root, tmp_path, tasks=tasks, students=students, methods=["zs", "ft", "ft_cot"],
                  teacher_row=False)
-    cells = {(c.student, c.method, c.seed) for c in plan.cells}
-    assert cells == {("tiny-gpt2", "zs", 0)} | {("tiny-gpt2", m, s) for m in ("ft", "ft_cot") for s in (0, 1)} \
-        | {("tiny-t5", "ft_cot", 0)}
+    cells = {(c.task[:4], c.student, c.method, c.seed) for c in plan.cells}
+    assert cells == {("coin", "tiny-gpt2", m, s) for m in ("ft", "ft_cot") for s in (0, 1)} \
+        | {(t, "tiny-gpt2", m, 0) for t in ("coin", "date") for m in ("zs", "ft", "ft_cot")} \
+        | {(t, "tiny-t5", "ft_cot", 0) for t in ("coin", "date")}
+    # The first student's fine-tuned cells task by task, then the next student's, then the baselines,
+    # then the further seeds.
+    evaluated = {c.evaluate: (c.task[:4], c.student[5:], c.method, c.seed) for c in plan.cells}
+    assert [evaluated[s.key] for s in plan.ordered() if s.key in evaluated] == [
+        ("coin", "gpt2", "ft", 0), ("coin", "gpt2", "ft_cot", 0), ("date", "gpt2", "ft", 0),
+        ("date", "gpt2", "ft_cot", 0), ("coin", "t5", "ft_cot", 0), ("date", "t5", "ft_cot", 0),
+        ("coin", "gpt2", "zs", 0), ("date", "gpt2", "zs", 0), ("coin", "gpt2", "ft", 1), ("coin", "gpt2", "ft_cot", 1)]
 
 
 def test_a_done_teach_stage_covers_less_but_not_more(data_root, tmp_path):

@@ -120,18 +120,20 @@ class ExperimentPlan:
         The teach stages come first (a teacher that fails or costs too much shows at once); then each
         evaluation right after the stages it reads, so that a long run killed midway leaves finished
         cells to report. The main table comes first: every fine-tuned cell's first seed on the whole
-        training set, in the plan's order (task by task); then the prompting baselines (the comparison
-        the paper is about comes before the rows that need no training); then the further seeds, then
-        the training-set subsets.
+        training set, the first student's task by task, then the next student's; then the prompting
+        baselines (the comparison the paper is about comes before the rows that need no training);
+        then the further seeds, then the training-set subsets.
         """
         order: dict[str, Stage] = {}
         replicates: dict[tuple, int] = {}
-        rank: dict[str, tuple[bool, int, bool]] = {}
+        students: dict[str, int] = {}
+        rank: dict[str, tuple[bool, int, bool, int]] = {}
         for cell in self.cells:
             line = (cell.task, cell.method, cell.student, cell.teacher, cell.D, cell.train_size)
             replicates[line] = replicates.get(line, -1) + 1
+            students.setdefault(cell.student, len(students))
             rank.setdefault(cell.evaluate, (cell.train_size is not None, replicates[line],
-                                            cell.method in PROMPTING_METHODS))
+                                            cell.method in PROMPTING_METHODS, students[cell.student]))
 
         def visit(stage: Stage) -> None:
             if stage.key in order:
