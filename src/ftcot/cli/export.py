@@ -28,11 +28,8 @@ def export_model_command(
     force: Annotated[bool, typer.Option(help="Replace a non-empty --to")] = False,
 ) -> None:
     """The best epoch as a transformers directory: LoRA merged, safetensors, tokenizer, generation config, card."""
-    from transformers.utils import logging as hf_logging
-
     from ftcot.export.model import export_model
 
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars say nothing here
     result = export_model(ckpt_dir, to, dtype=dtype, eval_dirs=list(eval_dir or []), find_evaluations=find,
                           force=force)
     how = "LoRA merged into " if result.kind == "lora" else "fully fine-tuned "

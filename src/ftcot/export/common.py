@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,24 @@ from ftcot.export.licenses import SourceLicense, license_of
 from ftcot.train.checkpoint import publish_dir, temporary_dir
 
 CURATION_FILE = "curation.json"
+
+
+@contextmanager
+def transformers_bars(progress: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") only when progress is asked for;
+    the caller's setting is restored afterwards. With ``progress``, transformers is not even imported."""
+    if progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def check_output_dir(to: Path, inputs: Iterable[Path], force: bool) -> Path:

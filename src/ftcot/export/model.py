@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcot.errors import FtcotError
-from ftcot.export.common import DataProvenance, check_output_dir, read_json_file, read_provenance, write_atomically
+from ftcot.export.common import (DataProvenance, check_output_dir, read_json_file, read_provenance, transformers_bars,
+                                 write_atomically)
 from ftcot.templates import Template
 
 FTCOT_JSON = "ftcot.json"
@@ -84,7 +85,7 @@ class ModelExport:
 
 
 def export_model(ckpt_dir: str | Path, to: str | Path, *, dtype: str = "auto", eval_dirs: list[str | Path] = (),
-                 find_evaluations: bool = True, force: bool = False) -> ModelExport:
+                 find_evaluations: bool = True, force: bool = False, progress: bool = False) -> ModelExport:
     """Save the best student of ``ckpt_dir`` (an ``ftcot train`` output) to ``to`` as a transformers model."""
     ckpt = Path(ckpt_dir)
     if not ckpt.is_dir():
@@ -103,7 +104,7 @@ def export_model(ckpt_dir: str | Path, to: str | Path, *, dtype: str = "auto", e
     from ftcot.train.checkpoint import load_student
 
     dtype_name = str(resolve_dtype(dtype, _cpu())).removeprefix("torch.")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), transformers_bars(progress):
         # peft reads transformers' deprecated `is_gradient_checkpointing`: a warning users can do nothing about.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         loaded, template = load_student(ckpt, dtype=dtype_name, device="cpu")
@@ -112,7 +113,8 @@ def export_model(ckpt_dir: str | Path, to: str | Path, *, dtype: str = "auto", e
 
     def fill(tmp: Path) -> None:
         _set_generation_config(loaded, template)
-        loaded.model.save_pretrained(tmp)  # safetensors (transformers' only format since v5)
+        with transformers_bars(progress):
+            loaded.model.save_pretrained(tmp)  # safetensors (transformers' only format since v5)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / FTCOT_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(info, appends_eos=_appends_eos(loaded)), encoding="utf-8")

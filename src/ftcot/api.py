@@ -1,0 +1,300 @@
+"""ftcot from Python: the four stages as functions, and experiments as an object.
+
+Each stage function takes plain arguments (strings, paths, numbers), writes
+the same directory its command writes (so the commands and the functions mix
+freely, and a rerun resumes), and returns a plain dataclass::
+
+    import ftcot
+
+    run = ftcot.teach("coin_flip", "replay:text-davinci-002", "runs/teach")          # TeachResult
+    data = ftcot.curate(run.out, "runs/data", train_size=16)                         # CurateResult
+    student = ftcot.train(data.out, "runs/ckpt", student="tiny-gpt2", epochs=1)      # TrainResult
+    scores = ftcot.evaluate(student.out, "coin_flip", "runs/eval", limit=8)          # EvalResult
+    print(scores.accuracy)
+
+    experiment = ftcot.Experiment("configs/demo.yaml", out="runs/demo")
+    experiment.plan()       # [{"number", "kind", "label", "status"}, ...]: what would run
+    experiment.run()        # [{"kind", "label", "status", "seconds", "note"}, ...]
+    experiment.results()    # [{"method", "student", "teacher", "task", "D", "seed", "n", "accuracy", ...}, ...]
+
+``ftcot.teach`` and friends are these functions (``ftcot/__init__.py`` makes
+each stage's package callable); ``from ftcot.api import teach`` is the same.
+Errors a user can fix raise :class:`ftcot.errors.FtcotError` with a one-line
+message. Heavy libraries (torch, transformers) are imported by the calls
+that need them, never by ``import ftcot``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ftcot.errors import FtcotError, unknown_name
+from ftcot.export.common import transformers_bars as _transformers_bars
+
+__all__ = ["CurateResult", "EvalResult", "Experiment", "TeachResult", "TrainResult", "curate", "evaluate", "teach",
+           "train"]
+
+PathLike = str | os.PathLike
+
+
+def _quiet_console(progress: bool) -> Any:
+    from rich.console import Console
+
+    # Progress and tables go to stderr, as the commands' do; quiet=True keeps a notebook clean.
+    return Console(stderr=True, quiet=not progress, highlight=False)
+
+
+# ---- teach ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TeachResult:
+    out: Path  # the RUN_DIR (``ftcot curate`` reads it)
+    task: str
+    teacher: str
+    questions: int
+    complete_chains: int
+    new_completions: int  # received by this call (0 on a rerun: nothing is asked twice)
+    accuracy: float | None  # the teacher's, over its complete chains (0–1)
+    cost_usd: float | None
+    summary: dict[str, Any] = field(repr=False)  # the engine's summary (ftcot.teach.engine.TeachSummary)
+    report: dict[str, Any] = field(repr=False)  # report.json (ftcot.teach.report.TeacherReport)
+
+
+def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", method: str = "zs_cot",
+          samples: int = 1, temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = 16,
+          max_cost: float | None = None, questions: list[int] | None = None, base_url: str | None = None,
+          api_key_env: str | None = None, chat: bool = False, data_dir: PathLike | None = None,
+          answer_type: str | None = None, progress: bool = False) -> TeachResult:
+    """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
+
+    Like ``ftcot teach``: every completion is stored in ``out`` as it arrives,
+    so a rerun sends only what is missing. ``questions`` restricts the split
+    to those sample indices.
+    """
+    from ftcot.data_root import resolve_data_root
+    from ftcot.tasks import load_task
+    from ftcot.teach.backends import make_teacher
+    from ftcot.teach.engine import resolve_settings
+    from ftcot.teach.engine import teach as run_teacher
+    from ftcot.teach.report import report_from_store
+    from ftcot.teach.store import TeachStore
+    from ftcot.train.checkpoint import atomic_write_json
+
+    root = resolve_data_root(data_dir)
+    loaded = load_task(task, root, answer_type)
+    backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root)
+    key_env = api_key_env or "OPENAI_API_KEY"
+    secrets = [os.environ[key_env]] if teacher.startswith("openai:") and os.environ.get(key_env) else []
+    # Validate before touching `out`: a bad setting must not leave an empty run behind.
+    resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
+                     max_cost=max_cost)
+    out = Path(out)
+    with TeachStore.open(out) as store:
+        store.lock_for_writing()
+        summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
+                              max_cost, store, progress=progress, secrets=secrets,
+                              console=_quiet_console(progress), only=questions)
+        report = report_from_store(store, loaded.spec)
+    atomic_write_json(out / "report.json", report.to_json())
+    if summary.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C: what arrived is stored; calling again finishes the run
+    return TeachResult(out, loaded.key, teacher, summary.questions, summary.complete_chains, summary.new,
+                       report.accuracy, summary.cost_usd, summary.to_json(), report.to_json())
+
+
+# ---- curate -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CurateResult:
+    out: Path  # the DATA_DIR (``ftcot train`` reads it)
+    task: str
+    template: str
+    train_examples: int
+    val_examples: int
+    dropped: dict[str, int]  # reason -> rationales dropped
+    summary: dict[str, Any] = field(repr=False)  # curation.json
+
+
+def curate(source: PathLike | None, out: PathLike, *, template: str = "ft_cot", task: str | None = None,
+           max_per_question: int | None = None, max_rationale_tokens: int | None = None, val_fraction: float = 0.1,
+           seed: int = 0, train_size: int | None = None, subset_seed: int = 0, split_scheme: str = "default",
+           data_dir: PathLike | None = None, answer_type: str | None = None) -> CurateResult:
+    """Keep the teacher's correct rationales of ``source`` (a teach RUN_DIR or a JSONL of teacher records) and
+    lay them out for the student in DATA_DIR ``out``; ``source=None`` with ``template="ft"`` takes gold answers.
+
+    ``train_size`` keeps a seeded subset of that many training questions (``subset_seed``).
+    """
+    from ftcot.curate import curate as select
+    from ftcot.curate.dataset import write_data_dir
+    from ftcot.curate.sources import load_teacher_records
+    from ftcot.data_root import resolve_data_root
+    from ftcot.tasks import load_task
+    from ftcot.templates import get_template
+
+    chosen = get_template(template)
+    records, run_task = ([], None) if source is None else load_teacher_records(Path(source))
+    task_name = task or run_task
+    if task_name is None:
+        raise FtcotError("Which task? Pass task='KEY' (a JSONL of teacher records does not say).")
+    if chosen.uses_rationale and source is None:
+        raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
+    loaded = load_task(task_name, resolve_data_root(data_dir), answer_type)
+    train_rows, val_rows, summary = select(
+        loaded, chosen, records, split_scheme=split_scheme, max_per_question=max_per_question,
+        max_rationale_tokens=max_rationale_tokens, val_fraction=val_fraction, seed=seed, train_size=train_size,
+        subset_seed=subset_seed)
+    if not train_rows:
+        raise FtcotError(f"No training examples for '{loaded.key}' (dropped: {summary['dropped']}); "
+                         f"check the teacher run covers the train split.")
+    summary["source"] = str(source) if source is not None else None
+    out = Path(out)
+    write_data_dir(out, train_rows, val_rows, summary)
+    return CurateResult(out, loaded.key, chosen.name, len(train_rows), len(val_rows), dict(summary["dropped"]),
+                        summary)
+
+
+# ---- train ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path  # the CKPT_DIR (``ftcot evaluate`` and ``ftcot export model`` read it)
+    student: str
+    best_epoch: int | None
+    val_accuracy: float | None  # of the best epoch (0–1)
+    epochs: list[dict[str, Any]] = field(repr=False)  # per epoch: train/val loss, val accuracy, step losses, speed
+    record: dict[str, Any] = field(repr=False)  # train.json
+
+
+def train(data_dir: PathLike, out: PathLike, *, student: str = "gemma-270m", task: str | None = None,
+          answer_type: str | None = None, progress: bool = False, **settings: Any) -> TrainResult:
+    """Fine-tune ``student`` on DATA_DIR into CKPT_DIR ``out`` (a rerun resumes after the last finished epoch).
+
+    ``settings`` are ``ftcot train``'s options by their Python names (:class:`ftcot.train.TrainConfig`):
+    ``lora=True, epochs=3, lr=1e-3, batch_size=8, max_length=1024, seed=0, ...``.
+    Students trained by a provider (``openai:MODEL``) go through ``ftcot train`` on the command line.
+    """
+    from ftcot.train.config import TrainConfig
+
+    if student.startswith("openai:"):
+        raise FtcotError("train() runs local students; fine-tune an API student with "
+                         "'ftcot train DATA_DIR --student openai:MODEL --out CKPT_DIR'.")
+    known = {f.name for f in fields(TrainConfig)} - {"student"}
+    for name in settings:
+        if name not in known:
+            raise unknown_name("train setting", name, known)
+    config = TrainConfig(student=student, **settings)
+    from ftcot.train import train as run_training
+
+    with _transformers_bars(progress):
+        record = run_training(data_dir, out, config, task=task, answer_type=answer_type,
+                              console=_quiet_console(progress))
+    best = record.get("best_epoch")
+    epochs = record.get("epochs", [])
+    val_accuracy = epochs[best - 1]["val_accuracy"] if best else None
+    return TrainResult(Path(out), student, best, val_accuracy, epochs, record)
+
+
+# ---- evaluate ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalResult:
+    out: Path  # the EVAL_DIR
+    task: str
+    method: str
+    n: int
+    correct: int
+    accuracy: float  # 0–1
+    metrics: dict[str, Any] = field(repr=False)  # metrics.json
+    predictions: list[dict[str, Any]] = field(repr=False)  # predictions.jsonl's rows, in split order
+
+
+def evaluate(model: str | os.PathLike, task: str, out: PathLike, *, method: str | None = None, split: str = "test",
+             split_scheme: str = "default", limit: int | None = None, batch_size: int = 16,
+             max_new_tokens: int | None = None, dtype: str = "auto", device: str = "auto",
+             base_url: str | None = None, api_key_env: str | None = None, data_dir: PathLike | None = None,
+             answer_type: str | None = None, progress: bool = False) -> EvalResult:
+    """Score ``model`` (a CKPT_DIR, a model spec or ``openai:MODEL``) on ``task``'s ``split`` into EVAL_DIR ``out``.
+
+    A CKPT_DIR carries its template, so ``method`` may be left out; other models need one
+    (``zs``, ``zs_cot``, ``fs_cot``, ``ft``, ``ft_cot``). A rerun into ``out`` resumes.
+    """
+    from ftcot.data_root import resolve_data_root
+    from ftcot.evaluate import evaluate as run_evaluation
+    from ftcot.tasks import load_task
+
+    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
+    with _transformers_bars(progress or str(model).startswith("openai:")):  # an API model needs no transformers
+        result = run_evaluation(loaded, str(model), Path(out), method=method, split=split,
+                                split_scheme=split_scheme, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                limit=limit, dtype=dtype, device=device, base_url=base_url, api_key_env=api_key_env,
+                                progress=progress, console=_quiet_console(progress))
+    m = result.metrics
+    return EvalResult(Path(out), m["task"], m["method"], m["n"], m["correct"], m["accuracy"], m, result.records)
+
+
+# ---- experiments ------------------------------------------------------------------------------------------------
+class Experiment:
+    """An ``ftcot run`` experiment from Python.
+
+    ``config`` is a mapping with the YAML's keys, or the path of a YAML file;
+    ``out`` defaults to ``runs/<name>``, as for ``ftcot run``. Stages are
+    shared with the command: a run started here resumes there and vice versa.
+    """
+
+    def __init__(self, config: dict[str, Any] | PathLike, out: PathLike | None = None, *,
+                 data_dir: PathLike | None = None, progress: bool = False) -> None:
+        from ftcot.data_root import resolve_data_root
+        from ftcot.experiment.config import load_config, parse_config
+        from ftcot.experiment.runner import Experiment as Runner
+
+        if isinstance(config, dict):
+            parsed = parse_config(config, "config")
+        elif isinstance(config, (str, os.PathLike)):
+            parsed = load_config(Path(config))
+        else:
+            raise FtcotError(f"Experiment(config): expected a mapping of settings or a YAML path, "
+                             f"got {type(config).__name__}.")
+        self.config = parsed
+        self.out = Path(out) if out is not None else Path("runs") / parsed.name
+        self._progress = progress
+        self._runner = Runner(parsed, self.out, resolve_data_root(data_dir), _quiet_console(progress))
+
+    def plan(self) -> list[dict[str, Any]]:
+        """The stages in the order they run, each with ``status`` done / partial / to run; runs nothing."""
+        runner = self._runner
+        runner.check()
+        return [{"number": number, "kind": stage.kind, "label": stage.label, "key": stage.key,
+                 "status": "done" if runner.done(stage) is not None
+                 else "partial" if runner.stage_dir(stage).is_dir() else "to run",
+                 "path": str(runner.stage_dir(stage))}
+                for number, stage in enumerate(runner.plan.ordered(), 1)]
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every stage not done yet, then write results.md/csv, plots/, report.html, lineage.json.
+
+        A stage that fails is reported (``status`` "failed", ``note`` the error) and blocks only the stages
+        that read it, as with ``ftcot run``.
+        """
+        from ftcot.experiment.results import write_results
+
+        try:
+            with _transformers_bars(self._progress):
+                outcomes = self._runner.run()
+        finally:
+            if (self.out / "experiment.json").is_file():
+                write_results(self._runner)
+        return [{"kind": o.stage.kind, "label": o.stage.label, "status": o.status, "seconds": round(o.seconds, 3),
+                 "note": o.note} for o in outcomes]
+
+    def results(self, teacher_rows: bool = True) -> list[dict[str, Any]]:
+        """One record per finished result cell (and seed), as results.csv: ``method, student, teacher, task, D,
+        seed, n, accuracy`` (percent) ``, train_size``; ``pandas.DataFrame(experiment.results())`` is the table.
+        With ``teacher_rows``, the teacher's own Zero-shot-CoT accuracy follows (its ``student`` is the teacher).
+        """
+        from ftcot.experiment.results import collect
+
+        collected = collect(self._runner)
+        rows = collected.rows + (collected.teacher_rows if teacher_rows else [])
+        return [asdict(row) for row in rows]
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.config.name!r}, out={str(self.out)!r})"
