@@ -42,6 +42,7 @@ from ftcot.train import checkpoint as ckpt
 from ftcot.train import preflight
 from ftcot.train.config import TrainConfig
 from ftcot.train.data import DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize
+from ftcot.train.metrics_log import MetricsLog
 from ftcot.train.progress import TrainProgress, peak_rss_gb, summary_table
 
 
@@ -167,6 +168,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
             console.print(summary_table(previous))
         return previous
 
+    metrics_log = MetricsLog(out, step, enabled=main)  # metrics.jsonl (and TensorBoard, if installed), live
     lengths = [t.tokens for t in prepared.train]
     windows_per_epoch = math.ceil(math.ceil(len(prepared.train) / config.batch_size) / config.grad_accum)
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_autocast)
@@ -194,6 +196,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
                 epoch_targets += targets
                 epoch_tokens += tokens
                 progress.step(epoch, config.epochs, step_loss, epoch_tokens / (time.perf_counter() - started))
+                metrics_log.step(epoch, step, step_loss, epoch_tokens / (time.perf_counter() - started))
             seconds = time.perf_counter() - started
 
             wrapper.eval()
@@ -207,11 +210,13 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
                 "val_total": len(prepared.val), "step_losses": step_losses,
             }
             history = [*history, metrics]
+            metrics_log.epoch(metrics)
             record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
             progress.note(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, val loss {val_loss:.4f}, "
                           f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{len(prepared.val)})")
             _save_checkpoint(out, epoch, step, history, record, inner, optimizer, accelerator, sharded)
 
+    metrics_log.close()
     if main:
         _export_best(out, record, inner, loaded, config, sharded)
         record.update(finished=True, peak_rss_gb=peak_rss_gb())
