@@ -9,6 +9,7 @@ import pytest
 
 from ftcot.errors import FtcotError
 from ftcot.experiment.archive import archive
+from tests.cli import assert_one_line_error, run_ftcot
 from tests.experiment.test_run import _rerun, finished  # noqa: F401  (the tiny experiment, run once)
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,21 @@ def test_an_archive_keeps_results_and_records_not_checkpoints_and_a_run_resumes_
 
 
 def test_an_archive_inside_the_experiment_directory_is_refused(finished):
-    _, out = finished
+    path, out = finished
     with pytest.raises(FtcotError, match="outside the experiment directory"):
         archive(out, out / "kept")
+    assert_one_line_error(run_ftcot("run", path, "--out", out, "--archive", out.parent), "--archive")
+    assert not (out.parent / "results.md").exists()
+
+
+def test_results_md_shows_the_papers_rows_for_the_runs_tasks(finished):
+    _, out = finished
+    assert "| GPT-2 124M, Fine-tune-CoT | 4.67 | 77.33 |" in (out / "results.md").read_text()
+
+
+def test_the_cli_archives_after_the_run(finished, tmp_path, data_root):
+    path, out = finished
+    result = run_ftcot("run", path, "--out", out, "--archive", tmp_path / "kept", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "kept" / "results.md").read_text() == (out / "results.md").read_text()
+    assert list((tmp_path / "kept").glob("stages/train/*/train.json"))

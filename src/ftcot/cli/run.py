@@ -27,6 +27,9 @@ def run_command(
     explain: Annotated[Optional[tuple[str, str]], typer.Option(
         metavar="TASK METHOD", help="Where each accuracy of TASK × METHOD came from: evaluation, checkpoint, "
                                     "training rows, teacher completions")] = None,
+    archive: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Also copy the results and the stages' records, without checkpoints, to DIR "
+                            "(to commit; copy DIR/stages into an experiment directory to resume from it)")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run an experiment: teach → curate → train → evaluate for every cell, then the tables, plots and report."""
@@ -37,11 +40,16 @@ def run_command(
     elif explain:
         print_lineage(experiment, *explain)
     else:
-        run_experiment(experiment)
+        if archive is not None:
+            from ftcot.experiment.archive import check_destination
+
+            check_destination(experiment.out, archive)
+        run_experiment(experiment, archive)
 
 
-def run_experiment(experiment: Experiment) -> None:
+def run_experiment(experiment: Experiment, archive_to: Path | None = None) -> None:
     """Run, then write and show the results (also after a failure: what finished is reported)."""
+    from ftcot.experiment.archive import archive
     from ftcot.experiment.results import write_results
 
     try:
@@ -49,6 +57,9 @@ def run_experiment(experiment: Experiment) -> None:
     finally:
         if (experiment.out / "experiment.json").is_file():
             results = write_results(experiment)
+            if archive_to is not None:
+                stages = archive(experiment.out, archive_to)
+                _stderr.print(f"archived the results and {stages} stages' records to {archive_to}", markup=False)
     _stdout.print(stage_table(outcomes))
     _stdout.print((experiment.out / "results.md").read_text(encoding="utf-8"), markup=False)
     _stdout.print(f"wrote {experiment.out}/results.md, results.csv, plots/, report.html, lineage.json"

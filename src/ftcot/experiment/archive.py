@@ -30,13 +30,20 @@ KEPT = {
 }
 
 
+def check_destination(run_dir: Path, dest: Path) -> None:
+    """An archive neither is nor lies inside, nor contains, the experiment directory."""
+    run, target = Path(run_dir).resolve(), Path(dest).resolve()
+    if target.is_relative_to(run) or run.is_relative_to(target):
+        raise FtcotError(f"{dest}: the archive must lie outside the experiment directory {run_dir} "
+                         f"(and not contain it); choose another --archive.")
+
+
 def archive(run_dir: Path, dest: Path) -> int:
     """Copy ``run_dir``'s results and slim stage records into ``dest``; the number of stages archived."""
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "experiment.json").is_file():
         raise FtcotError(f"{run_dir}: not an experiment directory (no experiment.json); run `ftcot run` first.")
-    if dest.resolve() == run_dir.resolve() or dest.resolve().is_relative_to(run_dir.resolve()):
-        raise FtcotError(f"{dest}: the archive must lie outside the experiment directory {run_dir}.")
+    check_destination(run_dir, dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in RESULT_FILES:
         if (run_dir / name).is_file():

@@ -26,6 +26,7 @@ from ftcot.experiment.runner import Experiment
 from ftcot.experiment.config import FINE_TUNING_METHODS
 from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
 from ftcot.jsonl import read_jsonl
+from ftcot.report.paper import paper_markdown
 from ftcot.report.results import ResultRow, results_markdown, write_csv
 
 TRAINING_CURVES_SHOWN = 12  # more runs than this make the report a wall of plots; lineage.json lists them all
@@ -115,10 +116,12 @@ def write_results(run: Experiment) -> Results:
     note = (f"\n{results.pending} of {len(run.plan.cells)} cells are not evaluated yet; rerun `ftcot run` to "
             f"finish them.\n" if results.pending else "")
     skipped = "".join(f"\n- not run: {reason}" for reason in run.plan.skipped)
+    paper = paper_markdown({r.task for r in results.rows} | {r.task for r in results.teacher_rows})
+    paper = f"\nThe paper's numbers on these tasks, to read the table against:\n\n{paper}" if paper else ""
     (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "
                                     f"where there are several.\n\n"
-                                    + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n",
-                                    encoding="utf-8")
+                                    + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n"
+                                    + paper, encoding="utf-8")
     write_csv(results.rows, out / "results.csv")
     (out / "lineage.json").write_text(json.dumps(results.lineage, indent=2) + "\n", encoding="utf-8")
     images = [ReportImage(caption, path) for caption, path in _plots(run, results)]
