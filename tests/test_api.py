@@ -115,3 +115,15 @@ def test_experiment_plan_and_results_read_the_finished_run(quickstart_run, data_
     assert any(f"{r['accuracy']:.2f}%" in result.stdout for r in records)
     # A rerun does no work: every stage was done earlier.
     assert {o["status"] for o in experiment.run()} == {"done earlier"}
+
+
+def test_export_model_finds_the_evaluation_of_an_experiments_train_stage(quickstart_run, tmp_path):
+    out, _ = quickstart_run
+    [train_stage] = (out / "experiment" / "stages" / "train").iterdir()
+    [evaluate_stage] = (out / "experiment" / "stages" / "evaluate").iterdir()
+    exported = ftcot.export_model(train_stage, tmp_path / "model")
+    assert [(e.eval_dir, e.n, e.method) for e in exported.evaluations] == [(str(evaluate_stage), 8, "ft_cot")]
+    info = json.loads((tmp_path / "model" / "ftcot.json").read_text())
+    # The experiment's curate stage names its teach stage by key; the card still finds the teacher.
+    assert info["training_data"]["provenance"]["teacher"]["teacher"] == "replay:text-davinci-002"
+    assert exported.kind == "full" and not (tmp_path / "model" / "adapter_config.json").exists()

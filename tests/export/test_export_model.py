@@ -117,3 +117,26 @@ def test_bad_checkpoints_and_unsafe_outputs_are_one_line_errors(trained, tmp_pat
     assert_one_line_error(run_ftcot("export", "model", ckpt, "--eval", unfinished, "--to", tmp_path / "z"),
                           "settings.json", "ftcot evaluate")
     assert not (tmp_path / "z").exists()
+
+
+def test_a_fully_fine_tuned_student_exports_too(trained, tmp_path, data_root):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, _ = trained
+    data = ckpt.parent / "data"
+    full, evaluation, out = tmp_path / "full", tmp_path / "eval", tmp_path / "model"
+    ok(run_ftcot("train", data, "--student", "tiny-gpt2", "--full", "--epochs", "1", "--lr", "1e-3",
+                 "--batch-size", "4", "--max-length", "1024", "--max-new-tokens", "16", "--out", full, env=THREADS))
+    ok(run_ftcot("evaluate", "--model", full, "--task", "coin_flip", "--limit", "2", "--batch-size", "1",
+                 "--max-new-tokens", MAX_NEW, "--out", evaluation, "--data-dir", data_root, env=THREADS))
+    result = ok(run_ftcot("export", "model", full, "--to", out, "--eval", evaluation, "--no-find-evals",
+                          env=THREADS))
+    assert "fully fine-tuned tiny-gpt2" in result.stdout and "1 evaluation(s)" in result.stdout
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    for line in (evaluation / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        ids = tokenizer(row["prompt"], return_tensors="pt").input_ids[:, :-1]
+        with torch.inference_mode():
+            generated = model.generate(ids, max_new_tokens=MAX_NEW)
+        assert tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True) == row["output"]
