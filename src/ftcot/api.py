@@ -69,9 +69,10 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
           answer_type: str | None = None, progress: bool = False) -> TeachResult:
     """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
 
-    Like ``ftcot teach``: every completion is stored in ``out`` as it arrives,
-    so a rerun sends only what is missing. ``questions`` restricts the split
-    to those sample indices.
+    Like ``ftcot teach``: every completion is stored in ``out/teach.sqlite`` as it
+    arrives, so a rerun sends only what is missing; ``out/report.json`` is written
+    at the end (the command's ``run.json`` log is not). ``questions`` restricts
+    the split to those sample indices.
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task

@@ -200,7 +200,8 @@ def dataset_card(provenance: DataProvenance, counts: dict[str, int]) -> str:
         "| config | files | fields |", "|---|---|---|",
         "| default | `data/{split}.parquet` | prompt, completion, question, rationale, answer, task, sample_index, "
         "sample_number, teacher_record |",
-        "| prompt_completion | `prompt_completion/{split}.parquet`, and the same rows as `.jsonl` | prompt, completion |",
+        "| prompt_completion | `prompt_completion/{split}.parquet`, and the same rows as `.jsonl` | "
+        "prompt, completion |",
         "| messages | `messages/{split}.parquet`, and the same rows as `.jsonl` | messages (user: prompt; assistant: "
         "completion without its leading space) |", "",
         "The completion keeps its leading space and carries no end-of-sequence token: append your tokenizer's "

@@ -289,16 +289,18 @@ def model_card(info: dict[str, Any], appends_eos: bool = False) -> str:
     if info["answer_prefix"]:
         lines.append(f"answer = text.split({json.dumps(info['answer_prefix'])})[-1].strip()")
     lines += ["```", ""]
-    lines += ["## Training", "", "| | |", "|---|---|",
-              f"| base | `{info['base']}` |",
-              f"| method | {'LoRA (r ' + str(config.get('lora_r')) + ', alpha ' + str(config.get('lora_alpha')) + '), merged' if info['lora_merged'] else 'full fine-tuning'} |"]
+    method = (f"LoRA (r {config.get('lora_r')}, alpha {config.get('lora_alpha')}), merged" if info["lora_merged"]
+              else "full fine-tuning")
+    lines += ["## Training", "", "| | |", "|---|---|", f"| base | `{info['base']}` |", f"| method | {method} |"]
     for name in ("epochs", "lr", "batch_size", "max_length", "seed"):
         if name in config:
             lines.append(f"| {name.replace('_', ' ')} | {config[name]} |")
     best = info.get("best_epoch_metrics") or {}
     if best.get("val_accuracy") is not None:
         lines.append(f"| best epoch | {info['best_epoch']}: validation accuracy {100 * best['val_accuracy']:.2f}% "
-                     f"({best.get('val_correct')}/{best.get('val_total')}), validation loss {best.get('val_loss'):.4f} |")
+                     f"({best.get('val_correct')}/{best.get('val_total')})"
+                     + (f", validation loss {best['val_loss']:.4f}" if best.get("val_loss") is not None else "")
+                     + " |")
     lines += ["", "## Training data", ""]
     if provenance:
         counts, filters, splits = provenance["counts"], provenance["filters"], provenance["splits"]

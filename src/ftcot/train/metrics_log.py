@@ -4,8 +4,8 @@ Lines (JSON objects, appended and flushed as training goes, so ``tail -f`` or a
 notebook can follow a run)::
 
     {"kind": "step", "epoch": 1, "step": 7, "train_loss": 1.93, "tokens_per_s": 3120.5, "time": 1764390000.1}
-    {"kind": "epoch", "epoch": 1, "step": 36, "train_loss": …, "val_loss": …, "val_accuracy": …, "val_correct": …,
-     "val_total": …, "train_seconds": …, "train_tokens": …, "train_tokens_per_s": …, "time": …}
+    {"kind": "epoch", "epoch": 1, "step": 36, "train_loss": …, "val_loss": …, "val_accuracy": …,
+     "val_correct": …, "val_total": …, "train_seconds": …, "train_tokens": …, "train_tokens_per_s": …, "time": …}
 
 A resumed run first drops the lines past the checkpoint it resumes from (that
 part is trained again), so every step appears once. train.json keeps the
