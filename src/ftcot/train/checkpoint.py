@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcot.errors import FtcotError
+from ftcot.paths import atomic_write_text, find_os_error, os_error
 from ftcot.templates import Template, get_template
 
 CHECKPOINTS = "checkpoints"
@@ -47,9 +48,7 @@ TRAIN_JSON = "train.json"
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def temporary_dir(parent: Path, name: str) -> Path:
@@ -83,6 +82,93 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
         shutil.rmtree(leftover, ignore_errors=True)
     done = sorted(p for p in root.glob("epoch-*") if (p / "state.json").is_file())
     return done[-1] if done else None
+
+
+def resume_hint(checkpoint: Path) -> str:
+    return (f"delete {checkpoint} to resume from the checkpoint before it (or from the start), "
+            f"or train into a new --out")
+
+
+def read_json(path: Path, hint: str) -> dict[str, Any]:
+    """A JSON object from a CKPT_DIR file; missing, cut short or not an object is a one-line error + ``hint``."""
+    value, problem = _json_object(path)
+    if problem:
+        raise FtcotError(f"{path}: {problem}; {hint}.")
+    return value
+
+
+def _json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, "missing"
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {}, f"truncated or unreadable ({getattr(exc, 'msg', None) or exc})"
+    return (value, None) if isinstance(value, dict) else ({}, "expected a JSON object")
+
+
+def load_torch(path: Path, hint: str, **kwargs: Any) -> Any:
+    """``torch.load`` of a checkpoint file; a missing or damaged file is a one-line error + ``hint``."""
+    import torch
+
+    if not path.is_file():
+        raise FtcotError(f"{path}: missing; {hint}.")
+    try:
+        return torch.load(path, **kwargs)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # torch's reader reports a cut file as RuntimeError
+        # torch's reader explains at length; its first sentence says what happened.
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FtcotError(f"{path}: truncated or unreadable ({reason}); {hint}.") from None
+
+
+def save_torch(value: Any, path: Path) -> None:
+    """``torch.save`` through a file we open: torch's own writer reports a full disk as "unexpected pos",
+    with ours the OSError stays attached to it (see ``ftcot.paths.find_os_error``)."""
+    import torch
+
+    with path.open("wb") as handle:
+        torch.save(value, handle)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file, or None. Reads the header only (safetensors checks that
+    the data it announces is all there)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return "missing"
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except (SafetensorError, OSError) as exc:
+        return f"truncated or unreadable ({exc})"
+
+
+def best_problem(ckpt_dir: Path) -> str | None:
+    """What is wrong with ``best/`` as "FILE: what", or None when its record, config and weights are whole."""
+    best = Path(ckpt_dir) / BEST
+    meta, problem = _json_object(best / "student.json")
+    if problem:
+        return f"{best / 'student.json'}: {problem}"
+    lora = meta.get("kind") == "lora"
+    folder = best / ("adapter" if lora else "model")
+    config = folder / ("adapter_config.json" if lora else "config.json")
+    _, problem = _json_object(config)
+    if problem:
+        return f"{config}: {problem}"
+    index = folder / "model.safetensors.index.json"  # a large model saved in shards
+    if index.exists():
+        listing, problem = _json_object(index)
+        if problem or not isinstance(listing.get("weight_map"), dict):
+            return f"{index}: {problem or 'no weight_map'}"
+        shards = sorted(set(map(str, listing["weight_map"].values())))
+    else:
+        shards = ["adapter_model.safetensors" if lora else "model.safetensors"]
+    for shard in shards:
+        problem = safetensors_problem(folder / shard)
+        if problem:
+            return f"{folder / shard}: {problem}"
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -140,13 +226,20 @@ def output_checksum(model: Any) -> float:
 def save_best(ckpt_dir: Path, loaded: Any, lora: bool, info: dict[str, Any]) -> Path:
     """Write ``best/`` from the model as it is now (call with the best epoch's weights loaded)."""
     tmp = temporary_dir(ckpt_dir, BEST)
-    if lora:
-        loaded.model.save_pretrained(tmp / "adapter")
-    else:
-        loaded.model.save_pretrained(tmp / "model")
-        loaded.tokenizer.save_pretrained(tmp / "model")
-    atomic_write_json(tmp / "student.json", {"kind": "lora" if lora else "full", **info})
-    publish_dir(tmp, ckpt_dir / BEST)
+    try:
+        if lora:
+            loaded.model.save_pretrained(tmp / "adapter")
+        else:
+            loaded.model.save_pretrained(tmp / "model")
+            loaded.tokenizer.save_pretrained(tmp / "model")
+        atomic_write_json(tmp / "student.json", {"kind": "lora" if lora else "full", **info})
+        publish_dir(tmp, ckpt_dir / BEST)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # the kept checkpoints can rebuild best/ (rerun ftcot train)
+        cause = find_os_error(exc)
+        if cause is None:
+            raise
+        raise os_error(cause, ckpt_dir / BEST) from None
     return ckpt_dir / BEST
 
 
@@ -164,6 +257,9 @@ def load_student(ckpt_dir: str | Path, *, dtype: str | None = "auto", device: st
     if not meta_path.is_file():
         raise FtcotError(f"{meta_path}: missing; '{ckpt_dir}' is not a finished 'ftcot train' output "
                          f"(run or resume: ftcot train DATA_DIR --out {ckpt_dir}).")
+    problem = best_problem(Path(ckpt_dir))
+    if problem:
+        raise FtcotError(f"{problem}; rebuild best/ from the run's checkpoints: {_train_again(Path(ckpt_dir))}.")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     template = get_template(meta["template"])
     if meta["kind"] == "full":
@@ -182,3 +278,12 @@ def load_student(ckpt_dir: str | Path, *, dtype: str | None = "auto", device: st
     loaded.model = PeftModel.from_pretrained(loaded.model, str(best / "adapter")).merge_and_unload()
     loaded.model.eval()
     return loaded, template
+
+
+def _train_again(ckpt_dir: Path) -> str:
+    """The command that resumes (or repairs) CKPT_DIR: its DATA_DIR from train.json when readable."""
+    try:
+        data_dir = json.loads((ckpt_dir / TRAIN_JSON).read_text(encoding="utf-8"))["data_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        data_dir = "DATA_DIR"
+    return f"ftcot train {data_dir} --out {ckpt_dir}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ftcot.errors import FtcotError
+from ftcot.errors import FtcotError, check_float, check_int
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -49,15 +49,23 @@ class TrainConfig:
     device: str = _help("auto, cpu, cuda or cuda:N (under accelerate launch: its device).", default="auto")
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "eval_batch_size", "loss_chunk",
-                    "pad_multiple")
-        for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise FtcotError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
-        if not self.lr > 0:
-            raise FtcotError(f"--lr must be positive (got {self.lr}).")
-        if not 0 <= self.lora_dropout < 1:
-            raise FtcotError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout}).")
+        # Checked here, at the edge (CLI options, `ftcot run` YAML, Python calls alike): a NaN learning rate
+        # or a dropout of 2 would otherwise train for an epoch and save garbage as the best model.
+        for name in _POSITIVE_INTS:
+            check_int(_flag(name), getattr(self, name), 1, optional=name in _OPTIONAL)
+        check_int("--seed", self.seed, 0, MAX_SEED)
+        check_float("--lr", self.lr, 0, low_open=True)
+        check_float("--weight-decay", self.weight_decay, 0)
+        check_float("--lora-dropout", self.lora_dropout, 0, 1, high_open=True)
+        check_float("--dropout", self.dropout, 0, 1, high_open=True, optional=True)
+        for name in ("lora", "allow_truncation"):
+            if not isinstance(getattr(self, name), bool):
+                raise FtcotError(f"{_flag(name)} must be true or false (got {getattr(self, name)!r}).")
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            raise FtcotError(f"--bf16 must be true, false or unset (got {self.bf16!r}).")
+        for name in ("student", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise FtcotError(f"{_flag(name)} must be a non-empty name (got {getattr(self, name)!r}).")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,3 +76,14 @@ class TrainConfig:
 
 def help_of(name: str) -> str:
     return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
+
+_POSITIVE_INTS = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha", "eval_batch_size",
+                  "max_new_tokens", "loss_chunk", "pad_multiple")
+_OPTIONAL = ("max_new_tokens", "loss_chunk", "pad_multiple")
+MAX_SEED = 2**32 - 1  # numpy's and most libraries' seed range
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"

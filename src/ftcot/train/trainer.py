@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,7 +37,10 @@ from typing import Any
 
 from rich.console import Console
 
+from ftcot.data_root import resolve_data_root
+from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError, unknown_name
+from ftcot.paths import check_output, check_writable_dir, existing_path, find_os_error, os_error
 from ftcot.scoring import score
 from ftcot.tasks.spec import TaskSpec
 from ftcot.train import checkpoint as ckpt
@@ -44,6 +49,8 @@ from ftcot.train.config import TrainConfig
 from ftcot.train.data import DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize
 from ftcot.train.metrics_log import MetricsLog
 from ftcot.train.progress import TrainProgress, peak_rss_gb, summary_table
+
+LOCK_FILE = ".lock"  # one training per CKPT_DIR (see ftcot.dir_lock)
 
 
 def resolve_task_spec(task: str, answer_type: str | None = None) -> TaskSpec:
@@ -92,9 +99,7 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
     path = out / ckpt.TRAIN_JSON
     if not path.is_file():
         return None
-    import json
-
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = ckpt.read_json(path, "restore it, or train into a new --out")
     before = record.get("config", {})
     for name, value in config.to_dict().items():
         if name in TrainConfig.RESUMABLE_CHANGES or before.get(name) == value:
@@ -107,16 +112,35 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
 def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: str | None = None,
           answer_type: str | None = None, console: Console | None = None) -> dict:
     """Fine-tune ``config.student`` on DATA_DIR into CKPT_DIR ``out``; returns the train.json record."""
+    out, data_dir = Path(out), Path(data_dir)
+    data = read_data_dir(data_dir)
+    task_name = task or data.task
+    check_output(out, [data_dir, existing_path(task_name), existing_path(config.student), resolve_data_root()])
+    # Under accelerate launch every process runs this; the main one (RANK 0) holds the lock, and the
+    # launcher stops the others if it cannot. Checked before the model loads: a read-only or busy
+    # CKPT_DIR fails now, not after an epoch.
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(data, out, config, task_name, answer_type, console)
+    check_writable_dir(out)
+    lock = lock_directory(out / LOCK_FILE, lambda holder: (
+        f"{out}: another 'ftcot train' (pid {holder}) is training here; wait for it to finish, or train into "
+        f"another --out."))
+    try:
+        return _train(data, out, config, task_name, answer_type, console)
+    finally:
+        lock.close()  # closing the descriptor releases the flock
+
+
+def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer_type: str | None,
+           console: Console | None) -> dict:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     from ftcot.models import LoadedModel
 
-    out = Path(out)
     console = console or Console(stderr=True)
-    data = read_data_dir(Path(data_dir))
-    spec = resolve_task_spec(task or data.task, answer_type)
+    spec = resolve_task_spec(task_name, answer_type)
     previous = _check_resumable(out, config)
 
     # Without a GPU, processes started by torchrun / accelerate's multi-process launcher must
@@ -140,18 +164,21 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
     start_epoch, step, history = 1, 0, []
     last = ckpt.latest_checkpoint(out) if previous is not None else None
     if last is not None:
-        import json
-
-        state = json.loads((last / "state.json").read_text(encoding="utf-8"))
+        hint = ckpt.resume_hint(last)
+        state = ckpt.read_json(last / "state.json", hint)
         if sharded:
             accelerator.load_state(str(last / "accelerate"))
         else:
-            ckpt.load_trainable(inner, torch.load(last / "trainable.pt", map_location=device))
-            optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location=device, weights_only=False))
+            ckpt.load_trainable(inner, ckpt.load_torch(last / "trainable.pt", hint, map_location=device))
+            optimizer.load_state_dict(ckpt.load_torch(last / "optimizer.pt", hint, map_location=device,
+                                                      weights_only=False))
         rng_file = last / f"rng-rank{rank}.pt"
         if rng_file.is_file():
-            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
-        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+            ckpt.set_rng_state(ckpt.load_torch(rng_file, hint, weights_only=False))
+        try:
+            start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        except (KeyError, TypeError) as exc:
+            raise FtcotError(f"{last / 'state.json'}: no '{exc}' field; {hint}.") from None
 
     record = {
         "student": config.student, "template": data.template.name, "task": spec.key, "data_dir": str(data.path),
@@ -163,6 +190,8 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
         "base_checksum": base_checksum, "epochs": history, "best_epoch": _best(history), "finished": False,
     }
     if previous and previous.get("finished") and start_epoch > config.epochs:
+        if main and last is not None and not sharded:
+            _repair_best(out, previous, inner, loaded, config, console)
         if main:
             console.print(f"{out}: already trained for {config.epochs} epochs; nothing to do.")
             console.print(summary_table(previous))
@@ -191,6 +220,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
                 step_loss, targets, tokens = train_window(wrapper, optimizer, accelerator, prepared.train, window,
                                                           config, amp, _pad_id(loaded), loaded.is_encoder_decoder)
                 step += 1
+                _require_finite("training loss", step_loss, epoch, config, f"step {step}")
                 step_losses.append(step_loss)
                 epoch_loss += step_loss * targets
                 epoch_targets += targets
@@ -201,6 +231,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
 
             wrapper.eval()
             val_loss = _val_loss(wrapper, prepared, config, accelerator, amp, loaded)
+            _require_finite("validation loss", val_loss, epoch, config)
             eval_model = LoadedModel(inner, loaded.tokenizer, loaded.is_encoder_decoder, loaded.spec)
             correct = _val_correct(eval_model, prepared, config, accelerator, amp, gen_budget, wrapper)
             metrics = {
@@ -225,6 +256,26 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
         console.print(f"best epoch {record['best_epoch']} → {out / ckpt.BEST}; record: {out / ckpt.TRAIN_JSON}")
     accelerator.wait_for_everyone()
     return record
+
+
+def _require_finite(what: str, value: float, epoch: int, config: TrainConfig, where: str = "") -> None:
+    """Stop on a NaN or infinite loss before anything of this epoch is saved: a diverged model must not
+    become a checkpoint or the best epoch."""
+    if math.isfinite(value):
+        return
+    kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no epoch had finished"
+    raise FtcotError(f"Epoch {epoch}{', ' + where if where else ''}: the {what} is {value}; training stopped and "
+                     f"{kept}. Train into a new --out with a lower --lr (now {config.lr:g}) or check the data.")
+
+
+def _repair_best(out: Path, record: dict, inner: Any, loaded: Any, config: TrainConfig, console: Console) -> None:
+    """Rewrite a damaged or missing best/ of a finished run from the best epoch's kept checkpoint."""
+    problem = ckpt.best_problem(out)
+    best_epoch = record.get("best_epoch")
+    if problem is None or not best_epoch or not (ckpt.checkpoint_dir(out, best_epoch) / "trainable.pt").is_file():
+        return
+    console.print(f"{problem}; rewriting {out / ckpt.BEST} from epoch {best_epoch}'s checkpoint.")
+    _export_best(out, record, inner, loaded, config, False)
 
 
 def load_for_training(config: TrainConfig, device: Any) -> tuple[Any, dict]:
@@ -431,7 +482,6 @@ def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accel
 
 def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], record: dict, inner: Any,
                      optimizer: Any, accelerator: Any, sharded: bool) -> None:
-    import torch
     from accelerate.utils import gather_object
 
     rngs = gather_object([ckpt.rng_state()]) if accelerator.num_processes > 1 else [ckpt.rng_state()]
@@ -442,31 +492,35 @@ def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], reco
         tmp = gather_object([tmp])[0] if accelerator.num_processes > 1 else tmp
         accelerator.save_state(str(tmp / "accelerate"))
     if accelerator.is_main_process:
-        if not sharded:
-            torch.save(ckpt.trainable_state(inner), tmp / "trainable.pt")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        for r, state in enumerate(rngs):
-            torch.save(state, tmp / f"rng-rank{r}.pt")
-        ckpt.atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
-        ckpt.publish_dir(tmp, ckpt.checkpoint_dir(out, epoch))
+        try:
+            if not sharded:
+                ckpt.save_torch(ckpt.trainable_state(inner), tmp / "trainable.pt")
+                ckpt.save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+            for r, state in enumerate(rngs):
+                ckpt.save_torch(state, tmp / f"rng-rank{r}.pt")
+            ckpt.atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
+            ckpt.publish_dir(tmp, ckpt.checkpoint_dir(out, epoch))
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only takes space (a full disk's)
+            cause = find_os_error(exc)
+            if cause is None:
+                raise
+            raise os_error(cause, ckpt.checkpoint_dir(out, epoch)) from None
         keep = {ckpt.checkpoint_dir(out, epoch), ckpt.checkpoint_dir(out, record["best_epoch"])}
         for old in (out / ckpt.CHECKPOINTS).glob("epoch-*"):
             if old not in keep:
-                import shutil
-
                 shutil.rmtree(old, ignore_errors=True)
         ckpt.atomic_write_json(out / ckpt.TRAIN_JSON, record)
     accelerator.wait_for_everyone()
 
 
 def _export_best(out: Path, record: dict, inner: Any, loaded: Any, config: TrainConfig, sharded: bool) -> None:
-    import torch
-
     from ftcot.models import LoadedModel
 
     best = record["best_epoch"]
     if best != record["epochs"][-1]["epoch"] and not sharded:
-        ckpt.load_trainable(inner, torch.load(ckpt.checkpoint_dir(out, best) / "trainable.pt"))
+        checkpoint = ckpt.checkpoint_dir(out, best)
+        ckpt.load_trainable(inner, ckpt.load_torch(checkpoint / "trainable.pt", ckpt.resume_hint(checkpoint)))
     inner.eval()
     info = {"student": config.student, "seed": config.seed, "template": record["template"], "task": record["task"],
             "epoch": best, "is_encoder_decoder": loaded.is_encoder_decoder, "base_checksum": record["base_checksum"]}
