@@ -8,10 +8,13 @@ retryable, how long to wait, and what of a URL may be written down.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import re
 import time
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 
 def error_message(text: str | bytes) -> str:
@@ -56,5 +59,50 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError:  # "host:abc": not a port, and not worth keeping
+        port = None
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def endpoint(base_url: str, path: str) -> str:
+    """``base_url`` + ``/path``, its query string kept after the path (``…/v1/completions?token=x``)."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path.lstrip("/"), parts.query, ""))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """What of ``url`` is a credential: the user info's password (also as the Basic auth header that
+    carries it, which servers may echo) and the query's values.
+
+    Values under 4 characters are left out: they are flags (``?v=1``), not keys, and
+    replacing every "1" in a message would garble it.
+    """
+    if not url:
+        return []
+    parts = urlsplit(url)
+    values = [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    if parts.password:
+        basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}".encode("latin-1", "replace")
+        values += [parts.password, unquote(parts.password), base64.b64encode(basic).decode("ascii")]
+    return [value for value in values if len(value) >= 4]
+
+
+# A URL as it appears in free text (an exception message, a server's echo): up to a space or a quote,
+# less the punctuation of the sentence around it.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;)\]]")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` safe to print, log or store: every URL as :func:`public_url` gives it, every secret replaced.
+
+    The one redaction for every message that can hold a URL or a key (errors, stored
+    failures, run records), so none of them can be more revealing than another.
+    """
+    text = _URL_IN_TEXT.sub(lambda match: public_url(match.group()), text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

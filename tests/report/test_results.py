@@ -42,3 +42,31 @@ def test_csv_is_tidy(tmp_path):
     # The columns, then the training-set size (empty unless a subset was trained on).
     assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy", "train_size"]
     assert rows[0]["D"] == "" and rows[1]["D"] == "8" and rows[1]["accuracy"] == "95.0"
+
+
+def test_a_pipe_in_a_name_stays_in_its_cell_in_the_markdown_and_the_html():
+    import re
+
+    from ftcot.report.html import markdown_table_html
+
+    rows = [ResultRow("ft", "tiny|gpt2", "", "coin_flip", None, 0, 150, 61.0),
+            ResultRow("ft", "tiny|gpt2", "", "my|task", None, 0, 20, 35.0)]
+    teacher = [ResultRow("zs_cot", "stub|teacher", "stub|teacher", "my|task", None, 0, 20, 80.0)]
+    markdown = results_markdown(rows, teacher)
+    separators = [len(re.findall(r"(?<!\\)\|", line)) for line in markdown.splitlines()]
+    assert separators == [4] * 5  # every line: label + 2 tasks, nothing shifted
+    assert "| tiny\\|gpt2, Fine-tune | 61.00 | 35.00 |" in markdown
+    html = markdown_table_html(markdown)
+    assert "<th>my|task</th>" in html
+    assert "<tr><th>tiny|gpt2, Fine-tune</th><td class='num'>61.00</td><td class='num'>35.00</td></tr>" in html
+    assert "<tr><th>teacher: stub|teacher, Zero-shot-CoT</th><td class='num'>–</td><td class='num'>80.00</td>" in html
+
+
+def test_a_teacher_row_over_fewer_questions_than_planned_says_so(tmp_path):
+    partial = ResultRow("zs_cot", "t", "t", "coin_flip", None, 0, 11, 100.0, planned=12)
+    whole = ResultRow("zs_cot", "t", "t", "date_understanding", None, 0, 12, 50.0, planned=None)
+    lines = results_markdown([], [partial, whole]).splitlines()
+    assert lines[3] == "| teacher: t, Zero-shot-CoT | 50.00 | 100.00 (11 of 12 questions) |"
+    write_csv([partial], tmp_path / "results.csv")  # the coverage is the table's, not a CSV column
+    assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
+        "method,student,teacher,task,D,seed,n,accuracy,train_size"

@@ -26,8 +26,13 @@ class StubOpenAI:
     same_rationale: bool = False  # every sampled rationale identical (tests stage-2 sharing)
     fail_marker: str | None = None  # prompts containing it get HTTP 400
     completion_tokens: int = 5  # per choice
+    # Set (also while it runs) to make every completion request fail: an HTTP status answered
+    # with an OpenAI-style error (401, 500, …), or "garbage" for a 200 whose body is an HTML page.
+    outage: int | str | None = None
+    echo: bool = False  # an error's message repeats the request's URL and Authorization header
     port: int = 0
     bodies: list[dict] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # path and query string of every completion request
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -78,8 +83,14 @@ class StubOpenAI:
         body = await request.json()
         with self._lock:
             self.bodies.append(body)
+            self.urls.append(request.path_qs)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.outage == "garbage":
+            return web.Response(text="<html><body>It works!</body></html>", content_type="text/html")
+        if self.outage is not None:
+            said = f" ({request.url} {request.headers.get('Authorization')})" if self.echo else ""
+            return web.json_response({"error": {"message": f"stub outage{said}"}}, status=int(self.outage))
         prompt = body["prompt"]
         if self.fail_marker and self.fail_marker in prompt:
             return web.json_response({"error": {"message": "this prompt is refused (stub)"}}, status=400)

@@ -7,6 +7,7 @@ counting ``proxy``, which records a hash of every request body it forwards.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -249,10 +250,13 @@ def test_the_api_key_appears_in_no_artifact_and_no_output(tmp_path, stub, proxy)
     teach = run_ftcot("teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher",
                       "openai:gemma", "--base-url", front.base_url, "--api-key-env", "FTCOT_TEST_KEY",
                       "--concurrency", "1", "--out", run_dir, env=env)
-    assert teach.returncode == 0, teach.stderr
-    outputs.append(teach)
-    assert "1 items failed" in teach.stdout and "401" in teach.stdout
+    # A 401 means the key is refused: the run stops sending and exits non-zero, in one line.
+    assert teach.returncode == 2 and "Traceback" not in teach.stderr, teach.stderr
+    assert "HTTP 401" in teach.stderr.splitlines()[-1] and "check the API key" in teach.stderr
+    assert "1 items failed" in teach.stdout and "refused the credentials" in teach.stdout
+    assert FAKE_KEY not in teach.stdout + teach.stderr
     assert all(seen.authorization == f"Bearer {FAKE_KEY}" for seen in front.seen)  # the key was used...
+    assert front.count("/completions") == 2  # ...and nothing was sent after the 401
     outputs.append(run_ftcot("teach", "export", run_dir, env=env))
     outputs.append(run_ftcot("teach", "report", run_dir, "--json", "--task", task_file, "--answer-type", "yes/no",
                              env=env))
@@ -302,3 +306,68 @@ def test_import_zero_shot_cot_logs_round_trips_a_log(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wrote 20 records" in result.stdout
     assert [r for _, r in read_jsonl(tmp_path / "records.jsonl")] == recorded
+
+
+# -- outages, exit codes and URLs ------------------------------------------------------------------
+
+
+def teach_args(task_file: Path, base_url: str, run_dir: Path, *extra: str) -> list[str]:
+    return ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher", "openai:gemma",
+            "--base-url", base_url, "--api-key-env", "FTCOT_TEST_UNSET_KEY", "--out", run_dir, *extra]
+
+
+@pytest.mark.parametrize(("outage", "sent", "reason"), [
+    (401, 1, "HTTP 401"),  # the key is refused: one request, then nothing more is sent
+    (403, 1, "HTTP 403"),
+    ("garbage", 3, "answered 200 with something that is not JSON"),  # each item once, never retried
+])
+def test_a_run_where_nothing_came_back_exits_non_zero_and_a_rerun_after_the_outage_finishes(
+        tmp_path, stub, outage, sent, reason):
+    server = stub(outage=outage)
+    args = teach_args(coin_task_file(tmp_path, 3), server.base_url, tmp_path / "run", "--concurrency", "1")
+    down = run_ftcot(*args)
+    assert down.returncode == 2 and "Traceback" not in down.stderr, down.stderr
+    last = down.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and reason in last and "0/3 chains complete" in last
+    assert server.count() == sent
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["summary"]["failed"] == sent
+
+    server.outage = None
+    back = run_ftcot(*args)
+    assert back.returncode == 0, back.stderr
+    assert "3/3 chains complete" in back.stdout
+    assert server.count() == sent + 6  # every missing item asked again, nothing stored asked twice
+
+
+def test_credentials_in_the_base_url_reach_no_output_or_file_and_its_query_follows_the_path(tmp_path, stub):
+    """user:password and ?token= in --base-url: sent (Basic auth, query), shown nowhere, even when echoed."""
+    server = stub(outage=400, echo=True)  # every request refused with a message repeating its URL and auth
+    password, token = "pa55-word-secret", "tok-secret-0123"
+    base_url = server.base_url.replace("http://", f"http://alice:{password}@") + f"?token={token}&v=1"
+    run_dir = tmp_path / "run"
+    result = run_ftcot(*teach_args(coin_task_file(tmp_path, 2), base_url, run_dir))
+    assert result.returncode == 2, result.stderr
+    assert set(server.urls) == {f"/v1/completions?token={token}&v=1"}
+    echoed = "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+    assert "stub outage" in result.stdout and "HTTP 400 from http://127.0.0.1:" in result.stdout
+    for secret in (password, token, echoed.split()[1]):
+        assert secret not in result.stdout + result.stderr
+        for path in run_dir.rglob("*"):
+            assert secret.encode() not in path.read_bytes(), f"{secret} leaked into {path.name}"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["base_url"] == server.base_url
+    assert all(token not in line for line in record["summary"]["failure_examples"])
+
+
+@pytest.mark.parametrize(("base_url", "env", "message"), [
+    ("ftp://127.0.0.1:9/v1", {}, "--base-url must look like http(s)://host/v1, not 'ftp://127.0.0.1:9/v1'"),
+    ("127.0.0.1:9/v1", {}, "--base-url must look like http(s)://host/v1"),
+    ("http://bob:hunter22@127.0.0.1:9/v1", {"FTCOT_TEST_KEY": FAKE_KEY}, "carries user:password"),
+])
+def test_a_base_url_that_cannot_work_is_a_one_line_error_before_anything_runs(tmp_path, base_url, env, message):
+    args = teach_args(coin_task_file(tmp_path, 2), base_url, tmp_path / "run")
+    args[args.index("FTCOT_TEST_UNSET_KEY")] = "FTCOT_TEST_KEY"
+    result = run_ftcot(*args, env=cli_env(**env))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "hunter22" not in result.stderr
+    assert not (tmp_path / "run").exists()

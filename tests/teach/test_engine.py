@@ -351,3 +351,32 @@ def test_prices_come_from_the_table_the_user_file_and_free_schemes(tmp_path):
     prices.write_text("{not json")
     with pytest.raises(FtcotError, match="not valid JSON"):
         PriceTable.load(prices)
+
+
+# -- outages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", [500, 503, "garbage"])
+def test_an_outage_fails_every_item_and_the_next_run_asks_for_them_again(tmp_path, data_root, stub, outage):
+    server = stub(outage=outage)
+    task = small_task(data_root)
+    with TeachStore.open(tmp_path) as store:
+        down = teach(task, "test", stub_teacher(server), "zs_cot", store=store)
+        assert (down.requests, down.new, down.failed, down.complete_chains) == (4, 0, 4, 0)
+        assert "0/4 chains complete; 4 items failed this run" in down.failure_line()
+        assert {f.retryable for f in store.failures()} == {outage != "garbage"}  # a web page is not a blip
+        server.outage = None  # the server is back
+        back = teach(task, "test", stub_teacher(server), "zs_cot", store=store)
+        assert (back.requests, back.new, back.failed, back.complete_chains) == (8, 8, 0, 4)
+    assert server.count() == 4 + 8
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_stop_the_run_after_one_request(tmp_path, data_root, stub, status):
+    server = stub(outage=status)
+    with TeachStore.open(tmp_path) as store:
+        summary = teach(small_task(data_root), "test", stub_teacher(server), "zs_cot", concurrency=1, store=store)
+    assert (summary.requests, summary.failed, summary.not_sent) == (1, 1, 3)
+    assert summary.credentials_refused and server.count() == 1
+    assert "check the API key" in summary.failure_line() and f"HTTP {status}" in summary.failure_line()
+    assert any("refused the credentials" in line for line in summary.lines())

@@ -386,3 +386,22 @@ def test_many_concurrent_requests_each_sent_once(llama_server, proxy):
     results = run(complete(llama(via.base_url), *requests))
     assert [len(r) for r in results] == [1] * 8
     assert via.count() == 8 and not via.repeated()
+
+
+def test_redact_makes_every_url_public_and_replaces_the_secrets():
+    from ftcot.api_replies import redact, url_secrets
+
+    base = "http://u:pw-secret@h:8080/v1?token=tok-secret&v=1"
+    text = (f"HTTP 401 from {base}: bad; aiohttp: URL('{base}'). key sk-123456 "
+            f"(echo: token tok-secret, Basic dTpwdy1zZWNyZXQ=)")
+    clean = redact(text, ["sk-123456", *url_secrets(base)])
+    assert clean == ("HTTP 401 from http://h:8080/v1: bad; aiohttp: URL('http://h:8080/v1'). key *** "
+                     "(echo: token ***, Basic ***)")
+    assert url_secrets("http://h/v1?v=1") == []  # a 1-character flag is not a key
+
+
+def test_the_query_string_of_the_base_url_follows_the_endpoint_path():
+    from ftcot.api_replies import endpoint
+
+    assert endpoint("http://h/v1?token=x", "completions") == "http://h/v1/completions?token=x"
+    assert endpoint("https://h:1/v1/", "/chat/completions") == "https://h:1/v1/chat/completions"

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from ftcot.api_replies import public_url
+from ftcot.api_replies import public_url, redact
 from ftcot.cli.options import DataDir
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
@@ -67,7 +67,7 @@ def teach_command(
     assert task is not None and teacher is not None and out is not None
 
     from ftcot.tasks import load_task
-    from ftcot.teach.backends import make_teacher
+    from ftcot.teach.backends import make_teacher, teacher_secrets
     from ftcot.teach.engine import resolve_settings, teach
     from ftcot.teach.pricing import PriceTable
     from ftcot.teach.report import report_from_store
@@ -79,8 +79,7 @@ def teach_command(
     options = {"extra_body": _json_object(extra_body, "--extra-body")} if extra_body else {}
     backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root,
                            **options)
-    key_env = api_key_env or "OPENAI_API_KEY"
-    secrets = [os.environ[key_env]] if teacher.startswith("openai:") and os.environ.get(key_env) else []
+    secrets = teacher_secrets(teacher, api_key_env, base_url)
     # Validate before touching RUN_DIR: a bad flag must not leave an empty run behind.
     settings, _ = resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens,
                                    concurrency=concurrency, max_cost=max_cost, prices=price_table)
@@ -99,7 +98,7 @@ def teach_command(
             record = {
                 "settings": {k: v for k, v in settings.to_json().items() if k != "exemplars"},
                 "teacher_spec": teacher,
-                "base_url": _safe_url(base_url, secrets),
+                "base_url": public_url(base_url) if base_url else None,
                 "api_key_env": api_key_env if teacher.startswith("openai:") else None,
                 "chat": chat,
                 "concurrency": concurrency,
@@ -122,6 +121,10 @@ def teach_command(
         # Exit as Ctrl-C does (130), now that everything that was in flight is stored. SystemExit,
         # not KeyboardInterrupt: click (8.5) turns the latter into a return value of 130 that is lost.
         raise SystemExit(130)
+    if summary.failed and (summary.new == 0 or summary.credentials_refused):
+        # Nothing this run asked for came back (a server down, a wrong key, a wrong URL): a script
+        # must not go on to curate as if it had. A partly failed run exits 0; its rerun fills the gaps.
+        raise FtcotError(summary.failure_line())
 
 
 @app.command("export")
@@ -185,20 +188,8 @@ def import_logs_command(
     _stdout.print(f"wrote {count} records to {out}", markup=False)
 
 
-def _safe_url(url: str | None, secrets: list[str]) -> str | None:
-    """The URL without user info or query (where keys hide), and with any known secret scrubbed."""
-    if not url:
-        return None
-    clean = public_url(url)
-    for secret in secrets:
-        clean = clean.replace(secret, "[redacted]")
-    return clean
-
-
 def _write_json(path: Path, value: Any, secrets: list[str]) -> None:
-    text = json.dumps(value, indent=2, ensure_ascii=False)
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
+    text = redact(json.dumps(value, indent=2, ensure_ascii=False), secrets)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text + "\n", encoding="utf-8")
     os.replace(temporary, path)  # a reader sees the old file or the new one, never half

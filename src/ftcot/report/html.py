@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,16 +103,21 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
 def markdown_table_html(markdown: str) -> str:
     """An HTML table of the cells of a pipe table as :func:`results_markdown` writes it.
 
-    Parsing the Markdown keeps the two tables cell-for-cell identical; a cell
-    containing ``|`` would split, which student and task names do not.
+    Parsing the Markdown keeps the two tables cell-for-cell identical. A cell's
+    own ``|`` is escaped there (``\\|``, :func:`markdown_cell`): only the other
+    pipes separate cells, and the escape is undone here.
     """
     lines = [line.strip() for line in markdown.strip().splitlines()]
 
     def cells(line: str) -> list[str]:
-        return [cell.strip() for cell in line.strip("|").split("|")]
+        # The line starts and ends with a separating pipe: the pieces outside them are empty.
+        return [cell.strip().replace("\\|", "|") for cell in _UNESCAPED_PIPE.split(line)[1:-1]]
 
     header, body = cells(lines[0]), [cells(line) for line in lines[2:]]
     out = ["<div class='scroll'><table class='results'><thead><tr>"]

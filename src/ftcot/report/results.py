@@ -4,6 +4,9 @@ One :class:`ResultRow` is one evaluated cell (a method × student × teacher ×
 task × D × seed). Seeds of the same cell are aggregated to a mean with a 95%
 t-interval; the Markdown table has rows = method × student and columns =
 tasks in the paper's order, plus the Random-guess row and the teacher row.
+Names come from users (a student's or teacher's ``name``, a task file's), so
+every cell is escaped: a ``|`` in a name stays in its cell instead of shifting
+the numbers under another task.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class ResultRow:
     n: int
     accuracy: float  # percent
     train_size: int | None = None  # training questions, when a seeded subset was trained on
+    # The questions the row is about, when its accuracy covers fewer (n): a teacher stage with
+    # failed items. Shown beside the number ("11 of 12 questions"); not a results.csv column.
+    planned: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,25 +96,36 @@ def aggregate(rows: Sequence[ResultRow]) -> dict[tuple[str, str], Cell]:
     return {key: mean_interval(values) for key, values in groups.items()}
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` as one cell of a pipe table: on one line, its ``|`` escaped (``\\|``, GitHub's way)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow] = ()) -> str:
     tasks = task_order({r.task for r in rows} | {r.task for r in teacher_rows})
     headers = [BUILTIN_TASKS[t].title if t in BUILTIN_TASKS else t for t in tasks]
-    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---|" * len(tasks)]
+    lines = ["| | " + " | ".join(map(markdown_cell, headers)) + " |", "|---|" + "---|" * len(tasks)]
 
     def add(label: str, cells: dict[str, str]) -> None:
-        lines.append(f"| {label} | " + " | ".join(cells.get(t, "–") for t in tasks) + " |")
+        lines.append(f"| {markdown_cell(label)} | " + " | ".join(markdown_cell(cells.get(t, "–")) for t in tasks)
+                     + " |")
 
     add("Random", {t: f"{100 * BUILTIN_TASKS[t].random_accuracy:.2f}" for t in tasks if t in BUILTIN_TASKS})
     teacher_cells = aggregate(teacher_rows)
+    # A teacher that answered only some questions says so beside its number, or 100.00 over 11 of
+    # 12 questions would read as a perfect teacher.
+    partial = {(row_label(r), r.task): f" ({r.n} of {r.planned} questions)" for r in teacher_rows
+               if r.planned is not None and r.n < r.planned}
     for label in dict.fromkeys(row_label(r) for r in teacher_rows):
-        add(f"teacher: {label}", {t: str(c) for (lab, t), c in teacher_cells.items() if lab == label})
+        add(f"teacher: {label}", {t: f"{c}{partial.get((lab, t), '')}" for (lab, t), c in teacher_cells.items()
+                                  if lab == label})
     cells = aggregate(rows)
     for label in dict.fromkeys(row_label(r, several_teachers(rows)) for r in rows):
         add(label, {t: str(c) for (lab, t), c in cells.items() if lab == label})
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = [f.name for f in fields(ResultRow)]
+CSV_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "planned"]
 
 
 def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
@@ -116,5 +133,6 @@ def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**asdict(row), "D": "" if row.D is None else row.D,
+            record = {k: v for k, v in asdict(row).items() if k in CSV_COLUMNS}
+            writer.writerow({**record, "D": "" if row.D is None else row.D,
                              "train_size": "" if row.train_size is None else row.train_size})

@@ -14,8 +14,11 @@ looks their keys up in the store, and sends only the missing ones:
 - **Bounded** — at most ``concurrency`` requests in flight; every reply is
   committed to the store before anything else happens to it.
 - **Failures** — a :class:`TeacherError` fails that item (recorded in the
-  store) and the run goes on; anything unexpected stops new requests, waits
-  for the in-flight ones, and then stops the run with one line.
+  store; the next run asks again) and the run goes on, except a 401 or 403:
+  the credentials are refused, every other request would be too, so no new
+  request is sent. Anything unexpected stops new requests, waits for the
+  in-flight ones, and then stops the run with one line. Failure messages go
+  through :func:`ftcot.api_replies.redact` (no key, no URL credentials).
 - **Cost cap** — before each request, its cost is reserved at an upper bound
   (prompt at 2 characters per token, completion at ``max_tokens × n``); a
   request whose reservation would take spent + in flight past ``max_cost`` is
@@ -42,6 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ftcot.api_replies import redact
 from ftcot.errors import FtcotError
 from ftcot.tasks import Sample, Task
 from ftcot.teach.plan import ANSWER, DEFAULT_MAX_TOKENS, Plan, TeachSettings, settings_of, validate
@@ -76,6 +80,7 @@ class TeachSummary:
     not_sent: int = 0  # requests held back by --max-cost or a stop
     stopped_by_cost_cap: bool = False
     interrupted: bool = False
+    credentials_refused: bool = False  # a 401/403 stopped the run's sending
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None: the teacher's price is unknown
@@ -118,10 +123,21 @@ class TeachSummary:
                          f"sent; everything received is stored, rerun with a higher cap to finish.")
         elif self.interrupted:
             lines.append(f"interrupted: {self.not_sent} requests not sent; rerun the same command to finish.")
+        elif self.credentials_refused:
+            lines.append(f"stopped: the teacher refused the credentials (HTTP 401/403), so {self.not_sent} requests "
+                         f"were not sent; check the API key and rerun.")
         if self.failed:
             lines.append(f"{self.failed} items failed (recorded in the store; a rerun tries them again), e.g.: "
                          + " | ".join(self.failure_examples))
         return lines
+
+    def failure_line(self) -> str:
+        """One line for a run that left chains incomplete because items failed: how many, why, what to do."""
+        fix = "check the API key" if self.credentials_refused else "fix the cause"
+        example = f", e.g. {self.failure_examples[0]}" if self.failure_examples else ""
+        return (f"{self.task} ({self.split}), teacher {self.teacher}: {self.complete_chains}/{self.chains} chains "
+                f"complete; {self.failed} items failed this run ({self.new} completions came back){example} — "
+                f"{fix} and rerun: the failed items are asked again, everything received is kept.")
 
 
 def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samples: int = 1,
@@ -207,13 +223,6 @@ def _split_labels(task: Task) -> dict[int, str]:
         except FtcotError:  # a task without that split part
             pass
     return labels
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 class _Slots:
@@ -309,7 +318,7 @@ class _Run:
             self.store, [q for q in self.store.questions() if q.sample_index in asked]))
         if self.fatal is not None:
             raise FtcotError(f"stopped after an unexpected error from the teacher "
-                             f"({type(self.fatal).__name__}: {_redact(str(self.fatal), self.secrets)}); "
+                             f"({type(self.fatal).__name__}: {redact(str(self.fatal), self.secrets)}); "
                              f"everything received is stored, rerun to continue.") from self.fatal
         return self.summary
 
@@ -393,6 +402,9 @@ class _Run:
                 completions = await self.teacher.complete(request)
             except TeacherError as exc:
                 self._failed(targets, exc.status, str(exc), exc.retryable)
+                if exc.status in (401, 403):  # the key is refused: every other request would be too
+                    self.summary.credentials_refused = True
+                    self.stopping = True
                 return None
             except Exception as exc:  # a bug or an unwrapped error: stop sending, keep what we have
                 self._failed(targets, None, f"{type(exc).__name__}: {exc}", True)
@@ -450,7 +462,7 @@ class _Run:
         return self.price.cost(prompt_bound, request.max_tokens * request.n)
 
     def _failed(self, targets: list[_Target], status: int | None, message: str, retryable: bool) -> None:
-        message = _redact(message, self.secrets)
+        message = redact(message, self.secrets)
         for target in targets:
             self.store.add_failure(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
                                            target.sample_number, status, message, retryable, time.time()))

@@ -7,9 +7,11 @@ nothing to a user of the others.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from ftcot.api_replies import url_secrets
 from ftcot.errors import FtcotError
 from ftcot.teach.records import Teacher
 
@@ -47,3 +49,11 @@ def make_teacher(spec: str, *, base_url: str | None = None, api_key_env: str | N
     if opts:
         raise FtcotError(f"replay: teachers take no options (got {', '.join(sorted(opts))}).")
     return ReplayTeacher(target, data_root=data_root)
+
+
+def teacher_secrets(spec: str, api_key_env: str | None = None, base_url: str | None = None) -> list[str]:
+    """What messages about an openai: teacher must never show: its API key and its URL's credentials."""
+    if ALIASES.get(spec, spec).partition(":")[0] != "openai":
+        return []
+    key = os.environ.get(api_key_env or "OPENAI_API_KEY")
+    return ([key] if key else []) + url_secrets(base_url)

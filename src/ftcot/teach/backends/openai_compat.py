@@ -63,16 +63,21 @@ that succeeded, from sending to the parsed reply (back-off waits excluded).
 Errors and retries
 ------------------
 Each attempt has ``timeout_s`` in total. 408, 429, 5xx, timeouts, dropped
-connections and truncated bodies are retried up to ``max_retries`` times with
+connections and truncated (or empty) bodies are retried up to ``max_retries`` times with
 exponential back-off and full jitter (``uniform(0, min(cap, base·2^k))``); a
 ``Retry-After`` (seconds or HTTP date) is honoured as a lower bound, plus up to
 ``backoff_base_s`` of jitter so that a burst of 429s does not return in step,
 and capped at ``max_retry_after_s``. Any other 4xx raises
 ``TeacherError(status=…, retryable=False)`` at once with the server's message;
-giving up after the last retry raises ``TeacherError(retryable=True)``. The API
+giving up after the last retry raises ``TeacherError(retryable=True)``. A 200
+whose body is not JSON at all (an HTML page: a wrong URL) raises at once too,
+and a ``base_url`` that is not ``http(s)://host…`` is refused when the backend
+is built. A query string in ``base_url`` (``…/v1?token=…``) stays after the
+endpoint's path; user info in it is sent as Basic auth (not with a key). The API
 key is read from ``os.environ[api_key_env]`` when the backend is built, sent
 only in the ``Authorization`` header, and scrubbed from every error message and
-log line (some servers echo what they were sent).
+log line (some servers echo what they were sent), as are the URL's user info and
+query (:func:`ftcot.api_replies.redact`).
 
 HTTP client
 -----------
@@ -102,7 +107,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ftcot.api_replies import error_message, parse_retry_after
+from ftcot.api_replies import endpoint, error_message, parse_retry_after, public_url, redact, url_secrets
 from ftcot.errors import FtcotError
 from ftcot.teach.records import Completion, CompletionRequest, TeacherError
 
@@ -283,10 +288,6 @@ def retryable_status(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
 # --- the backend ---------------------------------------------------------------------------
 
 
@@ -318,6 +319,10 @@ class OpenAICompatTeacher:
         self.name = f"openai:{model}" + ("#chat" if chat else "") + (
             "#" + json.dumps(dict(extra_body), sort_keys=True, separators=(",", ":")) if extra_body else "")
         self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Refused here, not retried per request: no attempt could ever succeed.
+            raise FtcotError(f"--base-url must look like http(s)://host/v1, not {public_url(self.base_url)!r}.")
         self.chat = chat
         # None: assume n works (OpenAI, vLLM) and learn otherwise from the first short reply.
         self.supports_n = True if supports_n is None else supports_n
@@ -331,12 +336,21 @@ class OpenAICompatTeacher:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.max_retry_after_s = max_retry_after_s
-        self._url = self.base_url + ("/chat/completions" if chat else "/completions")
+        self._url = endpoint(self.base_url, "chat/completions" if chat else "completions")
+        # Messages name the URL without its user info and query: those may hold credentials.
+        self._public_url = public_url(self._url)
         self._api_key = os.environ.get(api_key_env) or None
+        self._secrets = [s for s in [self._api_key, *url_secrets(self.base_url)] if s]
         if self._api_key is None and not is_local(self.base_url):
             raise FtcotError(
-                f"Environment variable {api_key_env} is not set; the teacher at {self.base_url} needs an API key "
-                f"(export {api_key_env}=…, or name another variable with api_key_env)."
+                f"Environment variable {api_key_env} is not set; the teacher at {public_url(self.base_url)} needs an "
+                f"API key (export {api_key_env}=…, or name another variable with api_key_env)."
+            )
+        if self._api_key is not None and parts.password is not None:
+            # aiohttp would refuse to send both (a ValueError on every request): say so once, up front.
+            raise FtcotError(
+                f"--base-url {public_url(self.base_url)} carries user:password and {api_key_env} is set: a request "
+                f"has one Authorization header; drop the user info or name an unset variable with api_key_env."
             )
         self._headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -345,7 +359,7 @@ class OpenAICompatTeacher:
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAICompatTeacher(model={self.model!r}, base_url={self.base_url!r}, chat={self.chat})"
+        return f"OpenAICompatTeacher(model={self.model!r}, base_url={public_url(self.base_url)!r}, chat={self.chat})"
 
     def payload(self, request: CompletionRequest) -> dict[str, Any]:
         if self.chat:
@@ -432,17 +446,22 @@ class OpenAICompatTeacher:
                     try:
                         body = json.loads(raw)
                     except ValueError:
+                        if raw.strip() and raw.lstrip()[:1] not in (b"{", b"["):
+                            # Not cut-off JSON but another kind of page (HTML, text): asking again gets the same.
+                            raise TeacherError(self._clean(
+                                f"{self.name}: {self._public_url} answered 200 with something that is not JSON "
+                                f"({error_message(raw)[:80]!r}); is --base-url the API's …/v1 URL?"), status) from None
                         reason = "the reply was not complete JSON"
                     else:
                         try:
                             return parse_response(body, chat=self.chat, latency_s=latency_s)
                         except (ValueError, TypeError, AttributeError) as exc:
-                            raise TeacherError(self._clean(f"{self.name}: {self._url}: {exc}"), status) from None
+                            raise TeacherError(self._clean(f"{self.name}: {self._public_url}: {exc}"), status) from None
                 else:
                     message = error_message(raw)
                     if not retryable_status(status):
                         raise TeacherError(
-                            self._clean(f"{self.name}: HTTP {status} from {self._url}: {message}"), status
+                            self._clean(f"{self.name}: HTTP {status} from {self._public_url}: {message}"), status
                         )
                     reason = f"HTTP {status}: {message}"
                     retry_after = parse_retry_after(retry_after_header)
@@ -458,13 +477,13 @@ class OpenAICompatTeacher:
             )
             await asyncio.sleep(delay)
         raise TeacherError(
-            self._clean(f"{self.name}: {self._url}: gave up after {attempts} attempts; last: {reason}"),
+            self._clean(f"{self.name}: {self._public_url}: gave up after {attempts} attempts; last: {reason}"),
             status,
             retryable=True,
         )
 
     def _clean(self, text: str) -> str:
-        return redact(text, self._api_key)
+        return redact(text, self._secrets)
 
     async def aclose(self) -> None:
         if self._session is not None:
