@@ -6,6 +6,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ftcot.curate.dataset import TrainingExample, make_example, question_subset, validation_questions
+from ftcot.curate.decontaminate import Decontamination
+from ftcot.curate.filters import QualityFilters
+from ftcot.curate.report import FilterProbe, decontaminate_questions, report
 from ftcot.curate.select import select_rationales
 from ftcot.errors import FtcotError
 from ftcot.tasks import Task
@@ -22,7 +25,8 @@ def _record_id(record: dict) -> str:
 
 def curate(task: Task, template: Template, records: Iterable[dict] = (), *, split_scheme: str = "default",
            max_per_question: int | None = None, max_rationale_tokens: int | None = None,
-           val_fraction: float = 0.1, seed: int = 0, train_size: int | None = None, subset_seed: int = 0
+           val_fraction: float = 0.1, seed: int = 0, train_size: int | None = None, subset_seed: int = 0,
+           filters: QualityFilters | None = None, decontamination: Decontamination | None = None
            ) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
     """Training and validation examples of one task, and a summary of what was kept and why not.
 
@@ -30,6 +34,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     fine-tuning takes every training question with its gold answer.
     ``train_size`` keeps a seeded subset of that many training questions (the
     paper's training-set-size ablation); the validation slice is taken from it.
+    ``filters`` and ``decontamination`` go beyond the paper (:mod:`ftcot.curate.report`; none by default).
     """
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
@@ -37,10 +42,14 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     train_indices = task.split_indices("train", split_scheme)
     if train_size is not None:
         train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
+    train_indices, records, flags, decontaminated = decontaminate_questions(decontamination, task, train_indices,
+                                                                            split_scheme, records)
+    probe = FilterProbe(filters or QualityFilters())
     dropped: Counter = Counter()
     if template.uses_rationale:
-        selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens)
-        dropped = selection.dropped
+        selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens,
+                                      probe)
+        dropped = selection.dropped + decontaminated
         gold = {s.index: s for s in task.split("train", split_scheme)}
         examples = [
             make_example(template, task.key, gold[r["sample_index"]].question, gold[r["sample_index"]].answer,
@@ -74,4 +83,5 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
         "seed": seed,
         "val_questions": sorted(val),
     }
+    summary.update(report(task, train_indices, records, examples, probe, flags, decontamination))
     return train, held_out, summary

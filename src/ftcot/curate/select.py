@@ -9,7 +9,7 @@ Pure functions over teacher records in the shared JSONL format.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ftcot.scoring import score
@@ -39,7 +39,9 @@ def rationale_tokens(record: dict) -> int:
 
 def select_rationales(records: Iterable[dict], spec: TaskSpec, train_indices: Iterable[int],
                       max_per_question: int | None = None,
-                      max_rationale_tokens: int | None = None) -> Selection:
+                      max_rationale_tokens: int | None = None,
+                      reject: Callable[[dict], str | None] | None = None) -> Selection:
+    """``reject``: a quality filter asked about each correct, new rationale; a reason it returns drops it."""
     train = set(train_indices)
     selection = Selection()
     seen: dict[int, set[str]] = {}
@@ -56,6 +58,8 @@ def select_rationales(records: Iterable[dict], spec: TaskSpec, train_indices: It
             reason = WRONG_ANSWER
         elif rationale in seen.get(index, ()):
             reason = DUPLICATE
+        elif reject is not None and (filtered := reject(record)) is not None:
+            reason = filtered
         elif max_rationale_tokens is not None and rationale_tokens(record) > max_rationale_tokens:
             reason = TOO_LONG
         elif max_per_question is not None and len(seen.get(index, ())) >= max_per_question:

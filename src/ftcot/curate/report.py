@@ -1,0 +1,103 @@
+"""Curation beyond the paper: decontamination and quality filters wired into ``curate``, and its report.
+
+The pieces ``curate`` calls (each a small function of plain data):
+
+- :func:`settings` builds the :class:`QualityFilters` and :class:`Decontamination`
+  from the options of ``ftcot curate`` (and the ``curate:`` settings of a run);
+- :func:`decontaminate_questions` checks the training questions against the test
+  questions and, in ``drop`` mode, removes the flagged ones with their records;
+- :class:`FilterProbe` is ``select_rationales``' ``reject``: it counts what every
+  filter flags among the correct rationales (on or off) and drops by those on;
+- :func:`report` is what ``curation.json`` adds: rationales, filter counts, the
+  yield histogram and the contamination found.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftcot.curate.decontaminate import DEFAULT_MAX_DF, DEFAULT_MODE, DEFAULT_NGRAM, Decontamination, Flag, summarize
+from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
+
+CONTAMINATED = "test contamination"
+
+# The options past the paper's curation, with their defaults (``ftcot curate`` and a run's ``curate:``).
+DEFAULTS: dict[str, Any] = {
+    "decontaminate": DEFAULT_MODE,
+    "decontaminate_against": [],
+    "decontaminate_ngram": DEFAULT_NGRAM,
+    "decontaminate_max_df": DEFAULT_MAX_DF,
+    "drop_truncated": False,
+    "drop_repetitive": False,
+    "drop_no_reasoning": True,  # drops none of the recorded text-davinci-002 training rationales
+    "min_rationale_words": MIN_WORDS,
+    "teacher_token_limit": TEACHER_TOKEN_LIMIT,
+}
+
+
+def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
+    """``filters`` and ``decontamination`` for :func:`ftcot.curate.curate` from option values (the rest default)."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown curation options: {sorted(unknown)}")
+    value = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    filters = QualityFilters(truncated=value["drop_truncated"], repetitive=value["drop_repetitive"],
+                             no_reasoning=value["drop_no_reasoning"], min_words=value["min_rationale_words"],
+                             token_limit=value["teacher_token_limit"])
+    decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
+                                      tuple(str(p) for p in value["decontaminate_against"]), data_root,
+                                      value["decontaminate_max_df"])
+    return {"filters": filters, "decontamination": decontamination}
+
+
+def decontaminate_questions(decontamination: Decontamination | None, task, train_indices: list[int],
+                            scheme: str, records: Iterable[dict]) -> tuple[list[int], list[dict], list[Flag], Counter]:
+    """The training questions and records left, the flagged pairs, and the records dropped (``drop`` mode)."""
+    records = list(records)
+    if decontamination is None or decontamination.mode == "off":
+        return train_indices, records, [], Counter()
+    flags = decontamination.check(task, train_indices, scheme)
+    if decontamination.mode != "drop" or not flags:
+        return train_indices, records, flags, Counter()
+    flagged = {f.train_index for f in flags}
+    dropped = Counter({CONTAMINATED: sum(r["sample_index"] in flagged for r in records)})
+    return ([i for i in train_indices if i not in flagged], [r for r in records if r["sample_index"] not in flagged],
+            flags, +dropped)
+
+
+@dataclass
+class FilterProbe:
+    """``select_rationales``' ``reject``: counts every filter's flags, drops by the filters that are on."""
+    filters: QualityFilters = field(default_factory=lambda: QualityFilters())
+    flagged: Counter = field(default_factory=Counter)
+    checked: int = 0
+
+    def __call__(self, record: dict) -> str | None:
+        self.checked += 1
+        self.flagged.update(self.filters.flags(record))
+        return self.filters.reject(record)
+
+
+def report(task, train_indices: list[int], records: list[dict], examples: list, probe: FilterProbe,
+           flags: list[Flag], decontamination: Decontamination | None) -> dict[str, Any]:
+    """What curation.json adds to the paper's counts (the report of issue 11)."""
+    train = set(train_indices)
+    per_question = Counter(e.sample_index for e in examples)
+    histogram = Counter(per_question.get(i, 0) for i in train)
+    block = {
+        "rationales": sum(r["sample_index"] in train for r in records),
+        "filters": {**probe.filters.to_json(), "checked": probe.checked,
+                    "flagged": {name: probe.flagged.get(name, 0) for name in ("truncated", "repetitive",
+                                                                               "no_reasoning")}},
+        "yield_histogram": {str(k): histogram[k] for k in sorted(histogram)},
+    }
+    if decontamination is None or decontamination.mode == "off":
+        block["contamination"] = {"mode": "off"}
+    else:
+        block["contamination"] = summarize(flags, decontamination.mode, decontamination.n,
+                                           list(decontamination.against))
+    return block
