@@ -12,6 +12,7 @@ from rich.table import Table
 from ftcot.cli.options import DataDir
 from ftcot.curate import curate
 from ftcot.curate.dataset import write_data_dir
+from ftcot.curate.report import contamination_lines, settings, table_rows
 from ftcot.curate.sources import load_teacher_records
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
@@ -31,6 +32,21 @@ def curate_command(
     val_fraction: Annotated[float, typer.Option(help="Share of training questions held out for validation")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the validation slice")] = 0,
     split_scheme: Annotated[str, typer.Option(help="default or template")] = "default",
+    decontaminate: Annotated[str, typer.Option(
+        help="Training questions that overlap a test question (the 12 benchmarks', --decontaminate-against): "
+             "warn, drop or off")] = "warn",
+    decontaminate_against: Annotated[Optional[list[Path]], typer.Option(
+        help="Another test set to check against: JSONL or CSV with a 'question' column (repeatable)")] = None,
+    decontaminate_ngram: Annotated[int, typer.Option(help="Word n-gram length of the overlap rule (13; open-r1: 8)")] = 13,
+    decontaminate_max_df: Annotated[int, typer.Option(
+        help="Ignore n-grams found in more test questions than this (a benchmark's template text)")] = 10,
+    drop_truncated: Annotated[bool, typer.Option(help="Drop rationales cut at the teacher's token limit")] = False,
+    drop_repetitive: Annotated[bool, typer.Option(help="Drop rationales that loop (degenerate repetition)")] = False,
+    drop_no_reasoning: Annotated[bool, typer.Option(
+        help="Drop rationales that only state the answer (under --min-rationale-words words)")] = True,
+    min_rationale_words: Annotated[int, typer.Option(help="Words a rationale needs (--drop-no-reasoning)")] = 5,
+    teacher_token_limit: Annotated[int, typer.Option(
+        help="The teacher's rationale token limit, for --drop-truncated when it gave no finish reason")] = 128,
     data_dir: DataDir = None,
 ) -> None:
     """Keep correct rationales, format them for the student, write train/val files."""
@@ -41,10 +57,16 @@ def curate_command(
         raise FtcotError("Which task? Pass --task KEY (a JSONL of teacher records does not say).")
     if chosen.uses_rationale and source is None:
         raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
-    loaded = load_task(task_name, resolve_data_root(data_dir), answer_type)
+    root = resolve_data_root(data_dir)
+    extra = settings(root, decontaminate=decontaminate, decontaminate_against=decontaminate_against or [],
+                     decontaminate_ngram=decontaminate_ngram, decontaminate_max_df=decontaminate_max_df,
+                     drop_truncated=drop_truncated, drop_repetitive=drop_repetitive,
+                     drop_no_reasoning=drop_no_reasoning, min_rationale_words=min_rationale_words,
+                     teacher_token_limit=teacher_token_limit)
+    loaded = load_task(task_name, root, answer_type)
     train, val, summary = curate(loaded, chosen, records, split_scheme=split_scheme,
                                  max_per_question=max_per_question, max_rationale_tokens=max_rationale_tokens,
-                                 val_fraction=val_fraction, seed=seed)
+                                 val_fraction=val_fraction, seed=seed, **extra)
     if not train:
         raise FtcotError(f"No training examples for '{loaded.key}' (dropped: {summary['dropped']}); "
                          f"check the teacher run covers the train split.")
@@ -59,5 +81,9 @@ def curate_command(
     for reason, count in summary["dropped"].items():
         table.add_row(f"dropped: {reason}", str(count))
     table.add_row("train / val examples", f"{len(train)} / {len(val)}")
+    for label, value in table_rows(summary):
+        table.add_row(label, value)
     Console().print(table)
+    for line in contamination_lines(summary):
+        Console(stderr=True, soft_wrap=True).print(line, markup=False, highlight=False)
     Console().print(f"wrote {out}/train.jsonl, val.jsonl, openai_chat.jsonl, curation.json")

@@ -101,3 +101,36 @@ def report(task, train_indices: list[int], records: list[dict], examples: list, 
         block["contamination"] = summarize(flags, decontamination.mode, decontamination.n,
                                            list(decontamination.against))
     return block
+
+
+def table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's rows for ``ftcot curate``'s summary table (label, value)."""
+    rows = [("teacher rationales", str(summary.get("rationales", 0)))]
+    filters = summary.get("filters") or {}
+    for name, count in (filters.get("flagged") or {}).items():
+        rows.append((f"flagged {name} (filter {'on' if filters.get(name) else 'off'})", str(count)))
+    histogram = summary.get("yield_histogram") or {}
+    if histogram:
+        rows.append(("questions by examples", ", ".join(f"{k}: {v}" for k, v in histogram.items())))
+    contamination = summary.get("contamination") or {}
+    if contamination.get("mode", "off") != "off":
+        per_task = ", ".join(f"{k} {v}" for k, v in contamination["per_test_task"].items()) or "none"
+        rows.append((f"overlap test ({contamination['mode']})",
+                     f"{contamination['flagged_questions']} ({per_task})"))
+    return rows
+
+
+def contamination_lines(summary: dict[str, Any], examples: int = 3) -> list[str]:
+    """A warning and a few flagged pairs when training questions overlap test questions."""
+    contamination = summary.get("contamination") or {}
+    if not contamination.get("flagged_questions"):
+        return []
+    action = "dropped" if contamination["mode"] == "drop" else "kept (--decontaminate drop removes them)"
+    lines = [f"warning: {contamination['flagged_questions']} training questions of {summary['task']} overlap test "
+             f"questions ({contamination['pairs']} pairs; {action}); every pair is in curation.json"]
+    for flag in contamination["flags"][:examples]:
+        why = f"13-gram '{flag['ngram']}'" if flag["rule"] == "ngram" else "same text"
+        why = why.replace("13-", f"{contamination['ngram']}-")
+        lines.append(f"  train {flag['task']}[{flag['train_index']}] ~ test {flag['test_task']}[{flag['test_index']}]: "
+                     f"{why}")
+    return lines
