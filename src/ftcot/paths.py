@@ -18,7 +18,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -35,21 +35,21 @@ def check_output(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike
     callers can pass "the task file, if the task is one" as it is.
     """
     target = Path(out).expanduser().resolve()
+    if kind == "file" and target.is_dir():
+        raise FtcotError(f"{option} {out} is a directory; give a file path, e.g. {Path(out) / 'out.jsonl'}.")
     for source in inputs:
         if source is None:
             continue
         resolved = Path(source).expanduser().resolve()
         if target == resolved or _same_file(target, resolved):
             raise FtcotError(f"{option} {out} is the input {source}; writing there would destroy it. "
-                             f"Choose another {option} path.")
+                             f"Choose another path.")
         if resolved in target.parents:
-            raise FtcotError(f"{option} {out} lies inside the input {source}; choose an {option} outside it.")
+            raise FtcotError(f"{option} {out} lies inside the input {source}; choose a path outside it.")
         if target in resolved.parents:
-            raise FtcotError(f"{option} {out} contains the input {source}; choose an {option} that does not.")
+            raise FtcotError(f"{option} {out} contains the input {source}; choose a path that does not.")
     if kind == "dir" and target.exists() and not target.is_dir():
         raise FtcotError(f"{option} {out} is a file; give a directory path.")
-    if kind == "file" and target.is_dir():
-        raise FtcotError(f"{option} {out} is a directory; give a file path, e.g. {Path(out) / 'out.jsonl'}.")
     return target
 
 
@@ -82,7 +82,7 @@ def os_error(exc: OSError, path: str | os.PathLike[str], option: str | None = No
                           f"(finished work is kept).")
     if exc.errno in _NOT_WRITABLE:
         return FtcotError(f"{where}: not writable ({reason}); make it writable or choose another output path.")
-    if exc.errno == errno.ENOTDIR:
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: mkdir of a parent that is a file
         return FtcotError(f"{where}: a part of this path is a file, not a folder ({reason}); choose another path.")
     return FtcotError(f"{where}: cannot write ({reason}); check the path and rerun.")
 
@@ -113,13 +113,15 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", option: str | Non
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. a parent that is a file: there is no temporary to remove
+            tmp.unlink(missing_ok=True)
         cause = find_os_error(exc)
         if cause is not None and not isinstance(exc, FtcotError):
             raise os_error(cause, path, option) from None

@@ -16,6 +16,7 @@ from ftcot.curate.report import contamination_lines, settings, table_rows
 from ftcot.curate.sources import load_teacher_records
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
+from ftcot.paths import check_output, task_inputs
 from ftcot.tasks import load_task
 from ftcot.templates import get_template
 
@@ -64,6 +65,7 @@ def curate_command(
                      drop_no_reasoning=drop_no_reasoning, min_rationale_words=min_rationale_words,
                      teacher_token_limit=teacher_token_limit)
     loaded = load_task(task_name, root, answer_type)
+    check_output(out, [source, *task_inputs(loaded)])
     train, val, summary = curate(loaded, chosen, records, split_scheme=split_scheme,
                                  max_per_question=max_per_question, max_rationale_tokens=max_rationale_tokens,
                                  val_fraction=val_fraction, seed=seed, **extra)

@@ -12,6 +12,7 @@ from rich.console import Console
 from ftcot.cli.options import DataDir
 from ftcot.data_root import resolve_data_root
 from ftcot.jsonl import read_jsonl, require_field, write_jsonl
+from ftcot.paths import atomic_file, check_output, task_inputs
 from ftcot.scoring import RULES, score
 from ftcot.tasks import load_task
 from ftcot.templates import get_template
@@ -29,12 +30,16 @@ def score_command(
     data_dir: DataDir = None,
 ) -> None:
     """Print n, correct and accuracy of the completions in FILE."""
-    spec = load_task(task, resolve_data_root(data_dir), answer_type).spec
+    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
+    spec = loaded.spec
     chosen = get_template(template)
     if rule not in RULES:
         from ftcot.errors import unknown_name
 
         raise unknown_name("rule", rule, RULES)
+    if details:
+        # Checked before scoring: --details FILE would replace the very completions being scored.
+        check_output(details, [file, *task_inputs(loaded)], option="--details", kind="file")
     rows = []
     for line, record in read_jsonl(file):
         gold = str(require_field(record, "answer", file, line))
@@ -46,7 +51,7 @@ def score_command(
     correct = sum(r["correct"] for r in rows)
     summary = {"n": len(rows), "correct": correct, "accuracy": correct / len(rows) if rows else 0.0}
     if details:
-        with details.open("w", encoding="utf-8") as handle:
+        with atomic_file(details, option="--details") as handle:
             write_jsonl(rows, handle)
     if as_json:
         print(json.dumps(summary))

@@ -10,11 +10,14 @@ import typer
 
 from ftcot.cli.options import DataDir
 from ftcot.data_root import resolve_data_root
-from ftcot.errors import FtcotError
+from ftcot.errors import check_int
 from ftcot.jsonl import write_jsonl
+from ftcot.paths import atomic_file, check_output
 from ftcot.tasks.synthetic import KINDS, generate, load_name_pool
 
 ANSWER_TYPES = {"coin_flip": "yes/no", "last_letter_concatenation": "text"}
+MAX_QUESTIONS = 1_000_000
+DATA_PARTS = ("raw", "splits", "prompts", "teacher")  # what `ftcot data download` writes under the data root
 
 
 def synth_command(
@@ -26,7 +29,13 @@ def synth_command(
     data_dir: DataDir = None,
 ) -> None:
     """JSONL of generated questions with computed answers, usable as your own task file."""
-    pool = load_name_pool(resolve_data_root(data_dir))
+    root = resolve_data_root(data_dir)
+    # The questions are held in memory before writing: a typo of a few zeros should not exhaust it.
+    check_int("--n", n, 1, MAX_QUESTIONS)
+    if out is not None:
+        # The names are read from the benchmarks under the data root; a task file of one's own may sit beside them.
+        check_output(out, [root / part for part in DATA_PARTS], kind="file")
+    pool = load_name_pool(root)
     records = generate(kind, names, n, seed, pool)
     # The questions depend on the name list as well as the seed, so say which one was used.
     note = (f"{len(records)} {kind} questions, {names} names each, seed {seed}, "
@@ -35,10 +44,6 @@ def synth_command(
         write_jsonl(records, sys.stdout)
         typer.echo(note, err=True)
         return
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", encoding="utf-8") as handle:
-            write_jsonl(records, handle)
-    except OSError as exc:
-        raise FtcotError(f"--out {out}: cannot write ({exc.strerror}); choose another path.") from None
+    with atomic_file(out, option="--out") as handle:
+        write_jsonl(records, handle)
     typer.echo(f"wrote {out}: {note}", err=True)

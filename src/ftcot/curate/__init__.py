@@ -10,7 +10,7 @@ from ftcot.curate.decontaminate import Decontamination
 from ftcot.curate.filters import QualityFilters
 from ftcot.curate.report import FilterProbe, decontaminate_questions, report
 from ftcot.curate.select import select_rationales
-from ftcot.errors import FtcotError
+from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.tasks import Task
 from ftcot.templates import Template
 
@@ -39,6 +39,12 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
                          f"use ft_cot, ft or ft_cot_natural.")
+    check_int("--max-per-question", max_per_question, 1, optional=True)
+    check_int("--max-rationale-tokens", max_rationale_tokens, 1, optional=True)
+    check_float("--val-fraction", val_fraction, 0, 1, high_open=True)
+    check_int("--seed", seed, 0)
+    check_int("train_size", train_size, 1, optional=True)
+    check_int("subset_seed", subset_seed, 0)
     train_indices = task.split_indices("train", split_scheme)
     if train_size is not None:
         train_indices = question_subset(train_indices, train_size, subset_seed, task.key)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ftcot.errors import FtcotError
+from ftcot.paths import atomic_file, os_error
 from ftcot.jsonl import read_jsonl, require_field, write_jsonl
 from ftcot.templates import Template
 
@@ -74,21 +76,26 @@ def chat_record(example: TrainingExample) -> dict:
 
 
 def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingExample], summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    # Write to temporary names and rename, so a DATA_DIR is either complete or absent.
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FtcotError(f"--out {out} is a file; give a directory path for the DATA_DIR.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out, "--out") from None
     files = {
         "train.jsonl": [asdict(e) for e in train],
         "val.jsonl": [asdict(e) for e in val],
         "openai_chat.jsonl": [chat_record(e) for e in train],
     }
-    for name, rows in files.items():
-        tmp = out / f".{name}.tmp"
-        with tmp.open("w", encoding="utf-8") as handle:
-            write_jsonl(rows, handle)
-        tmp.replace(out / name)
-    tmp = out / ".curation.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "curation.json")
+    # Every file is written in full under a temporary name before any is renamed (the stack renames on
+    # exit, last entered first, so curation.json, which marks a DATA_DIR, comes last): a kill or a full
+    # disk leaves the old DATA_DIR or the new one, not train.jsonl of one and val.jsonl of the other.
+    with ExitStack() as stack:
+        stack.enter_context(atomic_file(out / "curation.json", option="--out")).write(
+            json.dumps(summary, indent=2) + "\n")
+        for name, rows in files.items():
+            write_jsonl(rows, stack.enter_context(atomic_file(out / name, option="--out")))
 
 
 # Fields a row must carry; lineage fields past these are optional (older or hand-made files).

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ftcot.errors import FtcotError
+from ftcot.errors import FtcotError, check_int
 from ftcot.evaluate.judge import Judgement, format_correct, judge
 from ftcot.evaluate.methods import BASELINE_METHODS, METHODS, STUDENT_METHODS, EvalMethod
 from ftcot.evaluate.runner import EvalResult, run_evaluation
 from ftcot.evaluate.source import open_model
 from ftcot.evaluate.store import EvalSettings, EvalStore
+from ftcot.paths import check_output, check_writable_dir, existing_path, task_inputs
 from ftcot.tasks import Task
 
 __all__ = ["BASELINE_METHODS", "METHODS", "STUDENT_METHODS", "EvalResult", "EvalSettings", "Judgement",
@@ -30,10 +31,12 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
              limit: int | None = None, dtype: str = "auto", device: str = "auto", base_url: str | None = None,
              api_key_env: str | None = None, progress: bool = False, console: Console | None = None) -> EvalResult:
     """Evaluate ``model`` on ``task``'s ``split`` into ``out`` (resuming what is there)."""
-    if limit is not None and limit < 1:
-        raise FtcotError(f"--limit must be at least 1 (got {limit}).")
-    if batch_size < 1:
-        raise FtcotError(f"--batch-size must be at least 1 (got {batch_size}).")
+    check_int("--limit", limit, 1, optional=True)
+    check_int("--batch-size", batch_size, 1)
+    check_int("--max-new-tokens", max_new_tokens, 1, optional=True)
+    out = Path(out)
+    # Nothing the evaluation reads may be written over: the model, a task file, the data root.
+    check_output(out, [existing_path(model.removeprefix("hf:")), *task_inputs(task)])
     samples = task.split(split, split_scheme)[:limit]
     if not samples:
         raise FtcotError(f"Task '{task.key}' has no samples in split '{split}'.")
@@ -43,6 +46,7 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
         early = EvalMethod(method, task, encoder_decoder=False, api=model.startswith("openai:"),
                            max_new_tokens=max_new_tokens)
         EvalStore(out).check(_settings(task, model, early, split, split_scheme, dtype))
+    check_writable_dir(out)  # before the (slow) model load, not after it
     opened = open_model(model, method, dtype=dtype, device=device, base_url=base_url, api_key_env=api_key_env)
     backend = opened.backend
     try:

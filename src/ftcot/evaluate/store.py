@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
+from ftcot.paths import atomic_write_text, os_error
 
 SETTINGS_FILE = "settings.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -141,10 +142,14 @@ class EvalStore:
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with self.predictions_path.open("a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())  # a finished batch survives a kill or a power cut
+        try:
+            with self.predictions_path.open("a", encoding="utf-8") as handle:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())  # a finished batch survives a kill or a power cut
+        except OSError as exc:
+            # A partial line (full disk) is cut off by the next run's done(); earlier batches stay.
+            raise os_error(exc, self.predictions_path) from None
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         _write_atomic(self.metrics_path, json.dumps(metrics, indent=2) + "\n")
@@ -153,9 +158,27 @@ class EvalStore:
 def _read_settings(path: Path) -> EvalSettings:
     try:
         return EvalSettings.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # cut short, not UTF-8, not the settings' fields
         raise FtcotError(f"{path}: unreadable evaluation settings ({exc}); delete {path.parent} "
                          f"or use another --out.") from None
+
+
+def read_metrics(eval_dir: Path) -> dict[str, Any] | None:
+    """An EVAL_DIR's metrics.json (None before the evaluation finished); a damaged one is a one-line error."""
+    path = Path(eval_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        metrics = None
+        reason = getattr(exc, "msg", None) or exc
+    else:
+        reason = "not a metrics object"
+    if not isinstance(metrics, dict) or not {"n", "accuracy"} <= metrics.keys():
+        raise FtcotError(f"{path}: truncated or unreadable ({reason}); rerun the same 'ftcot evaluate --out "
+                         f"{path.parent}' to rewrite it from {PREDICTIONS_FILE} (nothing is generated again).")
+    return metrics
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -182,9 +205,7 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _show(value: Any) -> str:

@@ -84,9 +84,11 @@ import httpx
 
 from ftcot.api_replies import error_message, parse_retry_after, public_url
 from ftcot.curate.dataset import chat_record, read_examples
+from ftcot.data_root import resolve_data_root
 from ftcot.dir_lock import lock_directory
-from ftcot.errors import FtcotError
+from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.jsonl import write_jsonl
+from ftcot.paths import check_output, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -556,19 +558,23 @@ def train_openai_student(
     """
     data_dir, out = Path(data_dir), Path(out)
     report: Progress = progress or (lambda line: log.info("%s", line))
+    check_float("--timeout", timeout_s, 0, low_open=True, optional=True)  # NaN would never time out
+    check_float("poll_interval_s", poll_interval_s, 0, low_open=True)
+    check_int("--seed", seed, 0, optional=True)
     if not base_model or not base_model.strip():
         raise FtcotError("No base model: pass --student openai:MODEL, e.g. openai:gpt-4.1-nano-2025-04-14.")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FtcotError(f"base_url must look like https://host/v1, not {public_url(base_url)!r}.")
     chat_path, curation = _check_data_dir(data_dir)
+    check_output(out, [data_dir, resolve_data_root()])
     api_key = os.environ.get(api_key_env) or None
     if api_key is None and not is_local(base_url):
         raise FtcotError(
             f"Environment variable {api_key_env} is not set; fine-tuning at {public_url(base_url)} needs an "
             f"API key (export {api_key_env}=…)."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out)
     train_sha = sha256_file(chat_path)
     with _exclusive(out), FineTuneClient(
         base_url, api_key, request_timeout_s=request_timeout_s, max_retries=max_retries,
