@@ -120,14 +120,17 @@ class CurateResult:
 def curate(source: PathLike | None, out: PathLike, *, template: str = "ft_cot", task: str | None = None,
            max_per_question: int | None = None, max_rationale_tokens: int | None = None, val_fraction: float = 0.1,
            seed: int = 0, train_size: int | None = None, subset_seed: int = 0, split_scheme: str = "default",
-           data_dir: PathLike | None = None, answer_type: str | None = None) -> CurateResult:
+           data_dir: PathLike | None = None, answer_type: str | None = None, **curation: Any) -> CurateResult:
     """Keep the teacher's correct rationales of ``source`` (a teach RUN_DIR or a JSONL of teacher records) and
     lay them out for the student in DATA_DIR ``out``; ``source=None`` with ``template="ft"`` takes gold answers.
 
-    ``train_size`` keeps a seeded subset of that many training questions (``subset_seed``).
+    ``train_size`` keeps a seeded subset of that many training questions (``subset_seed``). ``curation``:
+    ``ftcot curate``'s decontamination and filter options by their Python names (``decontaminate="drop"``,
+    ``drop_truncated=True``, …; :data:`ftcot.curate.report.DEFAULTS`), with the command's defaults.
     """
     from ftcot.curate import curate as select
     from ftcot.curate.dataset import write_data_dir
+    from ftcot.curate.report import DEFAULTS, settings
     from ftcot.curate.sources import load_teacher_records
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task
@@ -140,11 +143,16 @@ def curate(source: PathLike | None, out: PathLike, *, template: str = "ft_cot", 
         raise FtcotError("Which task? Pass task='KEY' (a JSONL of teacher records does not say).")
     if chosen.uses_rationale and source is None:
         raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
-    loaded = load_task(task_name, resolve_data_root(data_dir), answer_type)
+    unknown = sorted(set(curation) - set(DEFAULTS))
+    if unknown:
+        raise FtcotError(f"curate() got unknown option(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}.")
+    root = resolve_data_root(data_dir)
+    extra = settings(root, **curation)
+    loaded = load_task(task_name, root, answer_type)
     train_rows, val_rows, summary = select(
         loaded, chosen, records, split_scheme=split_scheme, max_per_question=max_per_question,
         max_rationale_tokens=max_rationale_tokens, val_fraction=val_fraction, seed=seed, train_size=train_size,
-        subset_seed=subset_seed)
+        subset_seed=subset_seed, **extra)
     if not train_rows:
         raise FtcotError(f"No training examples for '{loaded.key}' (dropped: {summary['dropped']}); "
                          f"check the teacher run covers the train split.")

@@ -56,6 +56,7 @@ def ngrams(normalized: str, n: int) -> set[str]:
 
 @dataclass(frozen=True)
 class TestQuestion:
+    __test__ = False  # not a pytest class
     task: str  # a benchmark key, or a test file's name
     index: int  # sample index in the benchmark, or line (row) number in the file
     question: str
@@ -78,6 +79,7 @@ class Flag:
 
 @dataclass
 class TestIndex:
+    __test__ = False
     n: int
     max_df: int
     questions: list[TestQuestion] = field(default_factory=list)

@@ -146,6 +146,22 @@ class CurateConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     val_seed: int = 0
     max_rationale_tokens: Optional[int] = Field(None, ge=1)
+    # Beyond the paper (ftcot curate's options of the same names; ftcot.curate.report)
+    decontaminate: Literal["warn", "drop", "off"] = "warn"
+    decontaminate_against: list[str] = Field(default_factory=list, description="Test files (JSONL/CSV, 'question')")
+    decontaminate_ngram: int = Field(13, ge=1)
+    decontaminate_max_df: int = Field(10, ge=1)
+    drop_truncated: bool = False
+    drop_repetitive: bool = False
+    drop_no_reasoning: bool = True
+    min_rationale_words: int = Field(5, ge=1)
+    teacher_token_limit: int = Field(128, ge=1)
+
+    def stage_inputs(self) -> dict[str, Any]:
+        """What keys a curate stage: the paper's settings, and the later ones only where they differ from their
+        defaults (stages run before they existed keep their keys)."""
+        paper = self.model_dump(include={"val_fraction", "val_seed", "max_rationale_tokens"})
+        return {**paper, **self.model_dump(exclude=set(paper), exclude_defaults=True)}
 
 
 class EvaluateConfig(_Strict):

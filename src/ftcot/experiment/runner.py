@@ -226,10 +226,12 @@ def estimate_teach(run: Experiment, stage: Stage) -> Any:
 def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
     from ftcot.curate import curate
     from ftcot.curate.dataset import write_data_dir
+    from ftcot.curate.report import DEFAULTS, settings
     from ftcot.curate.sources import load_teacher_records
     from ftcot.templates import get_template
 
     inputs, task = stage.inputs, run.task(stage.inputs["task"])
+    extra = settings(run.data_root, **{k: inputs[k] for k in DEFAULTS if k in inputs})
     records: list[dict] = []
     if inputs["teach"] is not None:
         records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path)
@@ -244,13 +246,15 @@ def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
                                  split_scheme=inputs["split_scheme"],
                                  max_rationale_tokens=inputs["max_rationale_tokens"],
                                  val_fraction=inputs["val_fraction"], seed=inputs["val_seed"],
-                                 train_size=inputs["train_size"], subset_seed=inputs["subset_seed"] or 0)
+                                 train_size=inputs["train_size"], subset_seed=inputs["subset_seed"] or 0, **extra)
     if not train:
         raise FtcotError(f"No training examples for {stage.label} (dropped: {summary['dropped']}); does the "
                          f"teacher cover the task's training questions?")
     summary["source"] = inputs["teach"]
     write_data_dir(directory, train, val, summary)
-    return f"{len(train)} train / {len(val)} val examples from {summary['questions_with_examples']} questions"
+    overlap = summary["contamination"].get("flagged_questions")
+    overlap = f"; {overlap} training questions overlap test questions (curation.json)" if overlap else ""
+    return f"{len(train)} train / {len(val)} val examples from {summary['questions_with_examples']} questions{overlap}"
 
 
 def _train(run: Experiment, stage: Stage, directory: Path) -> str:

@@ -216,7 +216,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                seed: int) -> Stage:
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
-                  **config.curate.model_dump()}
+                  **config.curate.stage_inputs()}
         parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else [])
         return plan.add(_stage("curate", inputs, ", ".join(parts), (source[1].key,) if source else ()))

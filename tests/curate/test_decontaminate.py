@@ -1,0 +1,183 @@
+"""Decontamination on the real benchmarks: training questions that overlap test questions."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ftcot.curate import curate
+from ftcot.curate.decontaminate import (EXACT, NGRAM, Decontamination, TestIndex, TestQuestion, benchmark_index,
+                                        benchmark_test_questions, normalize, ngrams)
+from ftcot.curate.report import CONTAMINATED, settings
+from ftcot.errors import FtcotError
+from ftcot.tasks import load_task
+from ftcot.templates import get_template
+from tests.cli import assert_one_line_error, run_ftcot
+from tests.conftest import TEACHER_DIR
+
+
+def _records(key):
+    return [json.loads(line) for line in (TEACHER_DIR / "zs_cot" / f"{key}.jsonl").open()]
+
+
+def test_normalize_and_ngrams():
+    assert normalize("Tim 's cat had  KITTENS .\nHow many?") == "tim s cat had kittens how many"
+    assert normalize("Tim's cat had kittens. How many ?") == "tims cat had kittens how many"
+    assert ngrams("a b c d", 3) == {"a b c", "b c d"}
+    assert ngrams("a b", 3) == set()
+
+
+def test_benchmark_test_questions_are_every_test_split(data_root):
+    questions = benchmark_test_questions(data_root)
+    per_task = {}
+    for q in questions:
+        per_task[q.task] = per_task.get(q.task, 0) + 1
+    assert len(per_task) == 12 and per_task["gsm8k"] == 1319 and per_task["aqua"] == 254
+    assert len(questions) == 4868
+
+
+def test_addsub_train_overlaps_single_eq_test(data_root):
+    """AddSub and SingleEq both come from MAWPS: 41 AddSub training questions are SingleEq test questions."""
+    addsub = load_task("addsub", data_root)
+    flags = Decontamination(data_root=data_root).check(addsub, addsub.split_indices("train"))
+    against = {}
+    for f in flags:
+        against.setdefault(f.test_task, set()).add(f.train_index)
+    assert {k: len(v) for k, v in against.items()} == {"addsub": 12, "single_eq": 41}
+    exact = {(f.train_index, f.test_index) for f in flags if f.rule == EXACT}
+    assert len(exact) == 24 and (15, 25) in exact  # "Sandy grew 6 carrots ." / "Sandy grew 6 carrots."
+    single_eq = load_task("single_eq", data_root)
+    assert normalize(addsub.samples[15].question) == normalize(single_eq.samples[25].question)
+    ngram = next(f for f in flags if f.rule == NGRAM)
+    assert len(ngram.ngram.split()) == 13
+    assert ngram.ngram in normalize(addsub.samples[ngram.train_index].question)
+
+
+def test_a_duplicated_question_across_the_split_is_exact(data_root):
+    task = load_task("strategy_qa", data_root)
+    flags = Decontamination(data_root=data_root).check(task, task.split_indices("train"))
+    assert [(f.train_index, f.test_task, f.test_index, f.rule) for f in flags] == [(42, "strategy_qa", 1987, EXACT)]
+
+
+def test_template_ngrams_are_ignored_above_max_df(data_root):
+    """Every coin flip question shares the template "… flip here means reverse"; it is not a leak."""
+    task = load_task("coin_flip", data_root)
+    train = task.split_indices("train")
+    assert Decontamination(data_root=data_root).check(task, train) == []
+    loose = Decontamination(data_root=data_root, max_df=10_000).check(task, train)
+    assert len({f.train_index for f in loose}) == 350
+
+
+def test_index_is_fast_on_the_largest_training_set(data_root):
+    task = load_task("commonsense_qa", data_root)
+    train = task.split_indices("train")
+    started = time.perf_counter()
+    benchmark_index.cache_clear()
+    flags = Decontamination(data_root=data_root).check(task, train)
+    assert time.perf_counter() - started < 20  # 9,741 questions against 4,868: ~1.5 s on 2 idle cores
+    assert len({f.train_index for f in flags}) == 3
+
+
+def test_own_test_split_follows_the_split_scheme(data_root):
+    """MultiArith's template split shares no question template between train and test: no overlap there,
+    while its default split has 152 flagged training questions. Under the template scheme the default test
+    questions (many of them training questions there) are not the test set."""
+    task = load_task("multiarith", data_root)
+    check = Decontamination(data_root=data_root).check
+    assert len({f.train_index for f in check(task, task.split_indices("train"))}) == 152
+    template_train = task.split_indices("train", "template")
+    assert check(task, template_train, "template") == []
+    wrong = check(task, template_train, "default")  # the default test split as if it were the test set
+    assert any(f.rule == EXACT and f.train_index == f.test_index for f in wrong)
+
+
+def test_warn_keeps_the_data_drop_removes_flagged_questions(data_root):
+    task, records = load_task("single_eq", data_root), _records("single_eq")
+    template = get_template("ft_cot")
+    plain = curate(task, template, records)
+    warned = curate(task, template, records, **settings(data_root))
+    assert [e.rationale for e in warned[0]] == [e.rationale for e in plain[0]]
+    assert warned[2]["dropped"] == plain[2]["dropped"]
+    contamination = warned[2]["contamination"]
+    assert contamination["mode"] == "warn" and contamination["flagged_questions"] == 46
+    assert contamination["per_test_task"] == {"addsub": 40, "single_eq": 9, "svamp": 1}
+    flagged = {f["train_index"] for f in contamination["flags"]}
+    train, val, summary = curate(task, template, records, **settings(data_root, decontaminate="drop"))
+    assert not {e.sample_index for e in train + val} & flagged
+    assert summary["dropped"][CONTAMINATED] == 46  # one recorded rationale a question
+    assert summary["train_questions"] == 356 - 46
+    assert summary["kept"] == plain[2]["kept"] - sum(e.sample_index in flagged for e in plain[0] + plain[1])
+    off = curate(task, template, records, **settings(data_root, decontaminate="off"))[2]
+    assert off["contamination"] == {"mode": "off"}
+
+
+def test_vanilla_fine_tune_drops_flagged_questions_too(data_root):
+    task = load_task("addsub", data_root)
+    train, val, summary = curate(task, get_template("ft"), val_fraction=0,
+                                 **settings(data_root, decontaminate="drop"))
+    # 12 overlap AddSub's own test questions, 41 SingleEq's; 3 both
+    assert len(train) == 276 - 50 and summary["contamination"]["flagged_questions"] == 50
+    assert summary["train_questions"] == 226
+
+
+def test_user_test_file_jsonl_and_csv(tmp_path, data_root):
+    task = load_task("coin_flip", data_root)
+    index = task.split_indices("train")[0]
+    first = task.samples[index].question
+    jsonl = tmp_path / "held_out.jsonl"
+    jsonl.write_text(json.dumps({"question": first.upper().replace(".", " . ")}) + "\n"
+                     + json.dumps({"question": "Something else entirely."}) + "\n")
+    csv_file = tmp_path / "more.csv"
+    csv_file.write_text('question,answer\n"' + first.replace('"', '""') + '",yes\n')
+    flags = Decontamination(data_root=data_root, against=(str(jsonl), str(csv_file))).check(
+        task, task.split_indices("train"))
+    assert {(f.test_task, f.test_index, f.rule) for f in flags if f.train_index == index} == {
+        ("held_out.jsonl", 0, EXACT), ("more.csv", 0, EXACT)}
+    # The other training questions share the coin flip template with it: few test questions, so not ignored.
+    assert {f.rule for f in flags if f.train_index != index} == {NGRAM}
+
+
+def test_index_reports_the_first_shared_ngram():
+    index = TestIndex.build([TestQuestion("t", 0, "one two three four five six")], n=3)
+    assert index.matches("zero one two three nine") == {0: (NGRAM, "one two three")}
+    assert index.matches("ONE two, three four five six!") == {0: (EXACT, None)}
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"mode": "maybe"}, "--decontaminate maybe"),
+    ({"n": 0}, "--decontaminate-ngram 0"),
+    ({"max_df": 0}, "--decontaminate-max-df 0"),
+    ({"against": ("/no/such.jsonl",)}, "--decontaminate-against /no/such.jsonl"),
+])
+def test_bad_settings_name_the_option(options, fragment):
+    with pytest.raises(FtcotError, match=fragment.replace(".", r"\.")):
+        Decontamination(**options)
+
+
+def test_cli_warns_writes_pairs_and_refuses_bad_options(tmp_path, data_root):
+    source = TEACHER_DIR / "zs_cot" / "single_eq.jsonl"
+    out = tmp_path / "data"
+    result = run_ftcot("curate", source, "--task", "single_eq", "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    assert "warning: 46 training questions of single_eq overlap test questions" in result.stderr
+    assert "train single_eq[1] ~ test addsub[381]" in result.stderr
+    assert "overlap test (warn)" in result.stdout
+    summary = json.loads((out / "curation.json").read_text())
+    assert summary["contamination"]["pairs"] == len(summary["contamination"]["flags"]) == 57
+    assert set(summary["contamination"]["flags"][0]) == {"train_index", "task", "test_task", "test_index", "rule",
+                                                          "ngram"}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("question\n")
+    for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate maybe"),
+                           (["--decontaminate-ngram", "0"], "--decontaminate-ngram"),
+                           (["--decontaminate-against", bad], "--decontaminate-against"),
+                           (["--decontaminate-against", tmp_path / "none.jsonl"], "no such file")]:
+        assert_one_line_error(run_ftcot("curate", source, "--task", "single_eq", "--out", tmp_path / "o",
+                                        "--data-dir", data_root, *args), fragment)
+    no_question = tmp_path / "rows.jsonl"
+    no_question.write_text('{"q": "x"}\n')
+    assert_one_line_error(run_ftcot("curate", source, "--task", "single_eq", "--out", tmp_path / "o",
+                                    "--data-dir", data_root, "--decontaminate-against", no_question),
+                          "row 1 has no 'question'")
