@@ -133,11 +133,16 @@ def export_command(
     out: Annotated[Optional[Path], typer.Option(help="JSONL file to write (default RUN_DIR/export.jsonl)")] = None,
 ) -> None:
     """Write the run's complete chains as JSONL in the shared teacher format."""
+    from ftcot.paths import check_output
     from ftcot.teach.export import export
     from ftcot.teach.store import TeachStore
 
     with TeachStore.open_readonly(run_dir) as store:
-        result = export(store, out or run_dir / "export.jsonl")
+        # Every file of the run (the paid completion store above all) is an input; only an earlier export
+        # may be replaced.
+        target = out or run_dir / "export.jsonl"
+        check_output(target, [p for p in run_dir.glob("*") if p.name != "export.jsonl"], kind="file")
+        result = export(store, target)
     _stdout.print(f"wrote {result.written} records to {result.path}"
                   + (f" ({result.incomplete} incomplete chains left out; rerun the teach command to finish them)"
                      if result.incomplete else ""), markup=False)
