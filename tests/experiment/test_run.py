@@ -182,15 +182,17 @@ def test_diverse_reasoning_from_a_local_teacher(data_root, tmp_path):
 
 
 def test_a_failed_stage_blocks_its_dependents_and_the_rest_goes_on(data_root, tmp_path):
-    """The recorded teacher has no gsm8k training rationales: that cell fails, coin flip's is still made."""
+    """The recorded teacher has no gsm8k training rationales: its teach stage fails (every item did), the
+    cell's curate, train and evaluate are blocked, and coin flip's cell is still made."""
     config = {**TINY, "tasks": ["gsm8k", "coin_flip"], "methods": ["ft_cot"], "teacher_row": False,
               "students": [{**STUDENT, "epochs": 1}]}
     path, out = _write(tmp_path, config), tmp_path / "out"
     result = run_ftcot("run", path, "--out", out, "--data-dir", data_root)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert "1 stage(s) failed, e.g. curate gsm8k ft_cot" in last and "answered none of gsm8k's training" in last
-    assert "2 blocked" in result.stdout
+    assert "1 stage(s) failed, e.g. teach gsm8k, replay:text-davinci-002 T=0" in last
+    assert "0/8 chains complete; 8 items failed" in last and "no recorded completion" in last
+    assert "3 blocked" in result.stdout
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["task"], r["method"]) for r in rows] == [("coin_flip", "ft_cot")]
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ftcot.cli.options import DataDir
@@ -75,8 +76,9 @@ def stage_table(outcomes: list[StageOutcome]) -> Table:
     for column in ("#", "stage", "", "status", "seconds"):
         table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
     for number, outcome in enumerate(outcomes, 1):
-        table.add_row(str(number), outcome.stage.kind, f"{outcome.stage.label}: {outcome.note}", outcome.status,
-                      f"{outcome.seconds:.1f}")
+        # Labels and notes hold users' names and servers' words: text, never rich markup.
+        table.add_row(str(number), outcome.stage.kind, escape(f"{outcome.stage.label}: {outcome.note}"),
+                      outcome.status, f"{outcome.seconds:.1f}")
     ran = sum(o.seconds for o in outcomes if o.status == "ran")
     count = Counter(o.status for o in outcomes)
     table.caption = f"{count['ran']} stages ran in {ran:.0f} s; {count['done earlier']} were done earlier" \
@@ -88,7 +90,7 @@ def print_plan(experiment: Experiment) -> None:
     from ftcot.experiment.runner import estimate_teach
 
     experiment.check()
-    table = Table(title=f"Plan of {experiment.config.name} → {experiment.out}")
+    table = Table(title=escape(f"Plan of {experiment.config.name} → {experiment.out}"))
     for column in ("#", "stage", "", "status", "teacher requests", "est. cost"):
         table.add_column(column)
     total_cost, unknown = 0.0, False
@@ -107,7 +109,7 @@ def print_plan(experiment: Experiment) -> None:
             else:
                 total_cost += estimate.estimated_cost_usd
                 cost = f"${estimate.estimated_cost_usd:.4f}"
-        table.add_row(str(number), stage.kind, stage.label, status, requests, cost)
+        table.add_row(str(number), stage.kind, escape(stage.label), status, requests, cost)
     _stdout.print(table)
     for reason in experiment.plan.skipped:
         _stdout.print(f"not run: {reason}", markup=False)

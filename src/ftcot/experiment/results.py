@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftcot.errors import FtcotError
 from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
 from ftcot.experiment.runner import Experiment
 from ftcot.experiment.config import FINE_TUNING_METHODS
@@ -38,6 +39,7 @@ class Results:
     teacher_rows: list[ResultRow] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
     pending: int = 0  # cells whose evaluation has not finished
+    notes: list[str] = field(default_factory=list)  # what a reader must know to trust a row (results.md)
 
 
 def _metrics(path: Path) -> dict[str, Any] | None:
@@ -58,10 +60,19 @@ def collect(run: Experiment) -> Results:
         results.rows.append(row)
         results.lineage.append(lineage(run, cell, evaluation, metrics))
     for teach_key, teacher, task in run.plan.teacher_rows:
-        report = teacher_test_report(run, run.plan.stages[teach_key])
-        if report is not None and report.accuracy is not None:
-            results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.questions,
-                                                  round(100 * report.accuracy, 4)))
+        stage = run.plan.stages[teach_key]
+        report = teacher_test_report(run, stage)
+        if report is None or report.accuracy is None:
+            continue
+        # With D = 1 a scored chain is an answered question; a stage with failed items answered fewer.
+        planned = report.questions if report.scored < report.questions else None
+        results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.scored,
+                                              round(100 * report.accuracy, 4), planned=planned))
+        if planned is not None:
+            results.notes.append(
+                f"teacher {teacher} on {task}: accuracy over the {report.scored} of {planned} test questions it "
+                f"answered; the rest are missing (failed items or a stopped run: `ftcot teach report "
+                f"{stage.path}`) — rerun `ftcot run` to ask for them.")
     return results
 
 
@@ -72,15 +83,22 @@ def _training_questions(run: Experiment, tasks: set[str]) -> dict[str, int]:
 
 
 def teacher_test_report(run: Experiment, stage: Stage) -> Any:
-    """The teacher's Zero-shot-CoT on the test questions (the table's teacher row), from its store."""
+    """The teacher's Zero-shot-CoT on the test questions (the table's teacher row), from its store.
+
+    Also from a stage that is not done (failed items, a stopped run): the row then says how many
+    questions it covers rather than being left out.
+    """
     from ftcot.teach.report import report_from_store
     from ftcot.teach.store import STORE_FILE, TeachStore
 
     directory = run.stage_dir(stage)
-    if not run.done(stage) or not (directory / STORE_FILE).is_file():
+    if not (directory / STORE_FILE).is_file():
         return None
-    with TeachStore.open_readonly(directory) as store:
-        return report_from_store(store, run.task(stage.inputs["task"]).spec, split="test")
+    try:
+        with TeachStore.open_readonly(directory) as store:
+            return report_from_store(store, run.task(stage.inputs["task"]).spec, split="test")
+    except FtcotError:  # a store created but killed before its first run was recorded: nothing to show
+        return None
 
 
 def lineage(run: Experiment, cell: ResultCell, evaluation: Stage, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +134,7 @@ def write_results(run: Experiment) -> Results:
     note = (f"\n{results.pending} of {len(run.plan.cells)} cells are not evaluated yet; rerun `ftcot run` to "
             f"finish them.\n" if results.pending else "")
     skipped = "".join(f"\n- not run: {reason}" for reason in run.plan.skipped)
+    skipped += "".join(f"\n- {line}" for line in results.notes)
     paper = paper_markdown({r.task for r in results.rows} | {r.task for r in results.teacher_rows})
     paper = f"\nThe paper's numbers on these tasks, to read the table against:\n\n{paper}" if paper else ""
     (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "
@@ -130,8 +149,9 @@ def write_results(run: Experiment) -> Results:
         subtitle=f"{len(results.rows)} of {len(run.plan.cells)} cells evaluated; experiment directory {out}",
         rows=results.rows, teacher_rows=results.teacher_rows, images=images,
         curation=[_read_json(run.stage_dir(s) / "curation.json") for s in run.plan.of_kind("curate") if run.done(s)],
+        # A failed teach stage's report too: it counts the failed items.
         teacher_reports=[_read_json(run.stage_dir(s) / "report.json") for s in run.plan.of_kind("teach")
-                         if run.done(s)],
+                         if (run.stage_dir(s) / "report.json").is_file()],
         examples=_examples(run), lineage=results.lineage)
     write_report(inputs, out / "report.html")
     return results

@@ -12,7 +12,10 @@ OUT, the experiment directory::
 
 A stage without ``done.json`` is run again, and every stage resumes from its
 own files: the teach store sends only missing requests, training continues
-after its last complete epoch, evaluation after its last stored batch. So a
+after its last complete epoch, evaluation after its last stored batch. A teach
+stage whose items failed (a server down, a refused key) is not done: it fails
+in one line, blocks what reads it, and the next run asks for those items again
+(meanwhile the teacher row says how many test questions it covers). So a
 killed ``ftcot run`` loses at most the work in flight, and a finished one
 reruns in seconds. One ``ftcot run`` at a time per OUT (a lock file).
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
@@ -74,11 +77,14 @@ class Experiment:
         return self.out / stage.path
 
     def done(self, stage: Stage) -> dict[str, Any] | None:
-        """The stage's done.json, if it finished (a teach stage: covering the samples and questions needed)."""
+        """The stage's done.json, if it finished (a teach stage: covering the samples and questions needed,
+        with no failed item left)."""
         path = self.stage_dir(stage) / DONE_FILE
         if not path.is_file():
             return None
         record = json.loads(path.read_text(encoding="utf-8"))
+        if stage.kind == "teach" and _failed_items(self.stage_dir(stage)):
+            return None  # written done by an older ftcot despite failed items: run it again to retry them
         return record if stage.covered_by(record.get("samples", 1), record.get("questions")) else None
 
     def _has_exemplars(self, task: str) -> bool:
@@ -126,7 +132,7 @@ class Experiment:
                     try:
                         outcome = self._run_stage(stage, number, len(stages))
                     except FtcotError as exc:
-                        self.console.print(f"[red]✗[/] {stage.kind} {stage.label}: ", end="")
+                        self.console.print(f"[red]✗[/] {stage.kind} {escape(stage.label)}: ", end="")
                         self.console.print(str(exc), markup=False)
                         outcome = StageOutcome(stage, "failed", 0.0, str(exc))
                 if outcome.status in ("failed", "blocked"):
@@ -143,7 +149,8 @@ class Experiment:
         directory = self.stage_dir(stage)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_json(directory / STAGE_FILE, {"label": stage.label, "key": stage.key, "inputs": stage.inputs})
-        self.console.rule(f"[bold]{number}/{total} {stage.kind}[/] {stage.label}", style="dim")
+        # Labels hold users' names: escaped, a "[/]" in one would be a markup error, "[v2]" would vanish.
+        self.console.rule(f"[bold]{number}/{total} {stage.kind}[/] {escape(stage.label)}", style="dim")
         started = time.perf_counter()
         try:
             note = _WORK[stage.kind](self, stage, directory)
@@ -152,8 +159,14 @@ class Experiment:
         seconds = time.perf_counter() - started
         atomic_write_json(directory / DONE_FILE, {"seconds": seconds, "finished": time.time(), "note": note,
                                                   "samples": stage.samples, "questions": stage.questions})
-        self.console.print(f"[green]✓[/] {stage.kind} {stage.label}: {note} ({seconds:.1f} s)")
+        self.console.print(f"[green]✓[/] {stage.kind} {escape(stage.label)}: {escape(note)} ({seconds:.1f} s)")
         return StageOutcome(stage, "ran", seconds, note)
+
+
+def _failed_items(directory: Path) -> int:
+    """Failed items still missing from a teach stage's store, as its report.json counts them."""
+    report = directory / "report.json"
+    return json.loads(report.read_text(encoding="utf-8")).get("failures", 0) if report.is_file() else 0
 
 
 def _return_freed_memory() -> None:
@@ -189,21 +202,22 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
         raise KeyboardInterrupt
     if summary.stopped_by_cost_cap:
         raise FtcotError(" ".join(summary.lines()[1:]))
-    failed = f", {report.failures} failed items (see teach report)" if report.failures else ""
-    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new{failed}"
+    if summary.complete_chains < summary.chains:
+        # Not done: a rerun must ask for the failed items again (a server back up, a fixed key),
+        # and what reads this stage must not take a partial teacher for a whole one.
+        raise FtcotError(summary.failure_line())
+    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new"
 
 
 def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[str]]:
     """A teach stage's teacher: its config, its backend and the secrets to scrub from messages."""
-    from ftcot.teach.backends import make_teacher
+    from ftcot.teach.backends import make_teacher, teacher_secrets
 
     teacher = next(t for t in run.config.teachers if t.label == stage.runtime["teacher"])
     options = {"extra_body": teacher.extra_body} if teacher.extra_body else {}
     backend = make_teacher(teacher.spec, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
                            chat=teacher.chat, data_root=run.data_root, **options)
-    key_env = teacher.api_key_env or "OPENAI_API_KEY"
-    secrets = [os.environ[key_env]] if teacher.spec.startswith("openai:") and os.environ.get(key_env) else []
-    return teacher, backend, secrets
+    return teacher, backend, teacher_secrets(teacher.spec, teacher.api_key_env, teacher.base_url)
 
 
 def estimate_teach(run: Experiment, stage: Stage) -> Any:

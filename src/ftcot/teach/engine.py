@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ftcot.api_replies import redact
@@ -301,7 +302,7 @@ class _Run:
             TextColumn("{task.fields[rate]:.1f} completions/s"), TextColumn("{task.fields[tokens]} tokens"),
             TextColumn("{task.fields[cost]}"), TimeElapsedColumn(),
             console=console, disable=not show_progress, transient=False)
-        self._bar = self._progress.add_task(f"{self.settings.task} {self.settings.method}",
+        self._bar = self._progress.add_task(escape(f"{self.settings.task} {self.settings.method}"),
                                             total=self.summary.chains * stages, rate=0.0, tokens=0, cost=self._cost_text())
         loop = asyncio.get_running_loop()
         handled = _install_interrupt(loop, lambda: self._interrupt(console))

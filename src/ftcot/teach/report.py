@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ftcot.errors import FtcotError
@@ -67,7 +68,7 @@ class TeacherReport:
         return asdict(self)
 
     def table(self) -> Table:
-        table = Table(title=f"Teacher {self.teacher} on {self.task} ({self.method})")
+        table = Table(title=escape(f"Teacher {self.teacher} on {self.task} ({self.method})"))
         table.add_column("metric")
         table.add_column("value", justify="right")
 
