@@ -34,6 +34,25 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, value
 
 
+def json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A JSON file's object, or ``({}, what is wrong)``: missing, cut short, not UTF-8, not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, "missing"
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {}, f"truncated or unreadable ({getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or exc})"
+    return (value, None) if isinstance(value, dict) else ({}, "not a JSON object")
+
+
+def read_json_object(path: Path, hint: str) -> dict[str, Any]:
+    """``json_object``, with what is wrong as a one-line error naming the file, then ``hint`` (what to do)."""
+    value, problem = json_object(path)
+    if problem:
+        raise FtcotError(f"{path}: {problem}; {hint}.")
+    return value
+
+
 def require_field(record: dict[str, Any], name: str, path: Path, line: int) -> Any:
     if name not in record:
         present = ", ".join(sorted(record)) or "none"

@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -126,6 +127,18 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", option: str | Non
         if cause is not None and not isinstance(exc, FtcotError):
             raise os_error(cause, path, option) from None
         raise
+
+
+def write_stdout(write: Callable[[IO[str]], object]) -> None:
+    """``write(sys.stdout)`` and flush, with a full disk behind a redirect as one line. A closed pipe
+    (``| head``) is left to the caller's usual quiet exit."""
+    try:
+        write(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise os_error(exc, "standard output") from None
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, option: str | None = None) -> None:

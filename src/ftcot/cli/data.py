@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +13,7 @@ from ftcot.cli.options import DataDir
 from ftcot.cli.synth import synth_command
 from ftcot.data_root import resolve_data_root
 from ftcot.jsonl import write_jsonl
+from ftcot.paths import write_stdout
 from ftcot.tasks import BUILTIN_TASKS, load_task
 
 app = typer.Typer(help="The 12 benchmarks: list, export, download, synthesize.", no_args_is_help=True)
@@ -48,11 +48,11 @@ def export_command(
     loaded = load_task(task, resolve_data_root(data_dir), answer_type)
     train = set(loaded.split_indices("train", split_scheme))
     samples = loaded.split(split, split_scheme)
-    write_jsonl(
+    write_stdout(lambda handle: write_jsonl(
         ({"sample_index": s.index, "question": s.question, "answer": s.answer,
           "split": "train" if s.index in train else "test"} for s in samples),
-        sys.stdout,
-    )
+        handle,
+    ))
 
 
 @app.command("download")

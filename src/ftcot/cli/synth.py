@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +11,7 @@ from ftcot.cli.options import DataDir
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import check_int
 from ftcot.jsonl import write_jsonl
-from ftcot.paths import atomic_file, check_output
+from ftcot.paths import atomic_file, check_output, write_stdout
 from ftcot.tasks.synthetic import KINDS, generate, load_name_pool
 
 ANSWER_TYPES = {"coin_flip": "yes/no", "last_letter_concatenation": "text"}
@@ -41,7 +40,7 @@ def synth_command(
     note = (f"{len(records)} {kind} questions, {names} names each, seed {seed}, "
             f"{len(pool.names)} names from {pool.source}; use it with --answer-type {ANSWER_TYPES[kind]}")
     if out is None:
-        write_jsonl(records, sys.stdout)
+        write_stdout(lambda handle: write_jsonl(records, handle))
         typer.echo(note, err=True)
         return
     with atomic_file(out, option="--out") as handle:

@@ -127,14 +127,14 @@ class EvalStore:
             return {}
         _drop_torn_tail(path)
         found: dict[int, dict[str, Any]] = {}
-        with path.open(encoding="utf-8") as handle:
+        with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is one bad line, not a crash
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                     index = int(record["sample_index"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError):  # ValueError: bad JSON, bad UTF-8, bad index
                     raise FtcotError(f"{path}:{number}: not a prediction record; fix or remove that line, "
                                      f"or use another --out.") from None
                 found.setdefault(index, record)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcot.errors import FtcotError
+from ftcot.jsonl import json_object, read_json_object
 from ftcot.paths import atomic_write_text, find_os_error, os_error
 from ftcot.templates import Template, get_template
 
@@ -91,20 +92,7 @@ def resume_hint(checkpoint: Path) -> str:
 
 def read_json(path: Path, hint: str) -> dict[str, Any]:
     """A JSON object from a CKPT_DIR file; missing, cut short or not an object is a one-line error + ``hint``."""
-    value, problem = _json_object(path)
-    if problem:
-        raise FtcotError(f"{path}: {problem}; {hint}.")
-    return value
-
-
-def _json_object(path: Path) -> tuple[dict[str, Any], str | None]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}, "missing"
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return {}, f"truncated or unreadable ({getattr(exc, 'msg', None) or exc})"
-    return (value, None) if isinstance(value, dict) else ({}, "expected a JSON object")
+    return readjson_object(path, hint)
 
 
 def load_torch(path: Path, hint: str, **kwargs: Any) -> Any:
@@ -147,18 +135,18 @@ def safetensors_problem(path: Path) -> str | None:
 def best_problem(ckpt_dir: Path) -> str | None:
     """What is wrong with ``best/`` as "FILE: what", or None when its record, config and weights are whole."""
     best = Path(ckpt_dir) / BEST
-    meta, problem = _json_object(best / "student.json")
+    meta, problem = json_object(best / "student.json")
     if problem:
         return f"{best / 'student.json'}: {problem}"
     lora = meta.get("kind") == "lora"
     folder = best / ("adapter" if lora else "model")
     config = folder / ("adapter_config.json" if lora else "config.json")
-    _, problem = _json_object(config)
+    _, problem = json_object(config)
     if problem:
         return f"{config}: {problem}"
     index = folder / "model.safetensors.index.json"  # a large model saved in shards
     if index.exists():
-        listing, problem = _json_object(index)
+        listing, problem = json_object(index)
         if problem or not isinstance(listing.get("weight_map"), dict):
             return f"{index}: {problem or 'no weight_map'}"
         shards = sorted(set(map(str, listing["weight_map"].values())))

@@ -17,7 +17,6 @@ by length, batch order shuffled) so that padding stays small; the pilot lost
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from ftcot.curate.dataset import TrainingExample, read_examples
 from ftcot.errors import FtcotError
+from ftcot.jsonl import read_json_object
 from ftcot.templates import Template, get_template
 
 IGNORE = -100
@@ -48,12 +48,9 @@ def read_data_dir(path: Path) -> DataDir:
     curation = path / "curation.json"
     if not curation.is_file():
         raise FtcotError(f"{curation}: missing; DATA_DIR must be written by 'ftcot curate'.")
-    try:
-        summary = json.loads(curation.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FtcotError(f"{curation}: not valid JSON ({exc.msg}); rerun 'ftcot curate'.") from None
+    summary = read_json_object(curation, "rerun 'ftcot curate'")
     for key in ("template", "task"):
-        if not summary.get(key):
+        if not isinstance(summary.get(key), str) or not summary[key]:
             raise FtcotError(f"{curation}: missing field '{key}'; rerun 'ftcot curate'.")
     template = get_template(summary["template"])
     train = read_examples(path / "train.jsonl")
