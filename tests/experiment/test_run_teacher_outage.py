@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftcot.errors import FtcotError
 from ftcot.experiment.config import load_config
 from ftcot.experiment.runner import DONE_FILE, Experiment
 from ftcot.tasks import load_task
-from tests.cli import run_ftcot
+from tests.cli import assert_one_line_error, run_ftcot
 from tests.teach.stub_openai import StubOpenAI
 
 PASSWORD, TOKEN = "pw-secret-7777", "tok-secret-8888"
@@ -106,3 +107,42 @@ def test_a_teacher_outage_never_sticks_and_a_partial_teacher_row_says_so(tmp_pat
         assert not any(secret in text for text in outputs), secret
         for file in out.rglob("*"):
             assert not file.is_file() or secret.encode() not in file.read_bytes(), f"{secret} in {file}"
+
+
+@pytest.mark.parametrize("damaged", ["done.json", "report.json"])
+def test_a_damaged_stage_record_is_a_one_line_error_naming_it(tmp_path, data_root, damaged):
+    task_file, _ = _task_file(tmp_path, data_root, 2)
+    config = {"name": "damaged", "tasks": [{"spec": str(task_file), "answer_type": "yes/no"}],
+              "teachers": ["replay:text-davinci-002"], "methods": ["zs"], "students": ["tiny-gpt2"]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    experiment = Experiment(load_config(path), tmp_path / "out", data_root)
+    [teach] = experiment.plan.of_kind("teach")
+    directory = experiment.stage_dir(teach)
+    directory.mkdir(parents=True)
+    (directory / DONE_FILE).write_text('{"seconds": 1.0, "samples": 1, "questions": null}')
+    (directory / damaged).write_text('{"seconds": 1.0, "fail')  # cut off mid-write
+    with pytest.raises(FtcotError) as error:
+        experiment.done(teach)
+    assert str(error.value).startswith(f"{directory / damaged}: truncated or unreadable")
+    fix = "delete it and rerun" if damaged == DONE_FILE else f"delete {directory / DONE_FILE} and rerun"
+    assert fix in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("base_url", "message"), [
+    ("ftp://alice:pw-secret-7777@127.0.0.1:9/v1", "the base URL must be http(s)://host/…"),
+    ("https://alice:pw-secret-7777@api.example.invalid/v1?token=tok-secret-8888",
+     "Environment variable FTCOT_TEST_UNSET_KEY is not set"),
+])
+def test_a_teacher_that_cannot_be_reached_is_a_one_line_error_before_anything_runs(tmp_path, data_root, base_url,
+                                                                                  message):
+    task_file, _ = _task_file(tmp_path, data_root, 2)
+    config = {"name": "unreachable", "tasks": [{"spec": str(task_file), "answer_type": "yes/no"}],
+              "teachers": [{"spec": "openai:stub", "base_url": base_url, "api_key_env": "FTCOT_TEST_UNSET_KEY"}],
+              "methods": ["zs"], "students": ["tiny-gpt2"]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_ftcot("run", path, "--out", tmp_path / "out", "--data-dir", data_root)
+    assert_one_line_error(result, "teach coins, openai:stub T=0: ", message)
+    assert PASSWORD not in result.stderr and TOKEN not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -360,8 +360,9 @@ def test_credentials_in_the_base_url_reach_no_output_or_file_and_its_query_follo
 
 
 @pytest.mark.parametrize(("base_url", "env", "message"), [
-    ("ftp://127.0.0.1:9/v1", {}, "--base-url must look like http(s)://host/v1, not 'ftp://127.0.0.1:9/v1'"),
-    ("127.0.0.1:9/v1", {}, "--base-url must look like http(s)://host/v1"),
+    ("ftp://127.0.0.1:9/v1", {}, "the base URL must be http(s)://host/…, e.g. http://127.0.0.1:8000/v1, not "
+                                 "'ftp://127.0.0.1:9/v1'"),
+    ("127.0.0.1:9/v1", {}, "the base URL must be http(s)://host/…"),
     ("http://bob:hunter22@127.0.0.1:9/v1", {"FTCOT_TEST_KEY": FAKE_KEY}, "carries user:password"),
 ])
 def test_a_base_url_that_cannot_work_is_a_one_line_error_before_anything_runs(tmp_path, base_url, env, message):
@@ -371,3 +372,18 @@ def test_a_base_url_that_cannot_work_is_a_one_line_error_before_anything_runs(tm
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr and "hunter22" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["teach", "report", "export"])
+def test_a_run_directory_whose_store_is_not_a_store_is_a_one_line_error_and_stays_as_it_was(tmp_path, command):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / STORE_FILE).write_bytes(b"not an sqlite file, but maybe someone's data")
+    args = {"teach": ["teach", "--task", "coin_flip", "--split", "test", "--teacher", "replay:text-davinci-002",
+                      "--out", run_dir],
+            "report": ["teach", "report", run_dir], "export": ["teach", "export", run_dir]}[command]
+    result = run_ftcot(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "cannot open the teach store (file is not a database)" in result.stderr
+    assert (run_dir / STORE_FILE).read_bytes() == b"not an sqlite file, but maybe someone's data"
+    assert sorted(p.name for p in run_dir.iterdir()) == [STORE_FILE]

@@ -26,7 +26,7 @@ from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
 from ftcot.experiment.runner import Experiment
 from ftcot.experiment.config import FINE_TUNING_METHODS
 from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
-from ftcot.jsonl import read_jsonl
+from ftcot.jsonl import read_json_object, read_jsonl
 from ftcot.report.paper import paper_markdown
 from ftcot.report.results import ResultRow, results_markdown, write_csv
 
@@ -44,7 +44,7 @@ class Results:
 
 def _metrics(path: Path) -> dict[str, Any] | None:
     file = path / METRICS_FILE
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    return _read_json(file) if file.is_file() else None
 
 
 def collect(run: Experiment) -> Results:
@@ -158,7 +158,8 @@ def write_results(run: Experiment) -> Results:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A stage's record; damaged, a one-line error that says how to have the stage write it again."""
+    return read_json_object(path, f"delete {path.parent / 'done.json'} and rerun to redo that stage")
 
 
 def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:

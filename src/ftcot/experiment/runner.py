@@ -39,6 +39,7 @@ from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import ExperimentConfig, TeacherConfig
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
+from ftcot.jsonl import read_json_object
 from ftcot.tasks import Task, load_task
 from ftcot.train.checkpoint import atomic_write_json
 from ftcot.train.config import TrainConfig
@@ -82,7 +83,7 @@ class Experiment:
         path = self.stage_dir(stage) / DONE_FILE
         if not path.is_file():
             return None
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json_object(path, "delete it and rerun: the stage resumes from its own files")
         if stage.kind == "teach" and _failed_items(self.stage_dir(stage)):
             return None  # written done by an older ftcot despite failed items: run it again to retry them
         return record if stage.covered_by(record.get("samples", 1), record.get("questions")) else None
@@ -102,8 +103,8 @@ class Experiment:
         from ftcot.teach.engine import resolve_settings
 
         for stage in self.plan.of_kind("teach"):
-            teacher, backend, _ = _teacher(self, stage)
             try:
+                teacher, backend, _ = _teacher(self, stage)  # a bad base_url or a missing key: named here
                 resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
                                  stage.samples, stage.inputs["temperature"], teacher.max_tokens,
                                  concurrency=teacher.concurrency, max_cost=teacher.max_cost)
@@ -166,7 +167,9 @@ class Experiment:
 def _failed_items(directory: Path) -> int:
     """Failed items still missing from a teach stage's store, as its report.json counts them."""
     report = directory / "report.json"
-    return json.loads(report.read_text(encoding="utf-8")).get("failures", 0) if report.is_file() else 0
+    if not report.is_file():
+        return 0
+    return read_json_object(report, f"delete {directory / DONE_FILE} and rerun to rewrite it").get("failures", 0)
 
 
 def _return_freed_memory() -> None:

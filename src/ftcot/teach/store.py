@@ -185,6 +185,12 @@ def _completion(row: sqlite3.Row) -> StoredCompletion:
     return StoredCompletion(**values)
 
 
+def _unusable(path: Path, exc: sqlite3.Error) -> FtcotError:
+    # The file is left as it is: it may hold paid completions that a copy of it can still save.
+    return FtcotError(f"{path}: cannot open the teach store ({exc}); if it is not one, move it aside or use "
+                      f"another --out (nothing was changed).")
+
+
 class TeachStore:
     """A run directory's store. Open with :meth:`open` (writer) or :meth:`open_readonly`."""
 
@@ -205,18 +211,23 @@ class TeachStore:
             raise FtcotError(f"{run_dir}: cannot create the run directory ({exc.strerror}).") from None
         path = run_dir / STORE_FILE
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per request.
-        db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=30000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            db.close()
-            raise FtcotError(f"{path}: store schema version {version} is newer than this ftcot "
-                             f"understands ({SCHEMA_VERSION}); upgrade ftcot.")
-        # Schema and version in one transaction: a reader sees no store or a whole one.
-        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        db = None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise FtcotError(f"{path}: store schema version {version} is newer than this ftcot "
+                                 f"understands ({SCHEMA_VERSION}); upgrade ftcot.")
+            # Schema and version in one transaction: a reader sees no store or a whole one.
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except (FtcotError, sqlite3.Error) as exc:
+            if db is not None:
+                db.close()
+            raise exc if isinstance(exc, FtcotError) else _unusable(path, exc) from None
         return cls(path, db, writable=True)
 
     @classmethod
@@ -225,9 +236,14 @@ class TeachStore:
         if not path.is_file():
             raise FtcotError(f"{run_dir}: no teach store ({STORE_FILE}) here; run 'ftcot teach ... --out {run_dir}' first.")
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=30000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            db.close()
+            raise _unusable(path, exc) from None
+        if version != SCHEMA_VERSION:
             db.close()  # caught between the file's creation and its schema (one transaction later)
             raise FtcotError(f"{path}: the store is not initialised yet (or is not a teach store); try again.")
         return cls(path, db, writable=False)

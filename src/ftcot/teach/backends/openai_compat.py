@@ -322,7 +322,8 @@ class OpenAICompatTeacher:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # Refused here, not retried per request: no attempt could ever succeed.
-            raise FtcotError(f"--base-url must look like http(s)://host/v1, not {public_url(self.base_url)!r}.")
+            raise FtcotError(f"the base URL must be http(s)://host/…, e.g. http://127.0.0.1:8000/v1, not "
+                             f"{public_url(self.base_url)!r} (--base-url, or base_url: in a config).")
         self.chat = chat
         # None: assume n works (OpenAI, vLLM) and learn otherwise from the first short reply.
         self.supports_n = True if supports_n is None else supports_n
