@@ -92,7 +92,7 @@ def resume_hint(checkpoint: Path) -> str:
 
 def read_json(path: Path, hint: str) -> dict[str, Any]:
     """A JSON object from a CKPT_DIR file; missing, cut short or not an object is a one-line error + ``hint``."""
-    return readjson_object(path, hint)
+    return read_json_object(path, hint)
 
 
 def load_torch(path: Path, hint: str, **kwargs: Any) -> Any:
