@@ -71,6 +71,7 @@ def test_a_teacher_outage_never_sticks_and_a_partial_teacher_row_says_so(tmp_pat
     assert server.count() == 1 and not (teach_dir / DONE_FILE).exists()
     results = (out / "results.md").read_text()
     assert "teacher:" not in results and "| tiny\\|gpt2, Zero-shot | " in results
+    assert "- teacher stub|teacher[/] on coins: 0 of 4 test questions answered; the rest are missing" in results
 
     # 2. Back, but one question is refused (HTTP 400): 3 of 4 answered, and the row says so.
     server.outage, server.fail_marker = None, questions[2]
@@ -80,7 +81,7 @@ def test_a_teacher_outage_never_sticks_and_a_partial_teacher_row_says_so(tmp_pat
     results = (out / "results.md").read_text()
     [row] = [line for line in _table_lines(results) if line.startswith("| teacher: stub\\|teacher[/], Zero-shot-CoT")]
     assert row.endswith(" (3 of 4 questions) |")
-    assert "accuracy over the 3 of 4 test questions it answered" in results
+    assert "3 of 4 test questions answered (its row's accuracy is over those)" in results
     # A | in a name shifts no column: every line of the table has label + one task.
     assert {len(re.findall(r"(?<!\\)\|", line)) for line in _table_lines(results)} == {3}
     html = (out / "report.html").read_text()

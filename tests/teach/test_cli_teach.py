@@ -331,12 +331,16 @@ def test_a_run_where_nothing_came_back_exits_non_zero_and_a_rerun_after_the_outa
     assert last.startswith("error: ") and reason in last and "0/3 chains complete" in last
     assert server.count() == sent
     assert json.loads((tmp_path / "run" / "run.json").read_text())["summary"]["failed"] == sent
+    nothing = run_ftcot("teach", "export", tmp_path / "run")  # not an empty file that looks like a teacher
+    assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1 and "no complete chain" in nothing.stderr
+    assert not (tmp_path / "run" / "export.jsonl").exists()
 
     server.outage = None
     back = run_ftcot(*args)
     assert back.returncode == 0, back.stderr
     assert "3/3 chains complete" in back.stdout
     assert server.count() == sent + 6  # every missing item asked again, nothing stored asked twice
+    assert "wrote 3 records" in run_ftcot("teach", "export", tmp_path / "run").stdout
 
 
 def test_credentials_in_the_base_url_reach_no_output_or_file_and_its_query_follows_the_path(tmp_path, stub):

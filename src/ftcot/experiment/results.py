@@ -62,17 +62,19 @@ def collect(run: Experiment) -> Results:
     for teach_key, teacher, task in run.plan.teacher_rows:
         stage = run.plan.stages[teach_key]
         report = teacher_test_report(run, stage)
-        if report is None or report.accuracy is None:
+        if report is None or not report.questions:
             continue
         # With D = 1 a scored chain is an answered question; a stage with failed items answered fewer.
         planned = report.questions if report.scored < report.questions else None
-        results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.scored,
-                                              round(100 * report.accuracy, 4), planned=planned))
+        if report.accuracy is not None:
+            results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.scored,
+                                                  round(100 * report.accuracy, 4), planned=planned))
         if planned is not None:
             results.notes.append(
-                f"teacher {teacher} on {task}: accuracy over the {report.scored} of {planned} test questions it "
-                f"answered; the rest are missing (failed items or a stopped run: `ftcot teach report "
-                f"{stage.path}`) — rerun `ftcot run` to ask for them.")
+                f"teacher {teacher} on {task}: {report.scored} of {planned} test questions answered"
+                + (" (its row's accuracy is over those)" if report.scored else "")
+                + f"; the rest are missing (failed items or a stopped run: `ftcot teach report {stage.path}`) — "
+                  f"rerun `ftcot run` to ask for them.")
     return results
 
 

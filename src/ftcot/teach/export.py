@@ -7,7 +7,7 @@ sample number, with the fields of ``data/README.md`` — ``sample_index``,
 the shared zs files) — plus ``sample_number``, ``teacher``, ``finish_reason``
 (of the rationale for zs_cot; of the only completion otherwise), ``method``
 and ``split``. Incomplete chains (a stopped or failed run) are left out and
-counted. The file is written to a temporary name and renamed, so a reader
+counted; a run without one complete chain is an error, not an empty file. The file is written to a temporary name and renamed, so a reader
 never sees half of it.
 """
 
@@ -55,6 +55,9 @@ def export(store: TeachStore, out_path: Path) -> ExportSummary:
             records.append(chain_record(chain, plan))
         else:
             incomplete += 1
+    if not records:  # an empty file would pass for a teacher that answered nothing, one step later
+        raise FtcotError(f"{store.path.parent}: no complete chain to export ({incomplete} incomplete: items failed "
+                         f"or the run stopped); rerun the teach command to finish them. Nothing was written.")
     out_path = Path(out_path)
     temporary = out_path.with_name(out_path.name + ".tmp")
     try:
