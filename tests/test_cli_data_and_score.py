@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.conftest import TEACHER_DIR
+from tests.mounts import small_disk  # noqa: F401  (fixture)
 
 
 def test_data_list_shows_every_task_with_split_sizes(data_root):
@@ -84,3 +87,35 @@ def test_unknown_template_and_rule(tmp_path, data_root):
 def test_missing_data_names_both_fixes(tmp_path):
     result = run_ftcot("data", "export", "coin_flip", env={"FTCOT_DATA": str(tmp_path / "nowhere")})
     assert_one_line_error(result, "ftcot data download", "FTCOT_DATA")
+
+
+# ---- issue 14: outputs, disks and numbers (the output-over-input cases are in tests/test_output_guards.py) ----
+
+
+def test_score_details_on_a_full_disk_is_one_line_and_keeps_the_older_file(small_disk, data_root):
+    disk = small_disk(16)
+    details = disk / "details.jsonl"
+    details.write_text("older details\n")
+    result = run_ftcot("score", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip",
+                       "--details", details, "--data-dir", data_root)
+    assert_one_line_error(result, f"--details {details}", "the disk is full")
+    assert details.read_text() == "older details\n" and [p.name for p in disk.iterdir()] == ["details.jsonl"]
+
+
+@pytest.mark.parametrize("command", [["data", "export", "coin_flip"], ["data", "synth", "coin_flip", "--n", "5"]])
+def test_stdout_on_a_full_disk_is_one_line(command, data_root):
+    """/dev/full: a real device whose every write fails with ENOSPC, as a redirect to a full disk does."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "ftcot", *command, "--data-dir", str(data_root)],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: standard output: the disk is full (No space left on device); free some space there and rerun "
+        "(finished work is kept)."]
+
+
+@pytest.mark.parametrize("n", ["0", "10000000"])
+def test_synth_question_count_out_of_range_is_one_line(n, tmp_path, data_root):
+    result = run_ftcot("data", "synth", "coin_flip", "--n", n, "--out", tmp_path / "s.jsonl", "--data-dir", data_root)
+    assert_one_line_error(result, "--n must be between 1 and 1000000", f"(got {n})")
+    assert not (tmp_path / "s.jsonl").exists()
