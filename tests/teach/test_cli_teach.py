@@ -27,6 +27,7 @@ from ftcot.teach.backends.openai_compat import build_completions_payload
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import STORE_FILE, TeachStore
 from tests.conftest import PROJECT_ROOT, SHARED_DATA, TEACHER_DIR
+from tests.mounts import resize, small_disk  # noqa: F401  (fixtures)
 
 FAKE_KEY = "sk-ftcot-test-0123456789abcdefSECRET"
 
@@ -241,8 +242,8 @@ def test_dry_run_sends_nothing(tmp_path, stub, proxy):
 
 def test_the_api_key_appears_in_no_artifact_and_no_output(tmp_path, stub, proxy):
     upstream = stub()
-    # Request 2 is answered with a 401 that echoes the Authorization header back.
-    front = proxy(upstream.base_url, faults={2: "401-echo"})
+    # Request 4 (after a first chain is complete) is answered with a 401 that echoes the Authorization header.
+    front = proxy(upstream.base_url, faults={4: "401-echo"})
     run_dir = tmp_path / "run"
     env = cli_env(FTCOT_TEST_KEY=FAKE_KEY)
     task_file = coin_task_file(tmp_path, 4)
@@ -256,7 +257,7 @@ def test_the_api_key_appears_in_no_artifact_and_no_output(tmp_path, stub, proxy)
     assert "1 items failed" in teach.stdout and "refused the credentials" in teach.stdout
     assert FAKE_KEY not in teach.stdout + teach.stderr
     assert all(seen.authorization == f"Bearer {FAKE_KEY}" for seen in front.seen)  # the key was used...
-    assert front.count("/completions") == 2  # ...and nothing was sent after the 401
+    assert front.count("/completions") == 4  # ...and nothing was sent after the 401
     outputs.append(run_ftcot("teach", "export", run_dir, env=env))
     outputs.append(run_ftcot("teach", "report", run_dir, "--json", "--task", task_file, "--answer-type", "yes/no",
                              env=env))
@@ -391,3 +392,22 @@ def test_a_run_directory_whose_store_is_not_a_store_is_a_one_line_error_and_stay
     assert result.stderr.count("\n") == 1 and "cannot open the teach store (file is not a database)" in result.stderr
     assert (run_dir / STORE_FILE).read_bytes() == b"not an sqlite file, but maybe someone's data"
     assert sorted(p.name for p in run_dir.iterdir()) == [STORE_FILE]
+
+
+def test_a_full_disk_is_a_one_line_error_and_the_rerun_after_freeing_space_asks_for_nothing_twice(
+        tmp_path, small_disk):
+    disk = small_disk(160)  # KiB: fills up a few completions into the run
+    args = ["teach", "--task", "coin_flip", "--split", "test", "--teacher", "replay:text-davinci-002",
+            "--out", disk / "run"]
+    full = run_ftcot(*args)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {disk / 'run' / STORE_FILE}: cannot store (database or disk is full)")
+    with TeachStore.open_readonly(disk / "run") as store:
+        kept = store.count()
+    assert kept > 0
+
+    resize(disk, 8 * 1024)
+    freed = run_ftcot(*args)
+    assert freed.returncode == 0, freed.stderr[-2000:]
+    assert "150/150 chains complete" in freed.stdout and f"{kept} already stored" in freed.stdout

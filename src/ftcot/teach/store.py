@@ -38,6 +38,7 @@ last one is what export and report describe).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -275,10 +276,8 @@ class TeachStore:
         A key that is already stored keeps its first value (INSERT OR IGNORE):
         the store never overwrites a paid result.
         """
-        self._require_writable()
         inserted = 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for row in rows:
                 values = [getattr(row, name) for name in StoredCompletion.__dataclass_fields__]
                 values[list(StoredCompletion.__dataclass_fields__).index("stop")] = json.dumps(list(row.stop))
@@ -286,38 +285,46 @@ class TeachStore:
                     f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) "
                     f"VALUES ({', '.join('?' * len(values))})", values)
                 inserted += cursor.rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return inserted
 
     def add_failure(self, failure: Failure) -> None:
-        self._require_writable()
-        self._db.execute(
-            "INSERT INTO failures (key, teacher, stage, sample_index, sample_number, status, message, "
-            "retryable, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (failure.key, failure.teacher, failure.stage, failure.sample_index, failure.sample_number,
-             failure.status, failure.message, int(failure.retryable), failure.created))
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO failures (key, teacher, stage, sample_index, sample_number, status, message, "
+                "retryable, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (failure.key, failure.teacher, failure.stage, failure.sample_index, failure.sample_number,
+                 failure.status, failure.message, int(failure.retryable), failure.created))
 
     def add_questions(self, task: str, split_of: dict[int, str], questions: Iterable[tuple[int, str, str]]) -> None:
         """Remember question text and gold answer (the first value wins, like everything here)."""
-        self._require_writable()
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany(
-            "INSERT OR IGNORE INTO questions (sample_index, task, split, question, answer) VALUES (?, ?, ?, ?, ?)",
-            [(index, task, split_of.get(index, "?"), question, answer) for index, question, answer in questions])
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO questions (sample_index, task, split, question, answer) VALUES (?, ?, ?, ?, ?)",
+                [(index, task, split_of.get(index, "?"), question, answer) for index, question, answer in questions])
 
     def add_run(self, settings: dict[str, Any]) -> int:
-        self._require_writable()
-        cursor = self._db.execute("INSERT INTO runs (started, settings) VALUES (?, ?)",
-                                  (time.time(), json.dumps(settings, sort_keys=True)))
+        with self._transaction():
+            cursor = self._db.execute("INSERT INTO runs (started, settings) VALUES (?, ?)",
+                                      (time.time(), json.dumps(settings, sort_keys=True)))
         return int(cursor.lastrowid)
 
-    def _require_writable(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One committed write; a store that cannot take it (a full disk) is a one-line error."""
         if not self.writable:
             raise RuntimeError("this store was opened read-only")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise FtcotError(f"{self.path}: cannot store ({exc}); free space or fix the directory and rerun: "
+                             f"everything committed before is kept, and nothing is asked for twice.") from None
 
     # -- reading -------------------------------------------------------------
 
