@@ -411,3 +411,17 @@ def test_a_full_disk_is_a_one_line_error_and_the_rerun_after_freeing_space_asks_
     freed = run_ftcot(*args)
     assert freed.returncode == 0, freed.stderr[-2000:]
     assert "150/150 chains complete" in freed.stdout and f"{kept} already stored" in freed.stdout
+
+
+def test_a_run_record_that_cannot_be_written_is_a_one_line_error_and_the_store_is_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "run.json").mkdir(parents=True)  # in the way: a folder where the record goes
+    result = run_ftcot("teach", "--task", "coin_flip", "--split", "test", "--teacher", "replay:text-davinci-002",
+                       "--out", run_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {run_dir / 'run.json'}: cannot write (Is a directory); the completions are stored: fix that and "
+        f"rerun the same command (it sends nothing already stored).")
+    assert not (run_dir / "run.json.tmp").exists()
+    with TeachStore.open_readonly(run_dir) as store:
+        assert store.count() == 300

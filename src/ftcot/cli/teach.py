@@ -196,8 +196,13 @@ def import_logs_command(
 def _write_json(path: Path, value: Any, secrets: list[str]) -> None:
     text = redact(json.dumps(value, indent=2, ensure_ascii=False), secrets)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text + "\n", encoding="utf-8")
-    os.replace(temporary, path)  # a reader sees the old file or the new one, never half
+    try:
+        temporary.write_text(text + "\n", encoding="utf-8")
+        os.replace(temporary, path)  # a reader sees the old file or the new one, never half
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise FtcotError(f"{path}: cannot write ({exc.strerror}); the completions are stored: fix that and "
+                         f"rerun the same command (it sends nothing already stored).") from None
 
 
 if __name__ == "__main__":  # pragma: no cover
