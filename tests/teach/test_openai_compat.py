@@ -405,3 +405,28 @@ def test_the_query_string_of_the_base_url_follows_the_endpoint_path():
 
     assert endpoint("http://h/v1?token=x", "completions") == "http://h/v1/completions?token=x"
     assert endpoint("https://h:1/v1/", "/chat/completions") == "https://h:1/v1/chat/completions"
+
+
+def test_retries_and_giving_up_show_no_credential_of_the_url(stub, caplog):
+    """A 500 that echoes the request's URL and Basic auth: retried, logged and raised without either."""
+    import base64
+
+    server = stub(outage=500, echo=True)
+    base_url = server.base_url.replace("http://", "http://alice:pw-secret-5555@") + "?token=tok-secret-6666"
+    teacher = OpenAICompatTeacher("m", base_url=base_url, api_key_env="FTCOT_TEST_UNSET_KEY", max_retries=2,
+                                  backoff_base_s=0.01)
+
+    async def ask() -> None:
+        try:
+            await teacher.complete(CompletionRequest("Q: 1+1?\nA:", 4))
+        finally:
+            await teacher.aclose()
+
+    with caplog.at_level(logging.WARNING), pytest.raises(TeacherError) as error:
+        asyncio.run(ask())
+    assert error.value.retryable and server.count() == 3 and len(caplog.records) == 2
+    basic = base64.b64encode(b"alice:pw-secret-5555").decode()
+    assert set(server.urls) == {"/v1/completions?token=tok-secret-6666"}  # sent, with the query after the path
+    for shown in (str(error.value), caplog.text):
+        assert "stub outage" in shown and "http://127.0.0.1:" in shown
+        assert "pw-secret-5555" not in shown and "tok-secret-6666" not in shown and basic not in shown
