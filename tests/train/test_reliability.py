@@ -70,6 +70,12 @@ def test_a_non_finite_or_out_of_range_number_is_one_line(flag, value, data8, tmp
     assert not (tmp_path / "ckpt").exists()
 
 
+def test_an_unknown_device_is_one_line_not_ignored(data8, tmp_path):
+    # accelerate ignores a device name it does not know: this trained on the CPU with exit 0.
+    result = run_train(data8, "--student", "tiny-gpt2", "--device", "gpu0", "--out", tmp_path / "ckpt")
+    assert_one_line_error(result, "Unknown device 'gpu0'", "auto, cpu, cuda or cuda:N")
+
+
 # ---- a diverging loss ---------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ to "where the hardware has it", which is what makes a 270M student practical on 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -63,9 +64,11 @@ class TrainConfig:
                 raise FtcotError(f"{_flag(name)} must be true or false (got {getattr(self, name)!r}).")
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise FtcotError(f"--bf16 must be true, false or unset (got {self.bf16!r}).")
-        for name in ("student", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise FtcotError(f"{_flag(name)} must be a non-empty name (got {getattr(self, name)!r}).")
+        if not isinstance(self.student, str) or not self.student:
+            raise FtcotError(f"--student must be a non-empty name (got {self.student!r}).")
+        # The trainer hands the device to accelerate, which would ignore a name it does not know.
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise FtcotError(f"Unknown device {self.device!r}. Use auto, cpu, cuda or cuda:N.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -142,6 +142,10 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
     console = console or Console(stderr=True)
     spec = resolve_task_spec(task_name, answer_type)
     previous = _check_resumable(out, config)
+    if config.device != "auto":
+        from ftcot.models.loading import resolve_device
+
+        resolve_device(config.device)  # --device cuda without a GPU: one line, not a silent CPU run
 
     # Without a GPU, processes started by torchrun / accelerate's multi-process launcher must
     # still form a group: cpu=True makes accelerate use gloo (MULTI_CPU) instead of running alone.
