@@ -115,7 +115,8 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
     out, data_dir = Path(out), Path(data_dir)
     data = read_data_dir(data_dir)
     task_name = task or data.task
-    check_output(out, [data_dir, existing_path(task_name), existing_path(config.student), resolve_data_root()])
+    task_file = Path(task_name) if Path(task_name).is_file() else None  # as load_task tells a file from a key
+    check_output(out, [data_dir, task_file, existing_path(config.student), resolve_data_root()])
     # Under accelerate launch every process runs this; the main one (RANK 0) holds the lock, and the
     # launcher stops the others if it cannot. Checked before the model loads: a read-only or busy
     # CKPT_DIR fails now, not after an epoch.
