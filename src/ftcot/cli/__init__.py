@@ -47,12 +47,13 @@ def main() -> None:
         sys.exit(130)
     except (typer.Exit, typer.Abort) as exc:  # pragma: no cover - typer's own flow
         sys.exit(getattr(exc, "exit_code", 1))
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors (a bad option value, an unknown option): click's, or the copy of click that
+        # newer typer releases bundle (typer._click), which click.ClickException does not match.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
     if isinstance(code, int) and code:
         sys.exit(code)

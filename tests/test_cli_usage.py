@@ -1,0 +1,22 @@
+"""Usage errors (a bad option value, an unknown option) are click's message and exit 2, never a traceback.
+
+typer 0.29 raises its own bundled copy of click's exceptions, which a check for click.ClickException
+missed: every bad option value crashed with a traceback.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli import run_ftcot
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "d8", "--epochs", "x"), "Invalid value for '--epochs'"),
+    (("curate", "run", "--bogus"), "No such option: --bogus"),
+    (("evaluate", "--model", "tiny-gpt2", "--task", "coin_flip", "--batch-size", "many"), "'--batch-size'"),
+])
+def test_a_usage_error_is_a_message_not_a_traceback(args, message):
+    result = run_ftcot(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and message in result.stderr
