@@ -38,9 +38,10 @@ def test_an_archive_keeps_results_and_records_not_checkpoints_and_a_run_resumes_
 
 def test_an_archive_inside_the_experiment_directory_is_refused(finished):
     path, out = finished
-    with pytest.raises(FtcotError, match="outside the experiment directory"):
+    with pytest.raises(FtcotError, match="lies inside the input"):
         archive(out, out / "kept")
-    assert_one_line_error(run_ftcot("run", path, "--out", out, "--archive", out.parent), "--archive")
+    assert_one_line_error(run_ftcot("run", path, "--out", out, "--archive", out.parent), "--archive",
+                          "contains the input")
     assert not (out.parent / "results.md").exists()
 
 

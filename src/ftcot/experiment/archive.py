@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from ftcot.errors import FtcotError
+from ftcot.paths import check_output
 
 RESULT_FILES = ("results.md", "results.csv", "report.html", "lineage.json", "experiment.json")
 KEPT = {
@@ -32,10 +33,7 @@ KEPT = {
 
 def check_destination(run_dir: Path, dest: Path) -> None:
     """An archive neither is nor lies inside, nor contains, the experiment directory."""
-    run, target = Path(run_dir).resolve(), Path(dest).resolve()
-    if target.is_relative_to(run) or run.is_relative_to(target):
-        raise FtcotError(f"{dest}: the archive must lie outside the experiment directory {run_dir} "
-                         f"(and not contain it); choose another --archive.")
+    check_output(dest, [run_dir], option="--archive")
 
 
 def archive(run_dir: Path, dest: Path) -> int:

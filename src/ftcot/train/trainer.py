@@ -122,12 +122,19 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
     # CKPT_DIR fails now, not after an epoch.
     if int(os.environ.get("RANK", "0")) != 0:
         return _train(data, out, config, task_name, answer_type, console)
+    created = not out.exists()
     check_writable_dir(out)
     lock = lock_directory(out / LOCK_FILE, lambda holder: (
         f"{out}: another 'ftcot train' (pid {holder}) is training here; wait for it to finish, or train into "
         f"another --out."))
     try:
         return _train(data, out, config, task_name, answer_type, console)
+    except FtcotError:
+        # Refused before anything was saved (a pre-flight check): leave no empty CKPT_DIR behind.
+        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+            lock.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         lock.close()  # closing the descriptor releases the flock
 
