@@ -127,3 +127,25 @@ def test_export_model_finds_the_evaluation_of_an_experiments_train_stage(quickst
     # The experiment's curate stage names its teach stage by key; the card still finds the teacher.
     assert info["training_data"]["provenance"]["teacher"]["teacher"] == "replay:text-davinci-002"
     assert exported.kind == "full" and not (tmp_path / "model" / "adapter_config.json").exists()
+
+
+def test_teach_hides_url_credentials_and_raises_when_nothing_came_back(data_root, tmp_path):
+    """The same redaction and the same failure as ``ftcot teach``'s, against a real server refusing everything."""
+    from tests.teach.stub_openai import StubOpenAI
+
+    server = StubOpenAI(outage=400, echo=True)  # every request refused, the reply repeating its URL and auth
+    try:
+        password, token = "pa55-word-secret", "tok-secret-0123"
+        base_url = server.base_url.replace("http://", f"http://alice:{password}@") + f"?token={token}"
+        questions = json.loads((data_root / "splits" / "coin_flip__default.json").read_text())["train"][:2]
+        with pytest.raises(FtcotError) as raised:
+            ftcot.teach("coin_flip", "openai:stub", tmp_path / "run", questions=questions, base_url=base_url,
+                        extra_body={"repeat_penalty": 1.0}, data_dir=data_root)
+        assert "0/2 chains complete" in str(raised.value)
+        assert server.count() == 2  # a 400 is not retried
+        for secret in (password, token):
+            assert secret not in str(raised.value)
+            for path in (tmp_path / "run").rglob("*"):
+                assert secret.encode() not in path.read_bytes(), f"{secret} leaked into {path.name}"
+    finally:
+        server.close()

@@ -65,18 +65,19 @@ class TeachResult:
 def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", method: str = "zs_cot",
           samples: int = 1, temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = 16,
           max_cost: float | None = None, questions: list[int] | None = None, base_url: str | None = None,
-          api_key_env: str | None = None, chat: bool = False, data_dir: PathLike | None = None,
-          answer_type: str | None = None, progress: bool = False) -> TeachResult:
+          api_key_env: str | None = None, chat: bool = False, extra_body: dict[str, Any] | None = None,
+          data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False) -> TeachResult:
     """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
 
     Like ``ftcot teach``: every completion is stored in ``out/teach.sqlite`` as it
     arrives, so a rerun sends only what is missing; ``out/report.json`` is written
     at the end (the command's ``run.json`` log is not). ``questions`` restricts
-    the split to those sample indices.
+    the split to those sample indices; ``extra_body`` is merged into every request
+    of an ``openai:`` teacher (``--extra-body``).
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task
-    from ftcot.teach.backends import make_teacher
+    from ftcot.teach.backends import make_teacher, teacher_secrets
     from ftcot.teach.engine import resolve_settings
     from ftcot.teach.engine import teach as run_teacher
     from ftcot.teach.report import report_from_store
@@ -85,9 +86,11 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
 
     root = resolve_data_root(data_dir)
     loaded = load_task(task, root, answer_type)
-    backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root)
-    key_env = api_key_env or "OPENAI_API_KEY"
-    secrets = [os.environ[key_env]] if teacher.startswith("openai:") and os.environ.get(key_env) else []
+    options = {"extra_body": dict(extra_body)} if extra_body else {}
+    backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root,
+                           **options)
+    # The key and any credentials in the URL: the same redaction as the command's.
+    secrets = teacher_secrets(teacher, api_key_env, base_url)
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
                      max_cost=max_cost)
@@ -101,6 +104,9 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     atomic_write_json(out / "report.json", report.to_json())
     if summary.interrupted:
         raise KeyboardInterrupt  # Ctrl-C: what arrived is stored; calling again finishes the run
+    if summary.failed and (summary.new == 0 or summary.credentials_refused):
+        # As the command: nothing came back (server down, wrong key) must not look like an empty success.
+        raise FtcotError(summary.failure_line())
     return TeachResult(out, loaded.key, teacher, summary.questions, summary.complete_chains, summary.new,
                        report.accuracy, summary.cost_usd, summary.to_json(), report.to_json())
 
