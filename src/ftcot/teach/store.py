@@ -180,6 +180,17 @@ class StoredQuestion:
 _COMPLETION_COLUMNS = ", ".join(StoredCompletion.__dataclass_fields__)
 
 
+_STOP_FIELD = list(StoredCompletion.__dataclass_fields__).index("stop")
+_INSERT_COMPLETION = (f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) "
+                      f"VALUES ({', '.join('?' * len(StoredCompletion.__dataclass_fields__))})")
+
+
+def _row_values(row: StoredCompletion) -> list[Any]:
+    values = [getattr(row, name) for name in StoredCompletion.__dataclass_fields__]
+    values[_STOP_FIELD] = json.dumps(list(row.stop))
+    return values
+
+
 def _completion(row: sqlite3.Row) -> StoredCompletion:
     values = dict(row)
     values["stop"] = tuple(json.loads(values["stop"]))
@@ -276,15 +287,13 @@ class TeachStore:
         A key that is already stored keeps its first value (INSERT OR IGNORE):
         the store never overwrites a paid result.
         """
-        inserted = 0
+        values = [_row_values(row) for row in rows]
+        if not values:
+            return 0
         with self._transaction():
-            for row in rows:
-                values = [getattr(row, name) for name in StoredCompletion.__dataclass_fields__]
-                values[list(StoredCompletion.__dataclass_fields__).index("stop")] = json.dumps(list(row.stop))
-                cursor = self._db.execute(
-                    f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) "
-                    f"VALUES ({', '.join('?' * len(values))})", values)
-                inserted += cursor.rowcount
+            before = self._db.total_changes
+            self._db.executemany(_INSERT_COMPLETION, values)
+            inserted = self._db.total_changes - before
         return inserted
 
     def add_failure(self, failure: Failure) -> None:

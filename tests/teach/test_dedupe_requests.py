@@ -1,0 +1,81 @@
+"""Identical requests are paid once: in flight (coalesced) and once stored (never asked again).
+
+MultiArith has questions whose text is the same (12 among its 420 training
+questions). Against a live sampling teacher the request for sample m of either
+question is the same request (same prompt, settings and seed), so it is one
+store key: one HTTP request must fill it for both questions. The teacher is a
+real HTTP server on 127.0.0.1 (tests/teach/stub_openai.py) that counts what it
+receives.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from ftcot.jsonl import read_jsonl
+from ftcot.tasks import Task, load_task
+from ftcot.teach.backends.openai_compat import OpenAICompatTeacher
+from ftcot.teach.engine import teach
+from ftcot.teach.export import export
+from ftcot.teach.store import TeachStore
+
+
+def twins_task(data_root, singles: int = 4) -> tuple[Task, list[tuple[int, int]]]:
+    """MultiArith training questions: every pair with the same text, plus a few others."""
+    full = load_task("multiarith", data_root)
+    by_text = collections.defaultdict(list)
+    for i in full.split_indices("train"):
+        by_text[full.samples[i].question].append(i)
+    pairs = [tuple(v[:2]) for v in by_text.values() if len(v) > 1]
+    others = [v[0] for v in by_text.values() if len(v) == 1][:singles]
+    indices = sorted([i for pair in pairs for i in pair] + others)
+    task = Task(full.spec, {i: full.samples[i] for i in indices}, {"default": {"train": indices, "test": []}},
+                data_root)
+    return task, pairs
+
+
+def sent_twice(server) -> int:
+    per_body = collections.Counter(json.dumps(b, sort_keys=True) for b in server.requests())
+    return sum(c - 1 for c in per_body.values())
+
+
+@pytest.mark.parametrize("supports_n", [False, True], ids=["one-request-per-sample", "n-per-request"])
+def test_questions_with_the_same_text_share_each_request_in_flight(tmp_path, data_root, stub, supports_n):
+    task, pairs = twins_task(data_root)
+    assert len(pairs) >= 6  # the data has them: otherwise this test tests nothing
+    server = stub(delay_s=0.05, honour_n=supports_n)  # slow enough that both twins are in flight together
+    teacher = OpenAICompatTeacher("stub", base_url=server.base_url, supports_n=supports_n, max_retries=0)
+    questions = len(task.samples)
+    with TeachStore.open(tmp_path) as store:
+        summary = teach(task, "train", teacher, "zs_cot", samples=4, temperature=0.7, concurrency=16, store=store)
+        assert summary.complete_chains == summary.chains == 4 * questions
+        assert sent_twice(server) == 0
+        distinct = questions - len(pairs)  # distinct texts
+        stage1 = [b for b in server.requests() if b["max_tokens"] == 128]
+        assert sum(b.get("n", 1) for b in stage1) == 4 * distinct
+        assert summary.requests == server.count()
+        assert summary.new == store.count()  # every completion received is stored once, none ignored
+        export(store, tmp_path / "out.jsonl")
+    records = collections.defaultdict(list)
+    for _, record in read_jsonl(tmp_path / "out.jsonl"):
+        records[record["sample_index"]].append(record["reasoning_completion"])
+    for a, b in pairs:  # both twins have their D chains: the same paid rationales
+        assert len(records[a]) == 4 and records[a] == records[b]
+
+
+def test_a_stored_request_is_never_asked_again_for_another_question(tmp_path, data_root, stub):
+    task, pairs = twins_task(data_root)
+    server = stub()
+    teacher = OpenAICompatTeacher("stub", base_url=server.base_url, supports_n=False, max_retries=0)
+    firsts = {a for a, _ in pairs}
+    with TeachStore.open(tmp_path) as store:
+        teach(task, "train", teacher, "zs_cot", samples=2, temperature=0.7, store=store, only=firsts)
+        before = server.count()
+        assert before == 4 * len(firsts)  # 2 rationales + 2 answers per question
+        twins = teach(task, "train", teacher, "zs_cot", samples=2, temperature=0.7, store=store,
+                      only={b for _, b in pairs})
+        assert server.count() == before and twins.requests == 0
+        assert twins.complete_chains == 2 * len(pairs)
