@@ -5,6 +5,12 @@ decoder and encoder-decoder students, so training and inference share one
 definition. The answer prefix is where the scorer looks for the answer in a completion
 (spec §5): Fine-tune-CoT completions end in ``--> answer``, Few-shot-CoT
 completions in ``The answer is X.``; the others have none.
+
+Distilling step-by-step (``ft_dss``, Hsieh et al. 2023) trains two tasks behind
+task prefixes: the label task (``[label] question`` → answer), which is also its
+inference layout, and the rationale task (``[rationale] question`` → the
+teacher's rationale), which is only trained on. Each curated example gives one
+row of each (the row's ``objective``); the other templates have one task.
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftcot.errors import FtcotError, unknown_name
+
+# The tasks (``TrainingExample.objective``) of a multi-task template's rows; None is a single-task row.
+LABEL = "label"
+RATIONALE = "rationale"
+OBJECTIVES = (LABEL, RATIONALE)
 
 
 @dataclass(frozen=True)
@@ -37,24 +48,44 @@ class Template:
     # (no "###" separator, no leading space: the decoder starts fresh).
     decoder: StudentFormat | None = None
     encoder_decoder: StudentFormat | None = None
+    # Multi-task templates (distilling step-by-step): the rationale task's layouts, trained on beside the
+    # ones above (the label task, and the only one generation uses).
+    rationale_decoder: StudentFormat | None = None
+    rationale_encoder_decoder: StudentFormat | None = None
+
+    @property
+    def multi_task(self) -> bool:
+        return self.rationale_decoder is not None
 
     @property
     def uses_rationale(self) -> bool:
-        return self.decoder is not None and "{rationale}" in self.decoder.completion
+        """Whether training needs the teacher's (correct) rationales."""
+        return self.decoder is not None and ("{rationale}" in self.decoder.completion or self.multi_task)
 
-    def student_format(self, encoder_decoder: bool) -> StudentFormat:
-        layout = self.encoder_decoder if encoder_decoder else self.decoder
+    def student_format(self, encoder_decoder: bool, objective: str | None = None) -> StudentFormat:
+        """The layout of one task: ``objective`` None or ``label`` is the inference layout, ``rationale``
+        the rationale task of a multi-task template."""
+        if objective not in (None, *OBJECTIVES):
+            raise FtcotError(f"Unknown objective {objective!r}; use {LABEL} or {RATIONALE}.")
+        if objective == RATIONALE:
+            if not self.multi_task:
+                raise FtcotError(f"Template '{self.name}' has no rationale task; only "
+                                 f"{', '.join(n for n, t in TEMPLATES.items() if t.multi_task)} rows have one.")
+            layout = self.rationale_encoder_decoder if encoder_decoder else self.rationale_decoder
+        else:
+            layout = self.encoder_decoder if encoder_decoder else self.decoder
         if layout is None:
             kind = "encoder-decoder" if encoder_decoder else "decoder"
             raise FtcotError(f"Template '{self.name}' has no {kind} student format; "
                              f"use one of: {', '.join(n for n, t in TEMPLATES.items() if t.decoder)}.")
         return layout
 
-    def format_prompt(self, question: str, encoder_decoder: bool = False) -> str:
-        return self.student_format(encoder_decoder).prompt.format(question=question.strip())
+    def format_prompt(self, question: str, encoder_decoder: bool = False, objective: str | None = None) -> str:
+        return self.student_format(encoder_decoder, objective).prompt.format(question=question.strip())
 
-    def format_completion(self, answer: str, rationale: str = "", encoder_decoder: bool = False) -> str:
-        return self.student_format(encoder_decoder).completion.format(
+    def format_completion(self, answer: str, rationale: str = "", encoder_decoder: bool = False,
+                          objective: str | None = None) -> str:
+        return self.student_format(encoder_decoder, objective).completion.format(
             rationale=rationale.strip(), answer=answer.strip())
 
 
@@ -76,6 +107,14 @@ TEMPLATES: dict[str, Template] = {
                                        " {rationale}\n\nTherefore the answer is {answer}"),
                  encoder_decoder=StudentFormat("Q: {question}\n\nA: Let's think step by step.",
                                                "{rationale}\n\nTherefore the answer is {answer}")),
+        # Distilling step-by-step (Hsieh et al. 2023): the label task is vanilla fine-tuning's layout behind
+        # the "[label]" prefix (so it answers as cheaply as ft); the rationale task, "[rationale]", outputs the
+        # teacher's rationale alone (no answer: the paper's). "###" and the leading space as the others.
+        Template("ft_dss", "Distilling step-by-step student (label and rationale tasks)", None,
+                 decoder=StudentFormat("[label] {question} ###", " {answer}"),
+                 encoder_decoder=StudentFormat("[label] {question}", "{answer}"),
+                 rationale_decoder=StudentFormat("[rationale] {question} ###", " {rationale}"),
+                 rationale_encoder_decoder=StudentFormat("[rationale] {question}", "{rationale}")),
     ]
 }
 
