@@ -55,6 +55,10 @@ def teach_command(
     extra_body: Annotated[Optional[str], typer.Option(
         help='JSON merged into every request (openai: teachers), e.g. \'{"repeat_penalty": 1.0}\' for greedy llama.cpp')] = None,
     dry_run: Annotated[bool, typer.Option(help="Count requests, tokens and cost; send nothing")] = False,
+    batch: Annotated[bool, typer.Option(
+        help="Send the requests through the provider's Batch API (openai: teachers): half price, results within "
+             "24 h; a killed run resumes polling its batches")] = False,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between batch status checks (--batch)")] = 30.0,
     answer_type: Annotated[Optional[str], typer.Option(help="For your own task: number, letter, yes/no, text")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -83,6 +87,16 @@ def teach_command(
     # Validate before touching RUN_DIR: a bad flag must not leave an empty run behind.
     settings, _ = resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens,
                                    concurrency=concurrency, max_cost=max_cost, prices=price_table)
+    if batch:
+        from ftcot.errors import check_float
+        from ftcot.teach.batch import batch_teacher
+
+        batch_teacher(backend)  # an hf: or replay: teacher has no Batch API: one line, before RUN_DIR exists
+        check_float("--poll-interval", poll_interval, 0, low_open=True)
+    elif not dry_run:
+        from ftcot.teach.batch import refuse_open_batches
+
+        refuse_open_batches(out)  # their requests are paid for: collect them, do not send them again
 
     if dry_run:
         store = TeachStore.open_readonly(out) if (out / STORE_FILE).is_file() else None
@@ -90,9 +104,16 @@ def teach_command(
         store = TeachStore.open(out)
         store.lock_for_writing()
     try:
-        summary = teach(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
-                        max_cost, store, progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
-                        console=_stderr)
+        if batch:
+            from ftcot.teach.batch import teach_batch
+
+            summary = teach_batch(loaded, split, backend, method, samples, temperature, max_tokens, max_cost, store,
+                                  progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
+                                  console=_stderr, api_key_env=api_key_env, poll_interval_s=poll_interval)
+        else:
+            summary = teach(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
+                            max_cost, store, progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
+                            console=_stderr)
         if not dry_run:
             assert store is not None
             record = {
@@ -102,6 +123,7 @@ def teach_command(
                 "api_key_env": api_key_env if teacher.startswith("openai:") else None,
                 "chat": chat,
                 "concurrency": concurrency,
+                "batch": batch,
                 "max_cost": max_cost,
                 "prices_file": str(prices) if prices else None,
                 "finished": time.time(),

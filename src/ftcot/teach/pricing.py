@@ -15,6 +15,9 @@ Token estimates (``--dry-run``, and the in-flight reservation behind
 ``--max-cost``) use 4 characters per token, the usual rule of thumb for
 English with GPT-style tokenizers; real counts come from the backend's usage
 numbers once a reply arrives.
+
+Batch runs (``ftcot teach --batch``) are priced by :meth:`PriceTable.batch_prices`:
+half of each price, OpenAI's batch discount (a ``--prices`` file gives list prices).
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ BUILTIN_PRICES: dict[str, Price] = {
 _FREE_SCHEMES = ("hf:", "replay:")
 
 
+# Batch APIs (OpenAI's /v1/batches, results within 24 h) bill half the list price.
+BATCH_DISCOUNT = 0.5
+
+
 def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
@@ -74,6 +81,11 @@ class PriceTable:
     @classmethod
     def load(cls, path: Path | None) -> PriceTable:
         return cls(read_price_file(path) if path else None)
+
+    def batch_prices(self) -> PriceTable:
+        """The same table at batch prices (``BATCH_DISCOUNT`` of every price; free stays free)."""
+        return PriceTable({name: Price(p.prompt * BATCH_DISCOUNT, p.completion * BATCH_DISCOUNT)
+                           for name, p in self.prices.items()})
 
     def price_for(self, teacher_name: str) -> Price | None:
         """The price of a teacher by its name (``openai:gpt-4o-mini`` or ``gpt-4o-mini``), or None."""
