@@ -88,6 +88,10 @@ class TeacherConfig(_Strict):
     max_tokens: Optional[int] = Field(None, ge=1, description="Rationale token limit (default 128)")
     concurrency: int = Field(16, ge=1)
     max_cost: Optional[float] = Field(None, ge=0, description="USD cap per teach stage")
+    # Not part of identity(): a batch returns the completions a normal run would (the same store keys).
+    batch: bool = Field(False, description="openai: teachers: send through the provider's Batch API (half price, "
+                                           "results within 24 h); a stopped run resumes its batches")
+    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between batch status checks (batch: true)")
 
     @property
     def label(self) -> str:

@@ -105,6 +105,10 @@ class Experiment:
         for stage in self.plan.of_kind("teach"):
             try:
                 teacher, backend, _ = _teacher(self, stage)  # a bad base_url or a missing key: named here
+                if teacher.batch:
+                    from ftcot.teach.batch import batch_teacher
+
+                    batch_teacher(backend)  # hf: and replay: teachers have no Batch API
                 resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
                                  stage.samples, stage.inputs["temperature"], teacher.max_tokens,
                                  concurrency=teacher.concurrency, max_cost=teacher.max_cost)
@@ -194,6 +198,11 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
 
     teacher, backend, secrets = _teacher(run, stage)
     task = run.task(stage.inputs["task"])
+    if teacher.batch:
+        return _teach_batch(run, stage, directory, teacher, backend, secrets)
+    from ftcot.teach.batch import refuse_open_batches
+
+    refuse_open_batches(directory, f"set batch: true for teacher {teacher.label}")  # paid for: collect them
     with TeachStore.open(directory) as store:
         store.lock_for_writing()
         summary = teach(task, stage.inputs["split"], backend, "zs_cot", stage.samples, stage.inputs["temperature"],
@@ -210,6 +219,31 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
         # and what reads this stage must not take a partial teacher for a whole one.
         raise FtcotError(summary.failure_line())
     return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new"
+
+
+def _teach_batch(run: Experiment, stage: Stage, directory: Path, teacher: TeacherConfig, backend: Any,
+                 secrets: list[str]) -> str:
+    """A teach stage of a ``batch: true`` teacher: the Batch API (teach/batch.py), same store and outcomes."""
+    from ftcot.teach.batch import teach_batch
+    from ftcot.teach.report import report_from_store
+    from ftcot.teach.store import TeachStore
+
+    task = run.task(stage.inputs["task"])
+    with TeachStore.open(directory) as store:
+        store.lock_for_writing()
+        summary = teach_batch(task, stage.inputs["split"], backend, "zs_cot", stage.samples,
+                              stage.inputs["temperature"], teacher.max_tokens, teacher.max_cost, store, progress=True,
+                              secrets=secrets, console=run.console, only=stage.questions,
+                              api_key_env=teacher.api_key_env, poll_interval_s=teacher.poll_interval_s)
+        report = report_from_store(store, task.spec)
+    atomic_write_json(directory / "report.json", report.to_json())
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    if summary.stopped_by_cost_cap:
+        raise FtcotError(" ".join(summary.lines()[1:]))
+    if summary.complete_chains < summary.chains:
+        raise FtcotError(summary.failure_line())
+    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new, {len(summary.batches)} batches"
 
 
 def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[str]]:
@@ -232,6 +266,12 @@ def estimate_teach(run: Experiment, stage: Stage) -> Any:
     directory = run.stage_dir(stage)
     store = TeachStore.open_readonly(directory) if (directory / STORE_FILE).is_file() else None
     try:
+        if teacher.batch:  # at batch prices, requests already in open batches not counted again
+            from ftcot.teach.batch import teach_batch
+
+            return teach_batch(run.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
+                               stage.samples, stage.inputs["temperature"], teacher.max_tokens, None, store,
+                               dry_run=True, only=stage.questions)
         return teach(run.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot", stage.samples,
                      stage.inputs["temperature"], teacher.max_tokens, teacher.concurrency, None, store,
                      dry_run=True, only=stage.questions)

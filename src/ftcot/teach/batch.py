@@ -800,8 +800,10 @@ class _BatchRun:
             items, stored = build(self.given_up)
             if submission == 0:
                 self.summary.cached += stored
-            if not items or self.stopping:
-                self.summary.not_sent += len(items) if self.stopping else 0
+            if not items:
+                return
+            if self.stopping:  # the cost cap: counted here only for a stage it stopped before it began
+                self.summary.not_sent += len(items) if submission == 0 else 0
                 return
             if submission > 0:
                 self.summary.resubmitted += len(items)
