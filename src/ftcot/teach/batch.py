@@ -732,6 +732,7 @@ class _BatchRun:
         self.stopping = False
         self.failed_keys: set[str] = set()
         self.given_up: set[str] = set()  # keys refused for good by this run's batches: not resubmitted now
+        self._failures: list[Failure] = []  # noted, not yet recorded in the store
         self.summary = BatchTeachSummary(
             task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
             samples=settings.samples, temperature=settings.temperature, questions=len(questions),
@@ -919,8 +920,10 @@ class _BatchRun:
                 if not reason[1]:
                     given_up.update(t.key for t in item.targets)
                 self.fail(item.targets, None, f"batch {record.batch_id} {status}: {reason[0]}", reason[1])
+        self.store.add_failures(self._failures)
+        self._failures = []
         error = self.clean(reason[0]) if status in ("failed", "cancelled") else None
-        self.ledger.update(record.id, collected=1, error=error)
+        self.ledger.update(record.id, collected=1, error=error)  # after the store has it all: a kill collects again
         if status == "failed":
             self.say(f"batch {record.batch_id} failed: {reason[0]}")
         return given_up
@@ -985,11 +988,12 @@ class _BatchRun:
             self.summary.cost_usd += cost
 
     def fail(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
+        """Note failed items; :meth:`store_failures` records them (one transaction per batch, not per item)."""
         message = self.clean(message)
         now = time.time()
         for target in targets:
-            self.store.add_failure(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
-                                           target.sample_number, status, message, retryable, now))
+            self._failures.append(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
+                                          target.sample_number, status, message, retryable, now))
             self.failed_keys.add(target.key)
         if len(self.summary.failure_examples) < 3 and targets:
             self.summary.failure_examples.append(f"sample {targets[0].sample_index}: {message}")

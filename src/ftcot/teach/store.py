@@ -386,3 +386,14 @@ class TeachStore:
         row = self._db.execute("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
                                "FROM completions").fetchone()
         return int(row[0]), int(row[1])
+
+    def add_failures(self, failures: Sequence[Failure]) -> None:
+        """Record many failures in one transaction (a batch's failed lines: one fsync, not one per item)."""
+        if not failures:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO failures (key, teacher, stage, sample_index, sample_number, status, message, "
+                "retryable, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(f.key, f.teacher, f.stage, f.sample_index, f.sample_number, f.status, f.message, int(f.retryable),
+                  f.created) for f in failures])
