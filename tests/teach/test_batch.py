@@ -304,6 +304,7 @@ def test_a_run_killed_while_polling_resumes_its_batches_and_creates_none_again(t
     rows = stored(run_dir)
     assert len(rows) == len({r.key for r in rows}) == 10 and complete_chains(run_dir) == (5, 5)
     assert "5/5 chains complete" in result.stdout and "1 resumed from an earlier run" in result.stdout
+    assert "10 new completions, 0 already stored" in result.stdout
     assert "created batch" in result.stderr and "resuming batch" in result.stderr
     assert open_batches(run_dir) == []
     for text in (result.stdout, result.stderr):

@@ -272,37 +272,37 @@ def _stored(store: TeachStore | None, keys: Iterable[str]) -> dict[str, StoredCo
 
 
 def first_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStore | None, supports_n: bool,
-                      skip: Collection[str] = ()) -> tuple[list[BatchItem], int]:
-    """Stage-1 requests (rationales, or the one-stage completion) for what is missing; (items, stored).
+                      skip: Collection[str] = ()) -> tuple[list[BatchItem], set[str]]:
+    """Stage-1 requests (rationales, or the one-stage completion) for what is missing; (items, stored keys).
 
     Grouped as the engine groups them: with ``supports_n`` one request per question with
     ``n`` = the missing samples (the prompt is paid once), else one per sample. Keys in ``skip``
     (in an open batch, or given up on by this run) are left out.
     """
     items: list[BatchItem] = []
-    stored_count = 0
+    stored_keys: set[str] = set()
     for sample in questions:
         prompt = plan.first_prompt(sample.question)
         keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
         stored = _stored(store, keys.values())
-        stored_count += len(stored)
+        stored_keys.update(stored)
         missing = [m for m, key in keys.items() if key not in stored and key not in skip]
         groups = [missing] if supports_n and len(missing) > 1 else [[m] for m in missing]
         for group in groups:
             targets = tuple(Target(keys[m], plan.first_stage, sample.index, m) for m in group)
             items.append(BatchItem(targets[0].key, plan.first_request(prompt, group, sample.index), targets))
-    return items, stored_count
+    return items, stored_keys
 
 
 def second_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStore | None,
-                       skip: Collection[str] = ()) -> tuple[list[BatchItem], int]:
-    """Stage-2 requests (Zero-shot-CoT answers) for the stored rationales without one; (items, stored).
+                       skip: Collection[str] = ()) -> tuple[list[BatchItem], set[str]]:
+    """Stage-2 requests (Zero-shot-CoT answers) for the stored rationales without one; (items, stored keys).
 
     Identical rationales share one greedy answer (one key), so one request.
     """
     items: list[BatchItem] = []
     seen: set[str] = set()
-    stored_count = 0
+    stored_keys: set[str] = set()
     for sample in questions:
         prompt = plan.first_prompt(sample.question)
         keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
@@ -313,14 +313,14 @@ def second_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStor
                 second = plan.second_prompt(prompt, rationales[key].text)
                 seconds.setdefault(plan.second_key(second, sample.index), (number, second))
         answered = _stored(store, seconds)
-        stored_count += len(answered)
+        stored_keys.update(answered)
         for key, (number, second) in seconds.items():
             if key in answered or key in skip or key in seen:
                 continue
             seen.add(key)
             items.append(BatchItem(key, plan.second_request(second, sample.index),
                                    (Target(key, ANSWER, sample.index, number),)))
-    return items, stored_count
+    return items, stored_keys
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -733,6 +733,7 @@ class _BatchRun:
         self.failed_keys: set[str] = set()
         self.given_up: set[str] = set()  # keys refused for good by this run's batches: not resubmitted now
         self._failures: list[Failure] = []  # noted, not yet recorded in the store
+        self.new_keys: set[str] = set()  # keys this run stored
         self.summary = BatchTeachSummary(
             task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
             samples=settings.samples, temperature=settings.temperature, questions=len(questions),
@@ -795,12 +796,12 @@ class _BatchRun:
         if pending:
             self.given_up |= self.wait(pending)
 
-    def stage(self, build: Callable[[Collection[str]], tuple[list[BatchItem], int]]) -> None:
+    def stage(self, build: Callable[[Collection[str]], tuple[list[BatchItem], set[str]]]) -> None:
         """Send a stage's missing requests as batches, wait, collect; resubmit what came back retryable."""
         for submission in range(self.max_submissions):
             items, stored = build(self.given_up)
-            if submission == 0:
-                self.summary.cached += stored
+            if submission == 0:  # found stored, less what this run collected from batches it resumed
+                self.summary.cached += len(stored - self.new_keys)
             if not items:
                 return
             if self.stopping:  # the cost cap: counted here only for a stage it stopped before it began
@@ -977,6 +978,7 @@ class _BatchRun:
         if not rows:
             return
         new = self.store.add_completions(rows)
+        self.new_keys.update(row.key for row in rows)
         prompt_tokens = sum(r.prompt_tokens for r in rows)
         completion_tokens = sum(r.completion_tokens for r in rows)
         cost = self.price.cost(prompt_tokens, completion_tokens) if self.price is not None else 0.0
