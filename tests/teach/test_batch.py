@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -233,6 +234,20 @@ def test_a_run_stopped_between_create_and_its_reply_finds_the_batch_on_the_next_
     summary = run(batches, tmp_path / "run", task)
     assert len(batches.batches) == 2 and summary.resumed_batches == sorted(batches.batches)[:1]
     assert summary.complete_chains == 2 and open_batches(tmp_path / "run") == []
+
+
+def test_results_deleted_on_the_server_are_asked_for_again(tmp_path, data_root, server):
+    batches, task = server(lose_create_replies=1), coins(tmp_path, data_root, 2)
+    with pytest.raises(BatchAPIError):
+        run(batches, tmp_path / "run", task, max_retries=0)
+    [batch_id] = batches.batches
+    with httpx.Client() as http:  # the batch runs to its end while no ftcot is polling
+        while http.get(f"{batches.base_url}/batches/{batch_id}").json()["status"] != "completed":
+            pass
+    del batches.contents[batches.batches[batch_id]["output_file_id"]]  # then its output file is deleted
+    summary = run(batches, tmp_path / "run", task)
+    assert summary.resumed_batches == [batch_id] and summary.complete_chains == 2
+    assert batches.created[1] == batches.created[0] and len(batches.created) == 3  # sent again, then the answers
 
 
 def test_an_open_batch_is_collected_only_from_its_server(tmp_path, data_root, server):

@@ -931,7 +931,16 @@ class _BatchRun:
 
     def _lines(self, record: BatchRecord, file_id: str) -> Iterator[dict[str, Any]]:
         path = self.store.path.parent / f".batch-{record.id}-{file_id}.jsonl"
-        self.client.download(file_id, path)
+        try:
+            self.client.download(file_id, path)
+        except BatchAPIError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted on the server (providers keep files for a limited time): its requests count as
+            # unanswered, and those are sent again.
+            self.say(f"batch {record.batch_id}: file {file_id} is gone from the server (HTTP 404); the requests "
+                     f"it held are sent again")
+            return
         try:
             with path.open(encoding="utf-8") as handle:
                 for number, text in enumerate(handle, 1):
