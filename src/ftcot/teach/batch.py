@@ -775,7 +775,7 @@ class _BatchRun:
         """Collect the batches an earlier run recorded and did not collect (it was stopped or killed)."""
         pending = []
         for record in self.ledger.open_batches():
-            if record.base_url != self.base_url:
+            if record.base_url != self.base_url and (record.batch_id or record.create_sent):
                 raise FtcotError(
                     f"{self.store.path} records batch {record.batch_id or '#' + str(record.id)} ({record.requests} "
                     f"{record.stage} requests) at {record.base_url}, not {self.base_url}; rerun with --base-url "
@@ -841,8 +841,8 @@ class _BatchRun:
         file_id = reply.get("id")
         if not isinstance(file_id, str) or not file_id:
             raise BatchAPIError(f"POST {self.client.public_base_url}/files: the reply has no file id")
-        self.ledger.update(row_id, input_file_id=file_id, status="uploaded")
-        self.ledger.update(row_id, create_sent=1)  # from here the batch may exist on the server
+        # From here the batch may exist on the server: a run stopped before the reply looks for it there.
+        self.ledger.update(row_id, input_file_id=file_id, status="uploaded", create_sent=1)
         batch = self.client.create_batch(file_id, self.endpoint)
         batch_id = batch.get("id")
         if not isinstance(batch_id, str) or not batch_id:
