@@ -9,7 +9,15 @@ Measured in the same run: ``OpenAICompatTeacher`` at 1, 16, 64, 256 in flight
 (and the client process's CPU time for those runs), the same requests sent by a
 bare aiohttp loop and a bare httpx.AsyncClient loop (the library choice, both
 with pools sized for 1024 connections), and the ``openai`` SDK's AsyncOpenAI
-when it is installed. The last line printed is one JSON object with every figure.
+when it is installed.
+
+Then the whole engine (``ftcot.teach.engine.teach`` with a real teach store on
+disk, its group commit, progress and bookkeeping) at 64 and 256 in flight,
+rated from the server's own timestamps: the server notes when it sends each
+reply, and the rate is the replies sent in the middle 80% of the run over that
+time, against the same ideal. For comparison the engine is run again with one
+fsync'ed commit per reply (how it committed before the group commit). The last
+line printed is one JSON object with every figure.
 
     .venv/bin/python bench/teach_throughput.py            # ~40 s
     .venv/bin/python bench/teach_throughput.py --window 4 # steadier figures
@@ -23,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -56,6 +65,12 @@ def serve() -> None:
         return head.encode() + body
 
     replies = {1: reply(1)}
+    sent: list[float] = []  # when each reply went out (the server's own clock)
+
+    def stamps_reply() -> bytes:
+        body = json.dumps(sent).encode()
+        sent.clear()
+        return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
     class Http(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,6 +92,9 @@ def serve() -> None:
                     return
                 body = self.buffer[end + 4 : end + 4 + length]
                 self.buffer = self.buffer[end + 4 + length :]
+                if head.startswith("get /stamps"):  # the reply times so far, then forget them
+                    self.transport.write(stamps_reply())
+                    continue
                 n = int(json.loads(body).get("n", 1)) if body else 1
                 if n not in replies:
                     replies[n] = reply(n)
@@ -85,6 +103,7 @@ def serve() -> None:
         def send(self, data: bytes) -> None:
             if not self.transport.is_closing():
                 self.transport.write(data)
+                sent.append(time.time())
 
     async def main() -> None:
         server = await asyncio.get_running_loop().create_server(Http, "127.0.0.1", 0, backlog=4096)
@@ -200,11 +219,85 @@ async def run(base_url: str, server_pid: int, warmup_s: float, window_s: float) 
     return figures
 
 
+def server_stamps(base_url: str) -> list[float]:
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stamps", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def steady_state(stamps: list[float], cpu_samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """Replies per second in the middle 80% of a run (no ramp-up, no tail), and the client's CPU
+    seconds per reply over that same stretch (from ``(wall time, process CPU time)`` samples)."""
+    stamps = sorted(stamps)
+    lo, hi = int(len(stamps) * 0.1), int(len(stamps) * 0.9)
+    inside = [cpu for wall, cpu in cpu_samples if stamps[lo] <= wall <= stamps[hi]]
+    cpu_per_reply = (inside[-1] - inside[0]) / (hi - lo) if len(inside) > 1 else float("nan")
+    return (hi - lo) / (stamps[hi] - stamps[lo]), cpu_per_reply
+
+
+def engine_ratio(base_url: str, in_flight: int, seconds: float, group_commit: bool, workdir: str,
+                 uvloop: bool = True) -> dict:
+    """The engine's completions/s over the ideal, from the server's stamps, and its CPU per request."""
+    import tempfile
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ftcot.tasks import load_task
+    from ftcot.teach import engine
+    from ftcot.teach.backends.openai_compat import OpenAICompatTeacher
+    from ftcot.teach.store import TeachStore
+
+    questions = int(seconds * in_flight / DELAY_S)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        task_file = Path(tmp) / "bench_task.jsonl"
+        task_file.write_text("".join(json.dumps({"question": f"{PROMPT} ({i})", "answer": "43", "split": "train"}) + "\n"
+                                     for i in range(questions)))
+        task = load_task(str(task_file), answer_type="number")
+        teacher = OpenAICompatTeacher("bench-model", base_url=base_url, api_key_env="FTCOT_BENCH_NO_KEY")
+        original, original_loop = engine._Run._commit, engine.event_loop_factory
+        if not uvloop:
+            engine.event_loop_factory = lambda: None
+        if not group_commit:
+            async def one_commit_per_reply(self, rows):  # the engine before the group commit
+                self.summary.new += self.store.add_completions(rows)
+            engine._Run._commit = one_commit_per_reply
+        server_stamps(base_url)  # forget earlier replies
+        cpu_samples: list[tuple[float, float]] = []
+        running = threading.Event()
+        running.set()
+
+        def sample_cpu() -> None:  # the process's CPU time every 20 ms, to cut out the steady stretch
+            while running.is_set():
+                cpu_samples.append((time.time(), time.process_time()))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample_cpu, daemon=True)
+        sampler.start()
+        try:
+            with TeachStore.open(Path(tmp) / "run") as store:
+                summary = engine.teach(task, "train", teacher, "zs", concurrency=in_flight, store=store,
+                                       progress=True, console=Console(file=open(os.devnull, "w")))
+        finally:
+            engine._Run._commit, engine.event_loop_factory = original, original_loop
+            running.clear()
+            sampler.join()
+    assert summary.new == questions, summary.lines()
+    rate, cpu_per_reply = steady_state(server_stamps(base_url), cpu_samples)
+    return {"ratio": round(rate / (in_flight / DELAY_S), 3), "cpu_ms_per_request": round(1000 * cpu_per_reply, 3),
+            "requests": questions}
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=float, default=0.6, help="seconds before counting, per measurement")
     parser.add_argument("--window", type=float, default=2.0, help="seconds counted, per measurement")
+    parser.add_argument("--engine-seconds", type=float, default=5.0, help="ideal length of each engine run")
+    parser.add_argument("--only-engine", action="store_true", help="skip the client and library figures")
+    parser.add_argument("--store-dir", default=None, help="where the engine's stores go (default: the temp dir)")
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -214,7 +307,23 @@ def main() -> None:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         started = time.perf_counter()
-        figures = asyncio.run(run(f"http://127.0.0.1:{port}/v1", server.pid, args.warmup, args.window))
+        base_url = f"http://127.0.0.1:{port}/v1"
+        figures = {} if args.only_engine else asyncio.run(run(base_url, server.pid, args.warmup, args.window))
+        from ftcot.teach.engine import event_loop_factory
+
+        variants = [("engine", True, True), ("engine_asyncio_loop", True, False),
+                    ("engine_commit_per_reply", False, False)]
+        if event_loop_factory() is None:
+            print("uvloop is not installed: the engine runs on asyncio's own loop", flush=True)
+            variants = [("engine", True, False), variants[2]]
+        for label, group_commit, uvloop in variants:
+            for level in (64, 256):
+                result = engine_ratio(base_url, level, args.engine_seconds, group_commit, args.store_dir, uvloop)
+                figures[f"{label}_ratio_{level}"] = result["ratio"]
+                figures[f"{label}_cpu_ms_per_request_{level}"] = result["cpu_ms_per_request"]
+                print(f"{label + f', {level:>3} in flight':<38} {result['ratio']:6.3f} of ideal   "
+                      f"(server's stamps, {result['requests']} requests; client CPU "
+                      f"{result['cpu_ms_per_request']:.3f} ms/request in that stretch)", flush=True)
         figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
         figures["cpus"] = os.cpu_count() or 0
         # Other work on the machine delays the client's wake-ups: read the ratios with this.

@@ -260,6 +260,23 @@ class TeachStore:
             raise FtcotError(f"{path}: the store is not initialised yet (or is not a teach store); try again.")
         return cls(path, db, writable=False)
 
+    def second_writer(self) -> TeachStore:
+        """Another writable connection to this store, for one other thread (the engine's committer).
+
+        Its commits (each an fsync) then run beside the reads of this one: in WAL mode
+        a reader never waits for a writer. It shares this handle's lock and settings.
+        """
+        if not self.writable:
+            raise RuntimeError("this store was opened read-only")
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=FULL")  # per connection; WAL mode is the file's own
+            db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from None
+        return TeachStore(self.path, db, writable=True)
+
     def lock_for_writing(self) -> None:
         """Take the run directory's single-writer lock, or fail in one line."""
         run_dir = self.path.parent
@@ -350,6 +367,16 @@ class TeachStore:
                 f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE key IN ({', '.join('?' * len(chunk))})",
                 chunk)
             found.update((row["key"], _completion(row)) for row in rows)
+        return found
+
+    def stored_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a stored completion (the keys only: cheap for a whole run's worth)."""
+        keys = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key FROM completions WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(row[0] for row in rows)
         return found
 
     def missing(self, keys: Iterable[str]) -> list[str]:
