@@ -66,14 +66,18 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
           samples: int = 1, temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = 16,
           max_cost: float | None = None, questions: list[int] | None = None, base_url: str | None = None,
           api_key_env: str | None = None, chat: bool = False, extra_body: dict[str, Any] | None = None,
-          data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False) -> TeachResult:
+          data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False,
+          until_correct: int | None = None, max_samples: int | None = None, rationalize: bool = False,
+          rationalize_samples: int = 1) -> TeachResult:
     """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
 
     Like ``ftcot teach``: every completion is stored in ``out/teach.sqlite`` as it
     arrives, so a rerun sends only what is missing; ``out/report.json`` is written
     at the end (the command's ``run.json`` log is not). ``questions`` restricts
     the split to those sample indices; ``extra_body`` is merged into every request
-    of an ``openai:`` teacher (``--extra-body``).
+    of an ``openai:`` teacher (``--extra-body``). ``until_correct``/``max_samples``: adaptive sampling
+    (:mod:`ftcot.teach.adaptive`, ``summary`` is its report); ``rationalize``: then rationalization
+    (:mod:`ftcot.teach.rationalize`), as the command's options of the same names.
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task
@@ -94,14 +98,34 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
                      max_cost=max_cost)
+    adaptive = until_correct is not None or max_samples is not None
+    if adaptive:
+        from ftcot.teach.adaptive import check_options
+
+        check_options(until_correct, max_samples, samples, temperature)
+
+    def new_teacher() -> Any:  # the engine closes the backend it is given: one per round
+        return make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root,
+                            **options)
+
     out = Path(out)
     with TeachStore.open(out) as store:
         store.lock_for_writing()
+        if adaptive:
+            return _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples,
+                                   temperature, max_tokens, concurrency, max_cost, questions, secrets, progress,
+                                   rationalize, rationalize_samples)
         summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
                               max_cost, store, progress=progress, secrets=secrets,
                               console=_quiet_console(progress), only=questions)
         report = report_from_store(store, loaded.spec)
     atomic_write_json(out / "report.json", report.to_json())
+    if rationalize and not summary.interrupted:
+        from ftcot.teach.rationalize import rationalize as rationalize_run
+
+        rationalize_run(loaded, out, new_teacher, samples=rationalize_samples, max_tokens=max_tokens,
+                        concurrency=concurrency, max_cost=max_cost, secrets=secrets,
+                        console=_quiet_console(progress), progress=progress)
     if summary.interrupted:
         raise KeyboardInterrupt  # Ctrl-C: what arrived is stored; calling again finishes the run
     if summary.failed and (summary.new == 0 or summary.credentials_refused):
@@ -109,6 +133,35 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
         raise FtcotError(summary.failure_line())
     return TeachResult(out, loaded.key, teacher, summary.questions, summary.complete_chains, summary.new,
                        report.accuracy, summary.cost_usd, summary.to_json(), report.to_json())
+
+
+def _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples, temperature,
+                    max_tokens, concurrency, max_cost, questions, secrets, progress, rationalize,
+                    rationalize_samples) -> TeachResult:
+    """``ftcot.teach(until_correct=K, max_samples=M)``: rounds of the engine (ftcot.teach.adaptive)."""
+    from ftcot.teach.adaptive import adaptive_teach
+    from ftcot.teach.report import report_from_store
+    from ftcot.train.checkpoint import atomic_write_json
+
+    sampled = adaptive_teach(loaded, split, new_teacher, store, until_correct=until_correct, max_samples=max_samples,
+                             temperature=temperature, max_tokens=max_tokens, only=questions, concurrency=concurrency,
+                             max_cost=max_cost, secrets=secrets, console=_quiet_console(progress), progress=progress)
+    report = report_from_store(store, loaded.spec)
+    atomic_write_json(out / "report.json", report.to_json())
+    if sampled.interrupted:
+        raise KeyboardInterrupt
+    if sampled.stopped and sampled.samples_spent == 0:
+        raise FtcotError(f"{out}: adaptive sampling got no rationale: {sampled.stopped}")
+    store.close()  # rationalization reads it back (read-only) and writes its own store
+    if rationalize:
+        from ftcot.teach.rationalize import rationalize as rationalize_run
+
+        rationalize_run(loaded, out, new_teacher, samples=rationalize_samples, max_tokens=max_tokens,
+                        concurrency=concurrency, max_cost=max_cost, secrets=secrets,
+                        console=_quiet_console(progress), progress=progress)
+    return TeachResult(out, loaded.key, teacher, sampled.questions, sampled.samples_spent,
+                       sum(r["new"] for r in sampled.rounds), report.accuracy, report.cost_usd, sampled.to_json(),
+                       report.to_json())
 
 
 # ---- curate -----------------------------------------------------------------------------------------------------

@@ -417,3 +417,15 @@ def test_a_batch_teacher_in_an_experiment_teaches_through_batches(tmp_path, data
     path.write_text(yaml.safe_dump(config))
     [same] = Experiment(load_config(path), tmp_path / "out", data_root).plan.of_kind("teach")
     assert same.key == stage.key
+
+
+def test_the_python_api_teaches_through_batches(tmp_path, data_root, server):
+    import ftcot
+
+    batches = server()
+    coins(tmp_path, data_root, 3)
+    result = ftcot.teach(str(tmp_path / "coins.jsonl"), f"openai:{MODEL}", tmp_path / "run", split="test",
+                         answer_type="yes/no", base_url=batches.base_url, batch=True, poll_interval=0.01,
+                         data_dir=data_root)
+    assert (result.complete_chains, result.new_completions) == (3, 6) and batches.count("POST", CREATE) == 2
+    assert result.summary["batches"] == sorted(batches.batches)

@@ -48,6 +48,12 @@ def curate_command(
     min_rationale_words: Annotated[int, typer.Option(help="Words a rationale needs (--drop-no-reasoning)")] = 5,
     teacher_token_limit: Annotated[int, typer.Option(
         help="The teacher's rationale token limit, for --drop-truncated when it gave no finish reason")] = 128,
+    label: Annotated[str, typer.Option(
+        help="The answer a rationale must reach: gold (the paper), majority (the majority of the teacher's D ≥ 2 "
+             "answers: no gold needed) or majority_and_gold (both)")] = "gold",
+    rationalized: Annotated[bool, typer.Option(
+        help="Use the run's rationalized rationales (ftcot teach --rationalize) for questions left without one")
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Keep correct rationales, format them for the student, write train/val files."""
@@ -63,7 +69,7 @@ def curate_command(
                      decontaminate_ngram=decontaminate_ngram, decontaminate_max_df=decontaminate_max_df,
                      drop_truncated=drop_truncated, drop_repetitive=drop_repetitive,
                      drop_no_reasoning=drop_no_reasoning, min_rationale_words=min_rationale_words,
-                     teacher_token_limit=teacher_token_limit)
+                     teacher_token_limit=teacher_token_limit, label=label, rationalized=rationalized)
     loaded = load_task(task_name, root, answer_type)
     check_output(out, [source, *task_inputs(loaded)])
     train, val, summary = curate(loaded, chosen, records, split_scheme=split_scheme,

@@ -60,6 +60,15 @@ def teach_command(
              "24 h; a killed run resumes polling its batches")] = False,
     poll_interval: Annotated[float, typer.Option(help="Seconds between batch status checks (--batch)")] = 30.0,
     answer_type: Annotated[Optional[str], typer.Option(help="For your own task: number, letter, yes/no, text")] = None,
+    until_correct: Annotated[Optional[int], typer.Option(
+        help="Adaptive sampling: sample each question in rounds until it has K correct rationales (or "
+             "--max-samples); instead of --samples")] = None,
+    max_samples: Annotated[Optional[int], typer.Option(help="Adaptive sampling: at most M rationales a question")
+    ] = None,
+    rationalize: Annotated[bool, typer.Option(
+        help="Then ask again, with the gold answer as a hint, about training questions left without a correct "
+             "rationale (STaR); stored in RUN_DIR/rationalize/")] = False,
+    rationalize_samples: Annotated[int, typer.Option(help="Hinted rationales per question (--rationalize)")] = 1,
     data_dir: DataDir = None,
 ) -> None:
     """Ask the teacher for every missing completion of TASK's split and store each one as it arrives."""
@@ -98,6 +107,18 @@ def teach_command(
 
         refuse_open_batches(out)  # their requests are paid for: collect them, do not send them again
 
+    adaptive = until_correct is not None or max_samples is not None
+    if adaptive and batch:
+        raise FtcotError("--batch sends everything at once; adaptive sampling needs each round's answers first.")
+    if adaptive:
+        samples = _adaptive_options(until_correct, max_samples, samples, temperature)
+    if adaptive and not dry_run:
+        return _adaptive_run(loaded, split, teacher, out, settings, lambda: make_teacher(
+            teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root, **options),
+            until_correct, max_samples, temperature, max_tokens, concurrency, max_cost, price_table, secrets,
+            rationalize, rationalize_samples, {"teacher_spec": teacher,
+                                               "base_url": public_url(base_url) if base_url else None,
+                                               "chat": chat, "concurrency": concurrency, "max_cost": max_cost})
     if dry_run:
         store = TeachStore.open_readonly(out) if (out / STORE_FILE).is_file() else None
     else:
@@ -147,6 +168,62 @@ def teach_command(
         # Nothing this run asked for came back (a server down, a wrong key, a wrong URL): a script
         # must not go on to curate as if it had. A partly failed run exits 0; its rerun fills the gaps.
         raise FtcotError(summary.failure_line())
+    if adaptive:
+        _stdout.print(f"(a dry run prices the most adaptive sampling could send: {max_samples} samples a question)",
+                      markup=False)
+    if rationalize and not dry_run:
+        _rationalize_run(loaded, out, lambda: make_teacher(
+            teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root, **options),
+            rationalize_samples, max_tokens, concurrency, max_cost, price_table, secrets)
+
+
+def _adaptive_options(until_correct: int | None, max_samples: int | None, samples: int, temperature: float) -> int:
+    """The checked --until-correct/--max-samples; the samples a dry run prices (the most it could send)."""
+    from ftcot.teach.adaptive import check_options
+
+    check_options(until_correct, max_samples, samples, temperature)
+    assert max_samples is not None
+    return max_samples
+
+
+def _adaptive_run(loaded, split, teacher, out, settings, new_teacher, until_correct, max_samples, temperature,
+                  max_tokens, concurrency, max_cost, price_table, secrets, rationalize, rationalize_samples,
+                  logged) -> None:
+    """``ftcot teach --until-correct K --max-samples M``: rounds of the engine (ftcot.teach.adaptive)."""
+    from ftcot.teach.adaptive import adaptive_teach
+    from ftcot.teach.report import report_from_store
+    from ftcot.teach.store import TeachStore
+
+    with TeachStore.open(out) as store:
+        store.lock_for_writing()
+        summary = adaptive_teach(loaded, split, new_teacher, store, until_correct=until_correct,
+                                 max_samples=max_samples, temperature=temperature, max_tokens=max_tokens,
+                                 concurrency=concurrency, max_cost=max_cost, prices=price_table, secrets=secrets,
+                                 console=_stderr, progress=True)
+        record = {"settings": {k: v for k, v in settings.to_json().items() if k != "exemplars"}, **logged,
+                  "finished": time.time(), "adaptive": summary.to_json()}
+        _write_json(out / "run.json", record, secrets)
+        report = report_from_store(store, loaded.spec, price_table)
+        _write_json(out / "report.json", report.to_json(), secrets)
+    _stdout.print(summary.line(), markup=False)
+    _stdout.print(report.table())
+    if summary.interrupted:
+        raise SystemExit(130)
+    if summary.stopped and summary.samples_spent == 0:
+        raise FtcotError(f"{out}: adaptive sampling got no rationale: {summary.stopped}")
+    if rationalize:
+        _rationalize_run(loaded, out, new_teacher, rationalize_samples, max_tokens, concurrency, max_cost,
+                         price_table, secrets)
+
+
+def _rationalize_run(loaded, out, new_teacher, samples, max_tokens, concurrency, max_cost, price_table,
+                     secrets) -> None:
+    """``--rationalize``: ask again, with the hint, about the training questions still without a correct rationale."""
+    from ftcot.teach.rationalize import rationalize
+
+    summary = rationalize(loaded, out, new_teacher, samples=samples, max_tokens=max_tokens, concurrency=concurrency,
+                          max_cost=max_cost, prices=price_table, secrets=secrets, console=_stderr, progress=True)
+    _stdout.print(summary.line(), markup=False)
 
 
 @app.command("export")

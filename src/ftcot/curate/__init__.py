@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from ftcot.curate.dataset import TrainingExample, make_example, question_subset, validation_questions
 from ftcot.curate.decontaminate import Decontamination
 from ftcot.curate.filters import QualityFilters
+from ftcot.curate.labels import check_label_mode, majority_votes, pseudo_label_report, record_answer
 from ftcot.curate.report import FilterProbe, decontaminate_questions, report
-from ftcot.curate.select import select_rationales
+from ftcot.curate.select import NO_GOLD, select_rationales
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.tasks import Task
 from ftcot.templates import Template
@@ -26,7 +27,8 @@ def _record_id(record: dict) -> str:
 def curate(task: Task, template: Template, records: Iterable[dict] = (), *, split_scheme: str = "default",
            max_per_question: int | None = None, max_rationale_tokens: int | None = None,
            val_fraction: float = 0.1, seed: int = 0, train_size: int | None = None, subset_seed: int = 0,
-           filters: QualityFilters | None = None, decontamination: Decontamination | None = None
+           filters: QualityFilters | None = None, decontamination: Decontamination | None = None,
+           label: str = "gold", rationalized: bool = True
            ) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
     """Training and validation examples of one task, and a summary of what was kept and why not.
 
@@ -35,6 +37,9 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     ``train_size`` keeps a seeded subset of that many training questions (the
     paper's training-set-size ablation); the validation slice is taken from it.
     ``filters`` and ``decontamination`` go beyond the paper (:mod:`ftcot.curate.report`; none by default).
+    ``label``: the answer a rationale must reach, gold (the paper), the majority of the teacher's answers or
+    both (:mod:`ftcot.curate.labels`); ``rationalized``: whether rationalized records (a hinted teacher) may
+    fill questions left without an example.
     """
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
@@ -45,6 +50,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     check_int("--seed", seed, 0)
     check_int("train_size", train_size, 1, optional=True)
     check_int("subset_seed", subset_seed, 0)
+    check_label_mode(label)
     train_indices = task.split_indices("train", split_scheme)
     if train_size is not None:
         train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
@@ -52,20 +58,27 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
                                                                             split_scheme, records)
     probe = FilterProbe(filters or QualityFilters())
     dropped: Counter = Counter()
+    gold = {s.index: s for s in task.split("train", split_scheme)}
+    votes = majority_votes(records, task.spec)
     if template.uses_rationale:
         selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens,
-                                      probe)
+                                      probe, label=label, votes=votes, rationalized=rationalized)
         dropped = selection.dropped + decontaminated
-        gold = {s.index: s for s in task.split("train", split_scheme)}
-        examples = [
-            make_example(template, task.key, gold[r["sample_index"]].question, gold[r["sample_index"]].answer,
-                         r["sample_index"], r["reasoning_completion"], r.get("sample_number", 0), _record_id(r))
-            for r in selection.kept
-        ]
+
+        def example(r: dict) -> TrainingExample:
+            by_majority = label == "majority" and not r.get("rationalized")
+            # A majority label is the answer as the teacher wrote it; gold stays gold where it was required.
+            answer = record_answer(r, task.spec) if by_majority else gold[r["sample_index"]].answer
+            return make_example(template, task.key, gold[r["sample_index"]].question, answer, r["sample_index"],
+                                r["reasoning_completion"], r.get("sample_number", 0), _record_id(r),
+                                "majority" if by_majority else "gold", bool(r.get("rationalized")))
+
+        examples = [example(r) for r in selection.kept]
     else:
         chosen = set(train_indices)
         examples = [make_example(template, task.key, s.question, s.answer, s.index)
-                    for s in task.split("train", split_scheme) if s.index in chosen]
+                    for s in task.split("train", split_scheme) if s.index in chosen and s.answer.strip()]
+        dropped = +Counter({NO_GOLD: sum(1 for i in chosen if not gold[i].answer.strip())})
     # Held out among the questions that yielded examples: a question the teacher got wrong has none to validate on.
     questions = {e.sample_index for e in examples}
     val = validation_questions(sorted(questions), val_fraction, seed)
@@ -77,6 +90,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
         "split_scheme": split_scheme,
         "max_per_question": max_per_question,
         "max_rationale_tokens": max_rationale_tokens,
+        "label": label,
         "train_questions": len(train_indices),
         "train_size": train_size,
         "subset_seed": subset_seed if train_size is not None else None,
@@ -90,4 +104,11 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
         "val_questions": sorted(val),
     }
     summary.update(report(task, train_indices, records, examples, probe, flags, decontamination))
+    summary["pseudo_labels"] = pseudo_label_report(votes, {i: s.answer for i, s in gold.items()}, task.spec,
+                                                   set(train_indices), label)
+    summary["rationalized"] = {"records": sum(bool(r.get("rationalized")) for r in records
+                                              if r["sample_index"] in set(train_indices)),
+                               "used": rationalized,
+                               "kept": sum(e.rationalized for e in examples),
+                               "questions": len({e.sample_index for e in examples if e.rationalized})}
     return train, held_out, summary

@@ -5,7 +5,9 @@ DATA_DIR layout (read by ``ftcot train``):
 - ``train.jsonl`` / ``val.jsonl``: one example per line — ``prompt`` and
   ``completion`` in the decoder layout, the parts they were made from
   (``question``, ``rationale``, ``answer``), and lineage (``task``,
-  ``sample_index``, ``sample_number``, ``teacher_record``). The trainer
+  ``sample_index``, ``sample_number``, ``teacher_record``), ``label`` (``gold``,
+  or ``majority``: the answer is the teacher's majority answer, not gold) and
+  ``rationalized`` (the teacher wrote it with the gold answer as a hint). The trainer
   re-formats from the parts for encoder-decoder students.
 - ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
   format (the assistant turn ends the sequence, so no ``END`` marker).
@@ -41,15 +43,19 @@ class TrainingExample:
     sample_index: int
     sample_number: int = 0
     teacher_record: str | None = None
+    label: str = "gold"  # where ``answer`` comes from: gold, or majority (self-consistency)
+    rationalized: bool = False  # written by a teacher given the gold answer as a hint (STaR)
 
 
 def make_example(template: Template, task: str, question: str, answer: str, sample_index: int,
-                 rationale: str = "", sample_number: int = 0, teacher_record: str | None = None) -> TrainingExample:
+                 rationale: str = "", sample_number: int = 0, teacher_record: str | None = None,
+                 label: str = "gold", rationalized: bool = False) -> TrainingExample:
     return TrainingExample(
         prompt=template.format_prompt(question),
         completion=template.format_completion(answer, rationale),
         question=question.strip(), rationale=rationale.strip(), answer=answer.strip(),
         task=task, sample_index=sample_index, sample_number=sample_number, teacher_record=teacher_record,
+        label=label, rationalized=rationalized,
     )
 
 

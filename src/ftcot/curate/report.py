@@ -22,6 +22,7 @@ from typing import Any
 
 from ftcot.curate.decontaminate import DEFAULT_MAX_DF, DEFAULT_MODE, DEFAULT_NGRAM, Decontamination, Flag, summarize
 from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
+from ftcot.curate.labels import check_label_mode
 
 CONTAMINATED = "test contamination"
 
@@ -36,11 +37,14 @@ DEFAULTS: dict[str, Any] = {
     "drop_no_reasoning": True,  # drops none of the recorded text-davinci-002 training rationales
     "min_rationale_words": MIN_WORDS,
     "teacher_token_limit": TEACHER_TOKEN_LIMIT,
+    "label": "gold",  # the paper's; majority or majority_and_gold (ftcot.curate.labels)
+    "rationalized": True,  # rationalized rationales of the run (ftcot.teach.rationalize), where there are any
 }
 
 
 def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
-    """``filters`` and ``decontamination`` for :func:`ftcot.curate.curate` from option values (the rest default)."""
+    """``filters``, ``decontamination``, ``label`` and ``rationalized`` for :func:`ftcot.curate.curate` from option
+    values (the rest default)."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown curation options: {sorted(unknown)}")
@@ -51,7 +55,8 @@ def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
     decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
                                       tuple(str(p) for p in value["decontaminate_against"]), data_root,
                                       value["decontaminate_max_df"])
-    return {"filters": filters, "decontamination": decontamination}
+    return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value["label"]),
+            "rationalized": bool(value["rationalized"])}
 
 
 def decontaminate_questions(decontamination: Decontamination | None, task, train_indices: list[int],
@@ -112,6 +117,18 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     histogram = summary.get("yield_histogram") or {}
     if histogram:
         rows.append(("questions by examples", ", ".join(f"{k}: {v}" for k, v in histogram.items())))
+    votes = summary.get("pseudo_labels") or {}
+    if votes.get("questions"):
+        right = (f"; right on {votes['majority_correct']} of {votes['labelled_with_gold']} with gold "
+                 f"({100 * votes['majority_accuracy']:.1f}%)" if votes.get("majority_accuracy") is not None else "")
+        agreement = f", agreement {100 * votes['agreement']:.1f}%" if votes.get("agreement") is not None else ""
+        rows.append((f"majority answers (--label {votes['label']})",
+                     f"{votes['labelled']} of {votes['questions']} questions{agreement}{right}"))
+    rationalized = summary.get("rationalized") or {}
+    if rationalized.get("records"):
+        rows.append(("rationalized (hinted) rationales" + ("" if rationalized["used"] else ", left out"),
+                     f"{rationalized['kept']} kept of {rationalized['records']}, for "
+                     f"{rationalized['questions']} questions"))
     contamination = summary.get("contamination") or {}
     if contamination.get("mode", "off") != "off":
         per_task = ", ".join(f"{k} {v}" for k, v in contamination["per_test_task"].items()) or "none"

@@ -25,7 +25,19 @@ def load_teacher_records(source: Path) -> tuple[list[dict], str | None]:
 
 
 def _run_dir_records(run_dir: Path) -> tuple[list[dict], str]:
-    """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage."""
+    """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage; then the rationalized
+    chains of ``RUN_DIR/rationalize/`` (:mod:`ftcot.teach.rationalize`), if any, marked ``rationalized``."""
+    from ftcot.teach.rationalize import RATIONALIZE_DIR
+    from ftcot.teach.store import STORE_FILE
+
+    records, task = _store_records(run_dir)
+    if (run_dir / RATIONALIZE_DIR / STORE_FILE).is_file():
+        hinted, _ = _store_records(run_dir / RATIONALIZE_DIR)
+        records += [{**r, "rationalized": True} for r in hinted]
+    return records, task
+
+
+def _store_records(run_dir: Path) -> tuple[list[dict], str]:
     from ftcot.teach.export import chain_record
     from ftcot.teach.plan import Plan, settings_of
     from ftcot.teach.store import TeachStore

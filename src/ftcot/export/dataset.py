@@ -90,8 +90,8 @@ def _row_schema() -> Any:
     # Declared, not inferred: a column that is null in every row (teacher_record of answer-only data)
     # would otherwise get the null type, which some readers refuse.
     # (TrainingExample's annotations are strings: `from __future__ import annotations`.)
-    return pa.schema([(f.name, pa.int64() if f.type in (int, "int") else pa.string())
-                      for f in fields(TrainingExample)])
+    return pa.schema([(f.name, pa.int64() if f.type in (int, "int") else pa.bool_() if f.type in (bool, "bool")
+                       else pa.string()) for f in fields(TrainingExample)])
 
 
 def _write_parquet(root: Path, name: str, rows: list[dict[str, Any]], schema: Any = None) -> str:

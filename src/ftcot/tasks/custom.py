@@ -6,6 +6,10 @@ File format (one sample per JSON line, or one per CSV row under a header):
 - ``answer`` (required): the gold answer, checked against ``--answer-type``:
   ``number`` (like ``42``, ``-3``, ``2.5``, ``1,000``), ``letter`` (a choice's
   letter or its text), ``yes/no`` (any case, stored lower-case) or ``text``.
+  A training question (``split: train``) may leave it out (missing, null or
+  empty; in CSV, the column may be left out when every row is ``train``): its
+  sample's answer is ``""``, and only curation with majority labels
+  (``ftcot curate --label majority``) makes training data from it.
 - ``choices`` (optional, letter tasks only): a list of strings in JSONL, a
   ``|``-separated string in CSV. They are appended to the question as
   ``" Answer Choices: (A) x (B) y"``, the text the built-in multiple-choice
@@ -137,7 +141,7 @@ def _jsonl_rows(path: Path) -> Iterator[_Row]:
     for line, record in read_jsonl(path):
         where = f"{path}:{line}"
         question = require_field(record, "question", path, line)
-        answer = require_field(record, "answer", path, line)
+        answer = record.get("answer")  # a training question may have none (checked with its split)
         choices = record.get("choices")
         if choices is not None and not (
             isinstance(choices, list) and all(isinstance(c, str) for c in choices)
@@ -163,7 +167,8 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
             header = reader.fieldnames or []
         except csv.Error as exc:
             raise FtcotError(f"{path}:1: not valid CSV ({exc}).") from None
-        for column in ("question", "answer"):
+        # "answer" may be left out when a split column marks every row a training question.
+        for column in ("question",) + (() if "split" in header else ("answer",)):
             if column not in header:
                 present = ", ".join(h for h in header if h) or "none"
                 raise FtcotError(f"{path}:1: the header has no column '{column}' (columns: {present}); "
@@ -182,14 +187,14 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
                 raise FtcotError(f"{where}: {len(header) + len(record[None])} cells but the header has "
                                  f"{len(header)} columns; quote cells that contain commas.")
             for column in ("question", "answer"):
-                if record[column] is None:  # a short row
+                if column in header and record[column] is None:  # a short row
                     raise FtcotError(f"{where}: missing field '{column}' (the row has fewer cells "
                                      f"than the header has columns).")
             choices = (record.get("choices") or "").strip()
             yield _Row(
                 where,
                 record["question"],
-                record["answer"],
+                record.get("answer"),
                 [c.strip() for c in choices.split(CSV_CHOICE_SEPARATOR)] if choices else None,
                 (record.get("split") or "").strip() or None,
             )
@@ -206,6 +211,8 @@ def _validate(row: _Row, kind: AnswerType) -> tuple[str, str, int]:
                          f"use that type or remove the choices.")
     if row.split is not None and row.split.strip().lower() not in SPLIT_VALUES:
         raise FtcotError(f"{where}: field 'split' is '{row.split}'; use train or test.")
+    if row.answer is None or (isinstance(row.answer, str) and not row.answer.strip()):
+        return _unlabelled(row, question, kind)
     answer = _answer_text(row, kind)
     if kind is AnswerType.NUMBER:
         if not _NUMBER.fullmatch(answer.replace(",", "")):
@@ -223,6 +230,23 @@ def _validate(row: _Row, kind: AnswerType) -> tuple[str, str, int]:
                              f"write the answer without them.")
         return question, answer, 0
     return _letter(where, question, answer, row.choices)
+
+
+def _unlabelled(row: _Row, question: str, kind: AnswerType) -> tuple[str, str, int]:
+    """A training question without a gold answer: stored with answer ``""`` (majority labels can train on it)."""
+    if row.split is None or row.split.strip().lower() != "train":
+        raise FtcotError(f"{row.where}: missing field 'answer'; only a training question (split: train) may "
+                         f"leave it out — give the answer, or mark the row train (and every row train or test).")
+    if kind is not AnswerType.LETTER:
+        return question, "", 0
+    if row.choices is None:
+        found = _INLINE_OPTION.findall(question)
+        if not found:
+            raise FtcotError(f"{row.where}: --answer-type letter needs field 'choices' or options "
+                             f"written in the question as (A) … (B) ….")
+        return question, "", ascii_uppercase.index(max(found)) + 1
+    text, _, count = _letter(row.where, question, "A", row.choices)
+    return text, "", count
 
 
 def _answer_text(row: _Row, kind: AnswerType) -> str:

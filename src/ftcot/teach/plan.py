@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
-from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, zero_shot_prompt
+from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, strip_hint, zero_shot_prompt
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
 
@@ -140,7 +140,8 @@ class Plan:
     # -- stage 2 (zs_cot) -------------------------------------------------------
 
     def second_prompt(self, first_prompt: str, rationale: str) -> str:
-        return answer_prompt(first_prompt, rationale, self.settings.trigger)
+        # A rationalized rationale's answer is read without the hint it was written with (prompts.HINT).
+        return answer_prompt(strip_hint(first_prompt), rationale, self.settings.trigger)
 
     def second_key(self, prompt: str, question: int) -> str:
         # Greedy, so sample number 0: identical rationales share one paid answer.

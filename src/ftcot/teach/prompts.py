@@ -10,6 +10,7 @@ with its leading space or newline, exactly as the teacher produced it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ftcot.data_root import require_file
@@ -29,6 +30,23 @@ def reasoning_prompt(question: str) -> str:
 def answer_prompt(stage1_prompt: str, rationale: str, trigger: str) -> str:
     """Zero-shot-CoT stage 2: stage-1 prompt + raw rationale + ``" "`` + the task's trigger."""
     return stage1_prompt + rationale + " " + trigger
+
+
+# Rationalization (STaR, Zelikman et al. 2022): the teacher is asked again with the gold answer as a hint
+# after the question. The hint is in the rationale's prompt only: the answer is read from a stage-2 prompt
+# without it (:meth:`ftcot.teach.plan.Plan.second_prompt`), so a kept rationale reaches the answer by itself.
+HINT = " (Hint: the answer is {answer}.)"
+_HINT = re.compile(r" \(Hint: the answer is [^\n]*?\.\)(?=\nA: )")
+
+
+def hinted_question(question: str, answer: str) -> str:
+    """The question as a rationalizing teacher sees it: the gold answer given as a hint at its end."""
+    return question + HINT.format(answer=answer)
+
+
+def strip_hint(prompt: str) -> str:
+    """A Zero-shot-CoT stage-1 prompt without the rationalization hint (unchanged when it has none)."""
+    return _HINT.sub("", prompt, count=1)
 
 
 def zero_shot_trigger(trigger: str) -> str:
