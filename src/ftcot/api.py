@@ -68,14 +68,16 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
           api_key_env: str | None = None, chat: bool = False, extra_body: dict[str, Any] | None = None,
           data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False,
           until_correct: int | None = None, max_samples: int | None = None, rationalize: bool = False,
-          rationalize_samples: int = 1) -> TeachResult:
+          rationalize_samples: int = 1,
+          batch: bool = False, poll_interval: float = 30.0) -> TeachResult:
     """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
 
     Like ``ftcot teach``: every completion is stored in ``out/teach.sqlite`` as it
     arrives, so a rerun sends only what is missing; ``out/report.json`` is written
     at the end (the command's ``run.json`` log is not). ``questions`` restricts
     the split to those sample indices; ``extra_body`` is merged into every request
-    of an ``openai:`` teacher (``--extra-body``). ``until_correct``/``max_samples``: adaptive sampling
+    of an ``openai:`` teacher (``--extra-body``). ``batch``: through the provider's Batch API (:mod:`ftcot.teach.batch`,
+    ``--batch``), checking its batches every ``poll_interval`` seconds. ``until_correct``/``max_samples``: adaptive sampling
     (:mod:`ftcot.teach.adaptive`, ``summary`` is its report); ``rationalize``: then rationalization
     (:mod:`ftcot.teach.rationalize`), as the command's options of the same names.
     """
@@ -98,7 +100,20 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
                      max_cost=max_cost)
+    if batch:
+        from ftcot.errors import check_float
+        from ftcot.teach.batch import batch_teacher
+
+        batch_teacher(backend)
+        check_float("poll_interval", poll_interval, 0, low_open=True)
+    else:
+        from ftcot.teach.batch import refuse_open_batches
+
+        refuse_open_batches(Path(out), "pass batch=True")  # their requests are paid for: collect them
     adaptive = until_correct is not None or max_samples is not None
+    if batch and adaptive:
+        raise FtcotError("batch=True does not combine with until_correct/max_samples (adaptive sampling is rounds "
+                         "of the request loop); drop one of them.")
     if adaptive:
         from ftcot.teach.adaptive import check_options
 
@@ -115,9 +130,16 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
             return _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples,
                                    temperature, max_tokens, concurrency, max_cost, questions, secrets, progress,
                                    rationalize, rationalize_samples)
-        summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
-                              max_cost, store, progress=progress, secrets=secrets,
-                              console=_quiet_console(progress), only=questions)
+        if batch:
+            from ftcot.teach.batch import teach_batch
+
+            summary = teach_batch(loaded, split, backend, method, samples, temperature, max_tokens, max_cost, store,
+                                  progress=progress, secrets=secrets, console=_quiet_console(progress),
+                                  only=questions, api_key_env=api_key_env, poll_interval_s=poll_interval)
+        else:
+            summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
+                                  max_cost, store, progress=progress, secrets=secrets,
+                                  console=_quiet_console(progress), only=questions)
         report = report_from_store(store, loaded.spec)
     atomic_write_json(out / "report.json", report.to_json())
     if rationalize and not summary.interrupted:
