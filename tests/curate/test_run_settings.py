@@ -38,3 +38,39 @@ def test_bad_value_names_the_key():
         parse_config({**BASE, "curate": {"decontaminate": "maybe"}})
     with pytest.raises(FtcotError, match="decontaminate_ngram"):
         parse_config({**BASE, "curate": {"decontaminate_ngram": 0}})
+
+
+# -- issue 11, items 1-3 in ftcot run ----------------------------------------------------------------------------
+
+
+def _plan(tmp_path, data_root, **changes):
+    from ftcot.experiment.runner import Experiment
+
+    return Experiment(parse_config({**BASE, **changes}), tmp_path, data_root).plan
+
+
+def test_a_list_of_labels_is_an_axis_whose_cells_name_their_labels(tmp_path, data_root):
+    plan = _plan(tmp_path, data_root, curate={"label": ["gold", "majority"]})
+    curates = plan.of_kind("curate")
+    assert [s.inputs.get("label") for s in curates] == [None, "majority"]  # gold keeps the paper's key
+    assert sorted(c.teacher for c in plan.cells if c.method == "ft_cot") == [
+        "replay:text-davinci-002", "replay:text-davinci-002 (majority labels)"]
+    assert stage_key(curates[0].inputs) == stage_key(_plan(tmp_path, data_root).of_kind("curate")[0].inputs)
+
+
+def test_an_adaptive_teacher_trains_on_its_adaptive_stage_and_keys_new_teach_stages(tmp_path, data_root):
+    teacher = {"spec": "openai:gemma", "base_url": "http://127.0.0.1:9/v1", "until_correct": 1, "max_samples": 4}
+    plan = _plan(tmp_path, data_root, teachers=[teacher], teacher_row=False)
+    (curate,) = plan.of_kind("curate")
+    source = plan.stages[curate.inputs["teach"]]
+    assert source.inputs["temperature"] == 0.7 and source.samples == 4
+    assert source.inputs["teacher"]["until_correct"] == 1
+    plain = _plan(tmp_path, data_root, teachers=[{"spec": "openai:gemma", "base_url": "http://127.0.0.1:9/v1"}])
+    assert "until_correct" not in plain.of_kind("teach")[0].inputs["teacher"]  # older stages keep their keys
+
+
+def test_bad_adaptive_or_label_settings_name_the_key():
+    with pytest.raises(FtcotError, match=r"teachers\[0\]: .*needs both until_correct and max_samples"):
+        parse_config({**BASE, "teachers": [{"spec": "openai:x", "until_correct": 2}]})
+    with pytest.raises(FtcotError, match="curate.label"):
+        parse_config({**BASE, "curate": {"label": "majorty"}})

@@ -99,7 +99,8 @@ def pseudo_label_report(votes: dict[int, Vote], gold: dict[int, str], spec: Task
     """How the majority labels came out on the training questions; where gold exists, how often they are right.
 
     ``questions``: training questions with two chains or more (a vote could happen); ``labelled``: with a
-    majority; ``agreement``: mean share of a labelled question's answers that are the majority's.
+    majority; ``answered``: share of their chains with an answer; ``agreement``: mean share of a labelled
+    question's answers that are the majority's.
     """
     voted = {i: v for i, v in votes.items() if i in train and v.chains >= 2}
     labelled = {i: v for i, v in voted.items() if v.label}
@@ -111,6 +112,8 @@ def pseudo_label_report(votes: dict[int, Vote], gold: dict[int, str], spec: Task
         "questions": len(voted),
         "labelled": len(labelled),
         "no_majority": len(voted) - len(labelled),
+        # Of the chains of the questions voted on, how many gave an answer at all (the rest cannot vote).
+        "answered": round(sum(v.answered for v in voted.values()) / max(1, sum(v.chains for v in voted.values())), 4),
         "agreement": round(sum(v.agreement for v in labelled.values()) / len(labelled), 4) if labelled else None,
         "labelled_with_gold": len(with_gold),
         "majority_correct": right,

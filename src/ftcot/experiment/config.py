@@ -92,6 +92,24 @@ class TeacherConfig(_Strict):
     batch: bool = Field(False, description="openai: teachers: send through the provider's Batch API (half price, "
                                            "results within 24 h); a stopped run resumes its batches")
     poll_interval_s: float = Field(30.0, gt=0, description="Seconds between batch status checks (batch: true)")
+    # Beyond the paper (ftcot teach's options of the same names): part of identity() when set.
+    until_correct: Optional[int] = Field(None, ge=1, description="Adaptive sampling: sample each training question "
+                                         "until K correct rationales (or max_samples), at the diverse temperature")
+    max_samples: Optional[int] = Field(None, ge=1, description="Adaptive sampling: at most M rationales a question")
+    rationalize: bool = Field(False, description="Ask again, with the gold answer as a hint, about training questions "
+                                                 "left without a correct rationale (STaR)")
+
+    @model_validator(mode="after")
+    def _adaptive_pair(self) -> TeacherConfig:
+        if (self.until_correct is None) != (self.max_samples is None):
+            raise ValueError("adaptive sampling needs both until_correct and max_samples")
+        if self.until_correct is not None and self.max_samples < self.until_correct:
+            raise ValueError(f"max_samples {self.max_samples} is below until_correct {self.until_correct}")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return self.until_correct is not None
 
     @property
     def label(self) -> str:
@@ -102,8 +120,12 @@ class TeacherConfig(_Strict):
 
         The URL without user info or query: stage files record it, and credentials must not reach them.
         """
-        return {"spec": self.spec, "base_url": public_url(self.base_url) if self.base_url else None,
-                "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
+        identity = {"spec": self.spec, "base_url": public_url(self.base_url) if self.base_url else None,
+                    "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
+        # Only when set, so the teach stages made before these existed keep their keys.
+        extra = {"until_correct": self.until_correct, "max_samples": self.max_samples,
+                 "rationalize": self.rationalize or None}
+        return {**identity, **{k: v for k, v in extra.items() if v is not None}}
 
 
 class StudentConfig(_Strict):
@@ -160,12 +182,21 @@ class CurateConfig(_Strict):
     drop_no_reasoning: bool = True
     min_rationale_words: int = Field(5, ge=1)
     teacher_token_limit: int = Field(128, ge=1)
+    # The answer a rationale must reach (ftcot curate --label); a list is an axis: one curated set (and cell)
+    # per label, the teacher's column saying "(majority labels)".
+    label: Union[Literal["gold", "majority", "majority_and_gold"],
+                 list[Literal["gold", "majority", "majority_and_gold"]]] = "gold"
+    rationalized: bool = True
+
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(self.label)) if isinstance(self.label, list) else [self.label]
 
     def stage_inputs(self) -> dict[str, Any]:
         """What keys a curate stage: the paper's settings, and the later ones only where they differ from their
         defaults (stages run before they existed keep their keys)."""
         paper = self.model_dump(include={"val_fraction", "val_seed", "max_rationale_tokens"})
-        return {**paper, **self.model_dump(exclude=set(paper), exclude_defaults=True)}
+        # label is the stage's own (one per label of the axis): the curate stage adds it when not gold.
+        return {**paper, **self.model_dump(exclude=set(paper) | {"label"}, exclude_defaults=True)}
 
 
 class EvaluateConfig(_Strict):

@@ -203,6 +203,8 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
     from ftcot.teach.batch import refuse_open_batches
 
     refuse_open_batches(directory, f"set batch: true for teacher {teacher.label}")  # paid for: collect them
+    if teacher.adaptive or teacher.rationalize:
+        return _teach_beyond_the_paper(run, stage, directory, teacher, secrets)
     with TeachStore.open(directory) as store:
         store.lock_for_writing()
         summary = teach(task, stage.inputs["split"], backend, "zs_cot", stage.samples, stage.inputs["temperature"],
@@ -244,6 +246,35 @@ def _teach_batch(run: Experiment, stage: Stage, directory: Path, teacher: Teache
     if summary.complete_chains < summary.chains:
         raise FtcotError(summary.failure_line())
     return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new, {len(summary.batches)} batches"
+
+
+def _teach_beyond_the_paper(run: Experiment, stage: Stage, directory: Path, teacher: TeacherConfig,
+                            secrets: list[str]) -> str:
+    """A teacher with until_correct/max_samples (a sampled stage samples adaptively) or rationalize (then asks
+    again with the hint): ftcot.teach(), the same as the command's options."""
+    from ftcot import api
+
+    adaptive = teacher.adaptive and stage.inputs["temperature"] > 0
+    task = stage.inputs["task"]
+    result = api.teach(task.get("key") or task["file"], teacher.spec, directory, split=stage.inputs["split"],
+                       samples=1 if adaptive else stage.samples, temperature=stage.inputs["temperature"],
+                       max_tokens=teacher.max_tokens, concurrency=teacher.concurrency, max_cost=teacher.max_cost,
+                       questions=stage.questions, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
+                       chat=teacher.chat, extra_body=teacher.extra_body, data_dir=run.data_root,
+                       answer_type=task.get("answer_type"), progress=True,
+                       until_correct=teacher.until_correct if adaptive else None,
+                       max_samples=teacher.max_samples if adaptive else None,
+                       rationalize=teacher.rationalize and stage.inputs["split"] != "test")
+    if not adaptive and result.complete_chains < result.questions * stage.samples:
+        raise FtcotError(f"{result.complete_chains}/{result.questions * stage.samples} chains complete: items "
+                         f"failed (see {directory / 'report.json'}); rerun to ask for them again.")
+    note = f"{result.complete_chains} chains, {result.new} new"
+    if adaptive:
+        note += f" (adaptive: {result.summary['samples_spent']} samples for {result.questions} questions)"
+    if (directory / "rationalize.json").is_file():
+        gained = json.loads((directory / "rationalize.json").read_text(encoding="utf-8"))
+        note += f"; rationalized {gained['rationalized']} of {gained['asked']} unsolved"
+    return note
 
 
 def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[str]]:

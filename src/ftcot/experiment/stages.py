@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftcot.experiment.config import PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig
+from ftcot.experiment.config import PAPER_TEMPERATURE, PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig
 from ftcot.curate.dataset import question_subset
 from ftcot.tasks import BUILTIN_TASKS, Task
 
@@ -213,12 +213,13 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                                questions=questions, teacher=teacher.label))
 
     def curate(template: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
-               seed: int) -> Stage:
+               seed: int, label: str = "gold") -> Stage:
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
-                  **config.curate.stage_inputs()}
+                  **config.curate.stage_inputs(), **({"label": label} if label != "gold" else {})}
         parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
-            + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else [])
+            + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
+            + ([f"{label} labels"] if label != "gold" else [])
         return plan.add(_stage("curate", inputs, ", ".join(parts), (source[1].key,) if source else ()))
 
     def train(data: Stage, student: StudentConfig, seed: int) -> Stage:
@@ -263,16 +264,23 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
             sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]
             if method != "ft":
                 sources = [((label, stage), None) for label, stage in greedy.items()]
+                # An adaptive teacher's rationales: sampled at the diverse temperature until K correct or M.
+                adaptive = {t.label: t for t in config.teachers if t.adaptive}
+                sources = [((label, teach(adaptive[label], config.diverse.temperature if config.diverse else
+                                          PAPER_TEMPERATURE, adaptive[label].max_samples, False)), None)
+                           if label in adaptive else ((label, stage), D) for (label, stage), D in sources]
                 diverse = config.diverse.of(name) if config.diverse is not None and method == "ft_cot" else []
                 if diverse:
                     sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
                                 for t in config.teachers for D in diverse]
-            for source, D in sources:
+            labels = config.curate.labels() if method != "ft" else ["gold"]
+            for (source, D), label in ((s, label) for s in sources for label in labels):
+                # Another label is another data source: the teacher's column says which.
+                teacher = (source[0] if source else "") + (f" ({label} labels)" if label != "gold" else "")
                 for seed in seeds:
                     for size in sizes:
-                        model = train(curate(method, source, D, size, seed), student, seed)
-                        cell(evaluate(model, method), method, student, source[0] if source else "", D, seed,
-                             size)
+                        model = train(curate(method, source, D, size, seed, label), student, seed)
+                        cell(evaluate(model, method), method, student, teacher, D, seed, size)
 
 
 # TrainConfig fields that change how a run goes, not what it produces.
