@@ -59,6 +59,9 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     probe = FilterProbe(filters or QualityFilters())
     dropped: Counter = Counter()
     gold = {s.index: s for s in task.split("train", split_scheme)}
+    # The curated task's gold answer is the one to reach (a store taught before the answers were known,
+    # or without them, holds other or none).
+    records = [{**r, "answer": gold[r["sample_index"]].answer} if r["sample_index"] in gold else r for r in records]
     votes = majority_votes(records, task.spec)
     if template.uses_rationale:
         selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens,
