@@ -25,7 +25,9 @@ def curate_command(
     source: Annotated[Optional[Path], typer.Argument(
         help="A teach RUN_DIR, or a JSONL of teacher records (shared format). Not needed for --template ft.")] = None,
     out: Annotated[Path, typer.Option(help="DATA_DIR to write")] = Path("data"),
-    template: Annotated[str, typer.Option(help="ft_cot, ft or ft_cot_natural")] = "ft_cot",
+    template: Annotated[str, typer.Option(
+        help="ft_cot, ft, ft_cot_natural or ft_dss (distilling step-by-step: a label and a rationale row per "
+             "correct rationale)")] = "ft_cot",
     task: Annotated[Optional[str], typer.Option(help="Task key or file (default: the RUN_DIR's task)")] = None,
     answer_type: Annotated[Optional[str], typer.Option(help="For your own task file")] = None,
     max_per_question: Annotated[Optional[int], typer.Option(help="Keep at most D correct rationales a question")] = None,

@@ -28,8 +28,8 @@ def evaluate_command(
     split_scheme: Annotated[str, typer.Option(help="default or template")] = "default",
     batch_size: Annotated[int, typer.Option(help="Questions generated together (API: requests in flight)")] = 16,
     max_new_tokens: Annotated[Optional[int], typer.Option(
-        help="Token budget of the output (zs_cot: of the rationale); default 256 ft_cot, 16 ft, 128 zs_cot/fs_cot, "
-             "32 zs")] = None,
+        help="Token budget of the output (zs_cot: of the rationale); default 256 ft_cot, 16 ft/ft_dss, "
+             "128 zs_cot/fs_cot, 32 zs")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N samples of the split")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16 (local models)")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (local models)")] = "auto",

@@ -22,7 +22,8 @@ def score_command(
     file: Annotated[Path, typer.Argument(help="JSONL with 'answer' and a completion field")],
     task: Annotated[str, typer.Option(help="Task key (answer rules), or your own task file")],
     rule: Annotated[str, typer.Option(help=f"Extraction rule: {' or '.join(RULES)}")] = "paper",
-    template: Annotated[str, typer.Option(help="zs, zs_cot, fs_cot, ft or ft_cot (sets the answer prefix)")] = "zs_cot",
+    template: Annotated[str, typer.Option(
+        help="zs, zs_cot, fs_cot, ft, ft_cot or ft_dss (sets the answer prefix)")] = "zs_cot",
     field: Annotated[str, typer.Option(help="Field holding the completion text")] = "answer_completion",
     answer_type: Annotated[Optional[str], typer.Option(help="For your own task: number, letter, yes/no, text")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,

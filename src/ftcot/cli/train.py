@@ -39,6 +39,7 @@ def train_command(
     pad_multiple: Annotated[Optional[int], typer.Option(help=help_of("pad_multiple"))] = None,
     loss_chunk: Annotated[Optional[int], typer.Option(help=help_of("loss_chunk"))] = None,
     device: Annotated[str, typer.Option(help=help_of("device"))] = _DEFAULTS.device,
+    rationale_weight: Annotated[Optional[float], typer.Option(help=help_of("rationale_weight"))] = None,
     task: Annotated[Optional[str], typer.Option(help="Task key or file (default: the DATA_DIR's task)")] = None,
     answer_type: Annotated[Optional[str], typer.Option(help="Answer type of a task file")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="Fine-tuning API endpoint (openai: students)")] = None,
@@ -56,7 +57,7 @@ def train_command(
                          epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                          grad_accum=grad_accum, bf16=bf16, max_length=max_length, allow_truncation=allow_truncation,
                          seed=seed, eval_batch_size=eval_batch_size, max_new_tokens=max_new_tokens, pad_multiple=pad_multiple,
-                         loss_chunk=loss_chunk, device=device)
+                         loss_chunk=loss_chunk, device=device, rationale_weight=rationale_weight)
     train(data_dir, out, config, task=task, answer_type=answer_type)
 
 

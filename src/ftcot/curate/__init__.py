@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from ftcot.curate.dataset import TrainingExample, make_example, question_subset, validation_questions
+from ftcot.curate.dataset import TrainingExample, make_example, question_subset, task_rows, validation_questions
 from ftcot.curate.decontaminate import Decontamination
 from ftcot.curate.filters import QualityFilters
 from ftcot.curate.labels import check_label_mode, majority_votes, pseudo_label_report, record_answer
@@ -43,7 +43,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     """
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "
-                         f"use ft_cot, ft or ft_cot_natural.")
+                         f"use ft_cot, ft, ft_cot_natural or ft_dss.")
     check_int("--max-per-question", max_per_question, 1, optional=True)
     check_int("--max-rationale-tokens", max_rationale_tokens, 1, optional=True)
     check_float("--val-fraction", val_fraction, 0, 1, high_open=True)
@@ -85,8 +85,9 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     # Held out among the questions that yielded examples: a question the teacher got wrong has none to validate on.
     questions = {e.sample_index for e in examples}
     val = validation_questions(sorted(questions), val_fraction, seed)
-    train = [e for e in examples if e.sample_index not in val]
-    held_out = [e for e in examples if e.sample_index in val]
+    # Rows: one per example, or a label and a rationale row each for distilling step-by-step (ft_dss).
+    train = [row for e in examples if e.sample_index not in val for row in task_rows(template, e)]
+    held_out = [row for e in examples if e.sample_index in val for row in task_rows(template, e)]
     summary = {
         "task": task.key,
         "template": template.name,

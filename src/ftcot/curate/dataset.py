@@ -9,6 +9,9 @@ DATA_DIR layout (read by ``ftcot train``):
   or ``majority``: the answer is the teacher's majority answer, not gold) and
   ``rationalized`` (the teacher wrote it with the gold answer as a hint). The trainer
   re-formats from the parts for encoder-decoder students.
+- Multi-task templates (``ft_dss``) give two rows per curated example, told
+  apart by ``objective`` (``label`` or ``rationale``, each row in its task's
+  layout); single-task rows have ``objective`` null.
 - ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
   format (the assistant turn ends the sequence, so no ``END`` marker).
 - ``curation.json``: template, kept and dropped by reason, per task, and the
@@ -20,13 +23,13 @@ from __future__ import annotations
 import json
 import random
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ftcot.errors import FtcotError
 from ftcot.paths import atomic_file, os_error
 from ftcot.jsonl import read_jsonl, require_field, write_jsonl
-from ftcot.templates import Template
+from ftcot.templates import LABEL, RATIONALE, Template
 
 # API students that complete a prompt (the legacy fine-tuning API) learn to stop at this marker.
 API_STOP = " END"
@@ -43,6 +46,7 @@ class TrainingExample:
     sample_index: int
     sample_number: int = 0
     teacher_record: str | None = None
+    objective: str | None = None  # a multi-task template's task: label or rationale (None: single-task)
     label: str = "gold"  # where ``answer`` comes from: gold, or majority (self-consistency)
     rationalized: bool = False  # written by a teacher given the gold answer as a hint (STaR)
 
@@ -57,6 +61,17 @@ def make_example(template: Template, task: str, question: str, answer: str, samp
         task=task, sample_index=sample_index, sample_number=sample_number, teacher_record=teacher_record,
         label=label, rationalized=rationalized,
     )
+
+
+def task_rows(template: Template, example: TrainingExample) -> list[TrainingExample]:
+    """The training rows of one curated example: itself, or for a multi-task template (distilling
+    step-by-step) a label row and a rationale row, each in its task's layout."""
+    if not template.multi_task:
+        return [example]
+    return [replace(example, objective=objective,
+                    prompt=template.format_prompt(example.question, objective=objective),
+                    completion=template.format_completion(example.answer, example.rationale, objective=objective))
+            for objective in (LABEL, RATIONALE)]
 
 
 def validation_questions(train_indices: list[int], fraction: float, seed: int) -> set[int]:

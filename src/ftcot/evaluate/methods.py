@@ -1,9 +1,11 @@
 """What each evaluation method asks the model, and which template scores the answer.
 
-Students (``ft_cot``, ``ft``, ``ft_cot_natural``) get the prompt their
-template trained them on (spec §3) and one greedy generation; a local student
-stops at EOS, an API student (trained on completions ending in ``" END"``) at
-``" END"``.
+Students (``ft_cot``, ``ft``, ``ft_cot_natural``, ``ft_dss``) get the prompt
+their template trained them on (spec §3) and one greedy generation; a local
+student stops at EOS, an API student (trained on completions ending in
+``" END"``) at ``" END"``. A distilling step-by-step student (``ft_dss``) is
+asked its label task only (``[label] question ###``) and answers like vanilla
+fine-tuning, within the same budget: its rationale task is never generated.
 
 Prompting baselines (``zs``, ``zs_cot``, ``fs_cot``) get the teacher's own
 prompts, built by the same :class:`ftcot.teach.plan.Plan` the teach engine
@@ -23,13 +25,13 @@ from ftcot.teach.plan import ANSWER_MAX_TOKENS, DEFAULT_MAX_TOKENS, Plan, TeachS
 from ftcot.teach.prompts import method_exemplars
 from ftcot.templates import Template, get_template
 
-STUDENT_METHODS = ("ft_cot", "ft", "ft_cot_natural")
+STUDENT_METHODS = ("ft_cot", "ft", "ft_cot_natural", "ft_dss")
 BASELINE_METHODS = ("zs", "zs_cot", "fs_cot")
 METHODS = STUDENT_METHODS + BASELINE_METHODS
 
 # Enough for a teacher-length rationale (128 teacher tokens, and students
 # trained on byte-level or smaller vocabularies need more) or a bare answer.
-STUDENT_MAX_NEW_TOKENS = {"ft_cot": 256, "ft_cot_natural": 256, "ft": 16}
+STUDENT_MAX_NEW_TOKENS = {"ft_cot": 256, "ft_cot_natural": 256, "ft": 16, "ft_dss": 16}
 API_STUDENT_STOP = (" END",)
 
 

@@ -26,7 +26,7 @@ from ftcot.errors import FtcotError, unknown_name
 from ftcot.train.config import TrainConfig
 
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
-FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural")
+FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss")  # ft_dss: distilling step-by-step
 METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
 PAPER_TEMPERATURE = 0.7  # diverse reasoning (spec §2)
 
@@ -48,7 +48,8 @@ def _unique(values: list[Any] | None) -> list[Any] | None:
 
 
 Seeds = Annotated[list[int], AfterValidator(_unique)]
-Methods = Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural"]], AfterValidator(_unique)]
+Methods = Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural", "ft_dss"]],
+                    AfterValidator(_unique)]
 # Seeded subsets of N training questions; "all" is the whole training split (the point the subsets lead up to).
 def _train_size(value: Any) -> int | str:
     if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -230,12 +231,18 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        needs_teacher = any(m in ("ft_cot", "ft_cot_natural") for m in self.methods) or self.diverse is not None
+        needs_teacher = any(m in ("ft_cot", "ft_cot_natural", "ft_dss") for m in self.methods) \
+            or self.diverse is not None
         if (needs_teacher or self.teacher_row) and not self.teachers:
             raise ValueError("needs at least one teacher (teachers: [replay:text-davinci-002] works offline) for "
-                             "ft_cot, diverse or the teacher row")
+                             "ft_cot, ft_dss, diverse or the teacher row")
         if self.diverse is not None and "ft_cot" not in self.methods:
             raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot to methods")
+        weighted = [s.label for s in self.students if s.train.rationale_weight is not None]
+        if (self.train.rationale_weight is not None or weighted) and "ft_dss" not in self.methods:
+            where = f"student '{weighted[0]}'" if weighted else "train"
+            raise ValueError(f"{where} sets rationale_weight, which weighs distilling step-by-step's rationale "
+                             f"task: add ft_dss to methods")
         for student in self.students:
             extra = [m for m in student.methods or [] if m not in self.methods]
             if extra:

@@ -36,6 +36,7 @@ from typing import Any
 from ftcot.experiment.config import PAPER_TEMPERATURE, PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig
 from ftcot.curate.dataset import question_subset
 from ftcot.tasks import BUILTIN_TASKS, Task
+from ftcot.templates import get_template
 
 # Bump when a stage's outputs change meaning, so old stage directories are not reused.
 STAGE_FORMAT = 1
@@ -224,7 +225,12 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
 
     def train(data: Stage, student: StudentConfig, seed: int) -> Stage:
         settings = config.train_config(student, seed).to_dict()
-        inputs = {"curate": data.key, "config": {k: v for k, v in settings.items() if k not in _RUN_ONLY}}
+        keyed = {k: v for k, v in settings.items() if k not in _RUN_ONLY}
+        # λ weighs the tasks of distilling step-by-step data only; unset (or for other data) it stays out of the
+        # key and the config, so the stages made before it existed keep their keys.
+        if keyed.get("rationale_weight") is None or not get_template(data.inputs["template"]).multi_task:
+            keyed.pop("rationale_weight", None)
+        inputs = {"curate": data.key, "config": keyed}
         return plan.add(_stage("train", inputs, f"{student.label} seed {seed} on {data.label}", (data.key,),
                                student=student.label, **{k: settings[k] for k in _RUN_ONLY}))
 
@@ -242,7 +248,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
              size: int | None) -> None:
         plan.cells.append(ResultCell(stage.key, method, student.label, teacher, name, D, seed, size))
 
-    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural")
+    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss")
                                                                 for m in config.methods))
     greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers} if greedy_needed else {}
     if config.teacher_row:

@@ -22,7 +22,8 @@ from pathlib import Path
 from ftcot.tasks import BUILTIN_TASKS
 
 METHOD_NAMES = {"zs": "Zero-shot", "zs_cot": "Zero-shot-CoT", "fs_cot": "Few-shot-CoT",
-                "ft": "Fine-tune", "ft_cot": "Fine-tune-CoT", "ft_cot_natural": "Fine-tune-CoT (natural)"}
+                "ft": "Fine-tune", "ft_cot": "Fine-tune-CoT", "ft_cot_natural": "Fine-tune-CoT (natural)",
+                "ft_dss": "Distilling step-by-step"}
 
 
 @dataclass(frozen=True)

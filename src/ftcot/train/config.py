@@ -48,6 +48,10 @@ class TrainConfig:
     loss_chunk: int | None = _help("Completion positions per output-layer chunk in the loss "
                                    "(default: 32M logits / vocabulary size; 128 for Gemma).", default=None)
     device: str = _help("auto, cpu, cuda or cuda:N (under accelerate launch: its device).", default="auto")
+    rationale_weight: float | None = _help(
+        "Distilling step-by-step (ft_dss data only): λ, the rationale task's loss weight against the label "
+        "task's; the loss is (label loss + λ · rationale loss) / (1 + λ), each a mean over its target tokens "
+        "(default 1, the paper's).", default=None)
 
     def __post_init__(self) -> None:
         # Checked here, at the edge (CLI options, `ftcot run` YAML, Python calls alike): a NaN learning rate
@@ -59,6 +63,7 @@ class TrainConfig:
         check_float("--weight-decay", self.weight_decay, 0)
         check_float("--lora-dropout", self.lora_dropout, 0, 1, high_open=True)
         check_float("--dropout", self.dropout, 0, 1, high_open=True, optional=True)
+        check_float("--rationale-weight", self.rationale_weight, 0, optional=True)
         for name in ("lora", "allow_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise FtcotError(f"{_flag(name)} must be true or false (got {getattr(self, name)!r}).")

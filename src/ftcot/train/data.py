@@ -10,6 +10,15 @@ labels it is trained on (spec §4: loss on the completion only):
   from the row's question / rationale / answer; encoder input = the prompt ids
   (EOS kept), labels = completion ids + EOS.
 
+Distilling step-by-step (multi-task templates, ``ft_dss``): each row is one
+task's (its ``objective``: label or rationale) and is laid out by that task's
+format. The loss is ``(L_label + λ·L_rationale) / (1 + λ)``, each task's loss
+the mean cross-entropy over that task's target tokens (the paper's: a mean per
+task, so the long rationales do not drown the short labels). Rows carry it as
+a per-token weight (:func:`weigh_tasks`, from the set's token counts) and an
+update divides by its rows instead of its tokens, so the weighting holds
+whether a batch mixes the tasks or length grouping puts each in its own.
+
 Batches group similar lengths (a shuffled window of batches, each window sorted
 by length, batch order shuffled) so that padding stays small; the pilot lost
 15–21% of its tokens to padding without grouping.
@@ -18,14 +27,14 @@ by length, batch order shuffled) so that padding stays small; the pilot lost
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ftcot.curate.dataset import TrainingExample, read_examples
 from ftcot.errors import FtcotError
 from ftcot.jsonl import read_json_object
-from ftcot.templates import Template, get_template
+from ftcot.templates import LABEL, OBJECTIVES, RATIONALE, Template, get_template
 
 IGNORE = -100
 # Batches sorted together: large enough to group lengths, small enough to keep epochs random.
@@ -59,7 +68,22 @@ def read_data_dir(path: Path) -> DataDir:
     val = read_examples(path / "val.jsonl") if (path / "val.jsonl").is_file() else []
     if not val:
         raise FtcotError(f"{path / 'val.jsonl'}: no validation examples; curate with --val-fraction above 0.")
+    for name, rows in (("train.jsonl", train), ("val.jsonl", val)):
+        check_objectives(rows, template, path / name)
     return DataDir(path, train, val, template, summary["task"])
+
+
+def check_objectives(rows: list[TrainingExample], template: Template, file: Path) -> None:
+    """Each row's task is one its template has, and the file has rows of the task generation uses."""
+    allowed = (None, *OBJECTIVES) if template.multi_task else (None,)
+    bad = next((e for e in rows if e.objective not in allowed), None)
+    if bad is not None:
+        tasks = f"the tasks {', '.join(OBJECTIVES)}" if template.multi_task else "one task (no objective)"
+        raise FtcotError(f"{file}: sample_index {bad.sample_index} has objective {bad.objective!r}; template "
+                         f"'{template.name}' has {tasks}. Re-curate the DATA_DIR with 'ftcot curate'.")
+    if all(e.objective == RATIONALE for e in rows):
+        raise FtcotError(f"{file}: only rationale rows; the label task (what the student answers with) needs rows "
+                         f"too. Re-curate the DATA_DIR with 'ftcot curate --template {template.name}'.")
 
 
 @dataclass(frozen=True)
@@ -72,10 +96,24 @@ class Tokenized:
     sample_index: int
     encoder_decoder: bool
     truncated: bool = False
+    objective: str | None = None  # a multi-task template's task (label or rationale); None: single-task
+    # The loss weight of each target token (multi-task rows, set by weigh_tasks); None: unweighted.
+    loss_weight: float | None = None
 
     @property
     def target_tokens(self) -> int:
         return sum(1 for t in self.labels if t != IGNORE)
+
+    @property
+    def loss_units(self) -> float:
+        """What an update's summed loss is divided by, summed over its rows: target tokens (a token mean),
+        or one per weighted row (the weights already hold each task's per-token mean)."""
+        return self.target_tokens if self.loss_weight is None else 1.0
+
+    @property
+    def generated(self) -> bool:
+        """Whether generation answers with this row's layout (the rationale task is only trained on)."""
+        return self.objective != RATIONALE
 
     @property
     def tokens(self) -> int:
@@ -84,9 +122,29 @@ class Tokenized:
 
 
 def student_texts(example: TrainingExample, template: Template, encoder_decoder: bool) -> tuple[str, str]:
-    """(prompt, completion) in the student's layout, from the row's parts (one definition: the template's)."""
-    return (template.format_prompt(example.question, encoder_decoder=encoder_decoder),
-            template.format_completion(example.answer, example.rationale, encoder_decoder=encoder_decoder))
+    """(prompt, completion) in the student's layout of the row's task, from the row's parts (one definition:
+    the template's)."""
+    return (template.format_prompt(example.question, encoder_decoder=encoder_decoder, objective=example.objective),
+            template.format_completion(example.answer, example.rationale, encoder_decoder=encoder_decoder,
+                                       objective=example.objective))
+
+
+def weigh_tasks(items: list[Tokenized], rationale_weight: float | None) -> list[Tokenized]:
+    """Multi-task rows with their per-token loss weights; rows of a single-task template unchanged.
+
+    Task ``t`` (weight 1 for the label task, ``rationale_weight`` = λ, default 1, for the rationale task)
+    gets ``weight_t · rows / (W · tokens_t)`` per target token, ``tokens_t`` its target tokens in
+    ``items`` and ``W`` the summed weight of the tasks present. Summed over ``items`` and divided by
+    their rows, the loss is then ``Σ_t weight_t · mean_t / W``: ``(L_label + λ·L_rationale) / (1 + λ)``.
+    """
+    if all(t.objective is None for t in items):
+        return items
+    weight = {LABEL: 1.0, RATIONALE: 1.0 if rationale_weight is None else float(rationale_weight)}
+    tokens = {task: sum(t.target_tokens for t in items if (t.objective or LABEL) == task) for task in OBJECTIVES}
+    present = sum(weight[task] for task in OBJECTIVES if tokens[task])
+    per_token = {task: weight[task] * len(items) / (present * tokens[task]) if tokens[task] else 0.0
+                 for task in OBJECTIVES}
+    return [replace(t, loss_weight=per_token[t.objective or LABEL]) for t in items]
 
 
 def tokenize(loaded: Any, example: TrainingExample, template: Template, max_length: int,
@@ -101,7 +159,8 @@ def tokenize(loaded: Any, example: TrainingExample, template: Template, max_leng
     if loaded.is_encoder_decoder:
         if over and truncate:
             prompt_ids, completion_ids = prompt_ids[:max_length], completion_ids[:max_length]
-        return Tokenized(prompt_ids, completion_ids, len(prompt_ids), example.sample_index, True, over)
+        return Tokenized(prompt_ids, completion_ids, len(prompt_ids), example.sample_index, True, over,
+                         example.objective)
     # A decoder also reads both sides in one window of its positions.
     positions = loaded.max_positions or 2 * max_length
     over = over or len(prompt_ids) + len(completion_ids) > positions
@@ -109,7 +168,7 @@ def tokenize(loaded: Any, example: TrainingExample, template: Template, max_leng
         prompt_ids, completion_ids = prompt_ids[:max_length], completion_ids[:max_length]
     ids = (prompt_ids + completion_ids)[:positions]
     labels = [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):]
-    return Tokenized(ids, labels[:len(ids)], len(prompt_ids), example.sample_index, False, over)
+    return Tokenized(ids, labels[:len(ids)], len(prompt_ids), example.sample_index, False, over, example.objective)
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -135,7 +194,10 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def collate(examples: list[Tokenized], pad_id: int, encoder_decoder: bool, multiple: int = 1) -> dict[str, Any]:
-    """Pad to the batch's longest member, rounded up to ``multiple`` (right side); masks were fixed at tokenization."""
+    """Pad to the batch's longest member, rounded up to ``multiple`` (right side); masks were fixed at tokenization.
+
+    Weighted rows (:func:`weigh_tasks`) add ``loss_weights``, each row's weight on its label positions.
+    """
     import torch
 
     width = _round_up(max(len(e.input_ids) for e in examples), multiple)
@@ -147,4 +209,8 @@ def collate(examples: list[Tokenized], pad_id: int, encoder_decoder: bool, multi
         input_ids[row, :len(e.input_ids)] = torch.tensor(e.input_ids)
         attention[row, :len(e.input_ids)] = 1
         labels[row, :len(e.labels)] = torch.tensor(e.labels)
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if any(e.loss_weight is not None for e in examples):
+        batch["loss_weights"] = torch.tensor([1.0 if e.loss_weight is None else e.loss_weight for e in examples],
+                                             dtype=torch.float32)[:, None].expand(labels.shape).contiguous()
+    return batch

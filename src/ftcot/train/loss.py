@@ -13,6 +13,10 @@ again for their gradient), and most positions are prompt or padding that the
 loss ignores. And why contiguous: a strided slice fed to that output layer ran
 ~400× slower on CPU (docs/offline-models.md).
 
+Distilling step-by-step rows come with ``loss_weights`` (per target token, see
+``ftcot.train.data.weigh_tasks``): the sum is then weighted, each row's
+gradient scaled by its weight in the same pass.
+
 The loss lives in ``CompletionLM.forward`` — not in a trainer hook — because
 DDP synchronises gradients and FSDP gathers parameters around the *wrapped
 module's* forward; the output layer must be applied inside it.
@@ -39,7 +43,8 @@ def unwrap_peft(model: Any) -> Any:
 
 
 class CompletionLM(nn.Module):
-    """A student whose forward returns ``(loss summed over completion tokens, token count)``."""
+    """A student whose forward returns ``(loss summed over completion tokens, token count)``; with
+    ``loss_weights``, ``(weighted sum, row count)`` (what ``Tokenized.loss_units`` sums to)."""
 
     def __init__(self, model: Any, encoder_decoder: bool, chunk_rows: int | None = None) -> None:
         super().__init__()
@@ -54,8 +59,9 @@ class CompletionLM(nn.Module):
         # FSDP's auto-wrap looks for the transformer layer classes here.
         self._no_split_modules = getattr(hf, "_no_split_modules", None)
 
-    def hidden_and_targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_and_targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                           loss_weights: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hf = unwrap_peft(self.model)
         if self.encoder_decoder:
             encoded = hf.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -66,30 +72,32 @@ class CompletionLM(nn.Module):
             scale = getattr(hf.config, "scale_decoder_outputs", None)
             if scale if scale is not None else getattr(hf.config, "tie_word_embeddings", False):
                 hidden = hidden * (hf.model_dim ** -0.5)
-            targets = labels
+            targets, weights = labels, loss_weights
         else:
             body = getattr(hf, hf.base_model_prefix)
             hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
             hidden, targets = hidden[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+            weights = None if loss_weights is None else loss_weights[:, 1:]
         keep = targets != IGNORE
         # Boolean indexing gathers into a fresh, contiguous (N, hidden) matrix.
-        return hidden[keep].contiguous(), targets[keep]
+        return hidden[keep].contiguous(), targets[keep], None if weights is None else weights[keep]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        hidden, targets = self.hidden_and_targets(input_ids, attention_mask, labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                loss_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        hidden, targets, weights = self.hidden_and_targets(input_ids, attention_mask, labels, loss_weights)
         head = unwrap_peft(self.model).get_output_embeddings()
         loss = linear_cross_entropy(hidden, head.weight, head.bias, targets, self.chunk_rows, self.softcap,
-                                    self.scratch)
-        return loss, int(targets.numel())
+                                    self.scratch, weights)
+        return loss, int(targets.numel()) if weights is None else float(labels.shape[0])
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor, chunk_rows: int, softcap: float | None = None,
-                         pool: ScratchPool | None = None) -> torch.Tensor:
+                         pool: ScratchPool | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_i CE(softcap(hidden_i @ weight.T + bias), targets_i)`` without keeping (N, vocab) logits.
 
-    ``pool``: work tensors to reuse across calls (default: fresh ones for this call).
+    ``pool``: work tensors to reuse across calls (default: fresh ones for this call); ``weights``: one
+    per row, ``sum_i weights_i · CE_i`` (default: all 1).
     """
     need = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad))
@@ -97,7 +105,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     # full one (Gemma on CPU: 12 rows took 30% of the time of 128).
     chunks = max(1, -(-hidden.shape[0] // chunk_rows))
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets, max(1, -(-hidden.shape[0] // chunks)), softcap,
-                                     need, pool or ScratchPool())
+                                     need, pool or ScratchPool(), weights)
 
 
 def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -117,7 +125,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, chunk_rows: int, softcap: float | None, need_grad: bool,
-                pool: ScratchPool) -> torch.Tensor:
+                pool: ScratchPool, row_weights: torch.Tensor | None = None) -> torch.Tensor:
         # Matmuls in bf16 where the model computes in it (native on AVX512-BF16/AMX and GPUs); softmax in fp32.
         dtype = _matmul_dtype(hidden)
         acc = torch.promote_types(dtype, torch.float32)  # softmax precision: at least fp32
@@ -139,12 +147,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = h_all[start:start + chunk_rows]
             y = targets[start:start + chunk_rows]
             logits, grad, picked, capped = buffers.softmax(h, w, bias, softcap, y)
-            total -= picked.sum()
+            rw = None if row_weights is None else row_weights[start:start + chunk_rows].to(acc)
+            total -= picked.sum() if rw is None else (picked * rw).sum()
             if not need_grad:
                 continue
             grad[rows[:len(y)], y] -= 1  # softmax − one-hot, in place
             if softcap:
                 grad *= capped.mul_(capped).neg_().add_(1)  # d softcap(z) / dz = 1 - tanh²
+            if rw is not None:
+                grad *= rw[:, None]
             if want_b:
                 grad_b += grad.sum(0)
             if want_w:
@@ -160,7 +171,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         grads = [None if g is None else (g * grad_out.to(g.dtype)).to(dtype)
                  for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 class ScratchPool:

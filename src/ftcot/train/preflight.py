@@ -45,7 +45,7 @@ def check_prompt_ids(loaded: Any, examples: list[TrainingExample], tokenized: li
                      template: Template, file: str) -> None:
     """The ids training sees before the completion are exactly what generation encodes."""
     bad = [e.sample_index for e, t in zip(examples, tokenized)
-           if loaded.encode_prompt(template.format_prompt(e.question, loaded.is_encoder_decoder))
+           if loaded.encode_prompt(student_texts(e, template, loaded.is_encoder_decoder)[0])
            != t.input_ids[:t.prompt_tokens]]
     if bad:
         raise FtcotError(f"{file}: the training prompt ids of sample_index {_indices(bad)} differ from the ids "

@@ -7,7 +7,9 @@ batch, so one process and N processes see the same global batches. The loss of
 an update is the summed completion-token cross-entropy divided by the update's
 completion tokens over all processes and accumulation steps, so the gradient is
 the same whatever the process count (DDP then averages: each process scales by
-the world size).
+the world size). Distilling step-by-step rows (``ft_dss``) are weighted per task
+and divided by the update's rows instead (``ftcot.train.data.weigh_tasks``), and
+validation generates for their label rows only.
 
 Why a loop and not a ``transformers.Trainer`` subclass: the loss must run inside
 the wrapped module's forward (``CompletionLM``, see loss.py) for DDP/FSDP, and
@@ -46,7 +48,8 @@ from ftcot.tasks.spec import TaskSpec
 from ftcot.train import checkpoint as ckpt
 from ftcot.train import preflight
 from ftcot.train.config import TrainConfig
-from ftcot.train.data import DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize
+from ftcot.train.data import (DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize,
+                              weigh_tasks)
 from ftcot.train.metrics_log import MetricsLog
 from ftcot.train.progress import TrainProgress, peak_rss_gb, summary_table
 
@@ -79,6 +82,9 @@ def prepare_data(data: DataDir, loaded: Any, spec: TaskSpec, config: TrainConfig
     """Tokenize once and run the pre-flight checks (each raises a one-line FtcotError)."""
     from ftcot.models.generation import eos_ids
 
+    if config.rationale_weight is not None and not data.template.multi_task:
+        raise FtcotError(f"--rationale-weight applies to distilling step-by-step data (ft_dss); {data.path} is "
+                         f"'{data.template.name}' data. Drop the option, or curate with --template ft_dss.")
     truncated = []
     tokenized = {}
     for name, rows in (("train.jsonl", data.train), ("val.jsonl", data.val)):
@@ -88,9 +94,11 @@ def prepare_data(data: DataDir, loaded: Any, spec: TaskSpec, config: TrainConfig
         preflight.check_prompt_ids(loaded, rows, items, data.template, file)
         truncated += preflight.check_lengths(rows, items, config.max_length, config.allow_truncation, file)
         preflight.check_eos(loaded, rows, items, eos_ids(loaded), file)
-        preflight.check_scorable(loaded, [e for e, t in zip(rows, items) if not t.truncated],
-                                 [t for t in items if not t.truncated], spec, data.template, file)
-        tokenized[name] = items
+        # Only the rows generation answers with must give the answer back (a rationale row has none).
+        scorable = [(e, t) for e, t in zip(rows, items) if not t.truncated and t.generated]
+        preflight.check_scorable(loaded, [e for e, _ in scorable], [t for _, t in scorable], spec, data.template,
+                                 file)
+        tokenized[name] = weigh_tasks(items, config.rationale_weight)  # distilling step-by-step's task weights
     return Prepared(data, spec, loaded, tokenized["train.jsonl"], tokenized["val.jsonl"], truncated)
 
 
@@ -249,14 +257,14 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
             metrics = {
                 "epoch": epoch, "step": step, "train_loss": epoch_loss / epoch_targets, "train_seconds": seconds,
                 "train_tokens": epoch_tokens, "train_tokens_per_s": epoch_tokens / seconds,
-                "val_loss": val_loss, "val_accuracy": correct / len(prepared.val), "val_correct": correct,
-                "val_total": len(prepared.val), "step_losses": step_losses,
+                "val_loss": val_loss, "val_accuracy": correct / len(_generated_val(prepared)),
+                "val_correct": correct, "val_total": len(_generated_val(prepared)), "step_losses": step_losses,
             }
             history = [*history, metrics]
             metrics_log.epoch(metrics)
             record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
             progress.note(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, val loss {val_loss:.4f}, "
-                          f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{len(prepared.val)})")
+                          f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{metrics['val_total']})")
             _save_checkpoint(out, epoch, step, history, record, inner, optimizer, accelerator, sharded)
 
     metrics_log.close()
@@ -395,7 +403,7 @@ def train_window(wrapper: Any, optimizer: Any, accelerator: Any, examples: list[
     rank, world = accelerator.process_index, accelerator.num_processes
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     sharded = deepspeed or accelerator.distributed_type == DistributedType.FSDP
-    targets = sum(examples[i].target_tokens for b in window for i in b)
+    targets = sum(examples[i].loss_units for b in window for i in b)
     local = torch.zeros((), device=accelerator.device)
     for k, batch in enumerate(window):
         rows, weight = batch[rank::world], 1.0
@@ -433,11 +441,11 @@ def _best(history: list[dict]) -> int | None:
 
 
 def _default_max_new_tokens(prepared: Prepared) -> int:
-    longest = max(t.target_tokens for t in prepared.train + prepared.val)
+    longest = max(t.target_tokens for t in prepared.train + prepared.val if t.generated)
     budget = math.ceil(1.25 * longest) + 4
     limit = None if prepared.loaded.is_encoder_decoder else prepared.loaded.max_positions
     if limit is not None:
-        budget = min(budget, limit - max(t.prompt_tokens for t in prepared.val))
+        budget = min(budget, limit - max(t.prompt_tokens for t in prepared.val if t.generated))
     return budget
 
 
@@ -464,6 +472,11 @@ def _val_loss(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerator
     return float(total[0] / total[1])
 
 
+def _generated_val(prepared: Prepared) -> list[int]:
+    """The validation rows answered by generation: all, but a distilling step-by-step rationale row."""
+    return [i for i, t in enumerate(prepared.val) if t.generated]
+
+
 def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
                  max_new_tokens: int, wrapper: Any) -> int:
     """Greedy generation on this process's share of val questions, scored like evaluation scores."""
@@ -473,7 +486,7 @@ def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accel
     from ftcot.models import generate
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    mine = list(range(len(prepared.val)))[rank::world]
+    mine = _generated_val(prepared)[rank::world]
     template = prepared.data.template
     prompts = [template.format_prompt(prepared.data.val[i].question, eval_model.is_encoder_decoder) for i in mine]
     full = contextlib.nullcontext()
