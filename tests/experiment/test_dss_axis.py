@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ftcot.errors import FtcotError
-from ftcot.experiment.config import parse_config
+from ftcot.experiment.config import load_config, parse_config
 from ftcot.experiment.runner import Experiment
 from ftcot.report.results import ResultRow, results_markdown
 from tests.cli import run_ftcot
@@ -66,6 +67,13 @@ def test_config_errors_are_one_line(data_root):
         parse_config({**BASE, "train": {"rationale_weight": -1}})
     with pytest.raises(FtcotError, match="needs at least one teacher .* for ft_cot, ft_dss"):
         parse_config({**BASE, "methods": ["ft_dss"], "teachers": [], "teacher_row": False})
+
+
+def test_the_shipped_config_compares_the_three_on_one_teach_stage(data_root, tmp_path):
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "distilling_step_by_step.yaml")
+    plan = Experiment(config, tmp_path, data_root).plan
+    assert sorted(c.method for c in plan.cells) == ["ft", "ft_cot", "ft_dss"]
+    assert len(plan.of_kind("teach")) == 1 and len(plan.of_kind("train")) == 3
 
 
 def test_results_name_the_method():

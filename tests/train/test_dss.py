@@ -207,3 +207,6 @@ def test_rationale_weight_is_checked_and_belongs_to_ft_dss_data(data_root, tmp_p
     assert_one_line_error(result, "--rationale-weight applies to distilling step-by-step data (ft_dss)",
                           "'ft_cot' data")
     assert not (tmp_path / "ck").exists()
+    api = run_ftcot("train", cot, "--student", "openai:gpt-4o-mini", "--rationale-weight", "2", "--out",
+                    tmp_path / "api")
+    assert_one_line_error(api, "--rationale-weight weighs a local student's loss")

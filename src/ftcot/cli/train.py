@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ftcot.errors import FtcotError
 from ftcot.train.config import TrainConfig, help_of
 
 _DEFAULTS = TrainConfig()
@@ -48,6 +49,9 @@ def train_command(
 ) -> None:
     """Fine-tune a student on teacher rationales (loss on the completion only); rerun to resume."""
     if student.startswith("openai:"):
+        if rationale_weight is not None:
+            raise FtcotError("--rationale-weight weighs a local student's loss; a provider's fine-tuning job "
+                             "trains on every row of the DATA_DIR alike. Drop the option for openai: students.")
         _train_api_student(data_dir, student.removeprefix("openai:"), out, base_url, api_key_env, timeout)
         return
     from ftcot.train import train
