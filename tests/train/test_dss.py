@@ -210,3 +210,34 @@ def test_rationale_weight_is_checked_and_belongs_to_ft_dss_data(data_root, tmp_p
     api = run_ftcot("train", cot, "--student", "openai:gpt-4o-mini", "--rationale-weight", "2", "--out",
                     tmp_path / "api")
     assert_one_line_error(api, "--rationale-weight weighs a local student's loss")
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one_on_weighted_rows(dss_4, tmp_path):
+    """Under DDP each process takes every second row of a batch (here a label row and a rationale row go to
+    different processes): the task weights and the division by the update's rows are global, so the loss
+    trajectory is one process's."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.train.helpers import THREADS, record, run_train
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "ddp_cpu.yaml"
+    args = ("--student", "tiny-gpt2", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--no-bf16",
+            "--dropout", "0", "--max-length", "768", "--max-new-tokens", "4", "--rationale-weight", "0.5")
+    one = run_train(dss_4, *args, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    two = subprocess.run([str(accelerate), "launch", "--config_file", str(config), "-m", "ftcot", "train",
+                          str(dss_4), *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, **THREADS})
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, double = record(tmp_path / "one"), record(tmp_path / "two")
+    assert (single["processes"], double["processes"]) == (1, 2)
+    losses_1 = [loss for m in single["epochs"] for loss in m["step_losses"]]
+    losses_2 = [loss for m in double["epochs"] for loss in m["step_losses"]]
+    assert len(losses_1) == 4 and losses_2 == pytest.approx(losses_1, rel=1e-4)
+    for a, b in zip(single["epochs"], double["epochs"]):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert a["val_total"] == b["val_total"] == 2  # the label rows, shared between the processes
