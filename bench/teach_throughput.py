@@ -15,9 +15,12 @@ Then the whole engine (``ftcot.teach.engine.teach`` with a real teach store on
 disk, its group commit, progress and bookkeeping) at 64 and 256 in flight,
 rated from the server's own timestamps: the server notes when it sends each
 reply, and the rate is the replies sent in the middle 80% of the run over that
-time, against the same ideal. For comparison the engine is run again with one
-fsync'ed commit per reply (how it committed before the group commit). The last
-line printed is one JSON object with every figure.
+time, against the same ideal. For comparison the engine is run again on
+asyncio's own event loop (it uses uvloop where installed) and with one fsync'ed
+commit per reply (how it committed before the group commit). Last, several
+servers of one teacher: 1, 2 and 3 servers that each serve 16 requests at once
+(the rest queue), the engine keeping each full; the completions/s of each over
+those of one server. The last line printed is one JSON object with every figure.
 
     .venv/bin/python bench/teach_throughput.py            # ~40 s
     .venv/bin/python bench/teach_throughput.py --window 4 # steadier figures
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import subprocess
@@ -43,7 +47,7 @@ PROMPT = "Q: Joan found 70 seashells on the beach. She gave Sam some. She has 27
 # --- the server (separate process) ---------------------------------------------------------
 
 
-def serve() -> None:
+def serve(capacity: int = 0) -> None:
     """A bare asyncio HTTP/1.1 server (keep-alive, Content-Length bodies only).
 
     No coroutine per request: the reply is scheduled with ``call_later``, so the
@@ -66,6 +70,19 @@ def serve() -> None:
 
     replies = {1: reply(1)}
     sent: list[float] = []  # when each reply went out (the server's own clock)
+    # capacity K: at most K requests served at once, the rest wait their turn (a GPU server's batch).
+    busy = [0]
+    waiting: collections.deque = collections.deque()
+
+    def start(protocol: Http, data: bytes) -> None:
+        busy[0] += 1
+        asyncio.get_running_loop().call_later(DELAY_S, finish, protocol, data)
+
+    def finish(protocol: Http, data: bytes) -> None:
+        protocol.send(data)
+        busy[0] -= 1
+        if waiting:
+            start(*waiting.popleft())
 
     def stamps_reply() -> bytes:
         body = json.dumps(sent).encode()
@@ -98,7 +115,10 @@ def serve() -> None:
                 n = int(json.loads(body).get("n", 1)) if body else 1
                 if n not in replies:
                     replies[n] = reply(n)
-                asyncio.get_running_loop().call_later(DELAY_S, self.send, replies[n])
+                if capacity and busy[0] >= capacity:
+                    waiting.append((self, replies[n]))
+                else:
+                    start(self, replies[n])
 
         def send(self, data: bytes) -> None:
             if not self.transport.is_closing():
@@ -236,9 +256,10 @@ def steady_state(stamps: list[float], cpu_samples: list[tuple[float, float]]) ->
     return (hi - lo) / (stamps[hi] - stamps[lo]), cpu_per_reply
 
 
-def engine_ratio(base_url: str, in_flight: int, seconds: float, group_commit: bool, workdir: str,
-                 uvloop: bool = True) -> dict:
-    """The engine's completions/s over the ideal, from the server's stamps, and its CPU per request."""
+def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, group_commit: bool, workdir: str,
+                 uvloop: bool = True, server_concurrency: int | None = None) -> dict:
+    """The engine's completions/s over the ideal, from the servers' stamps, and its CPU per request."""
+    base_urls = [base_url] if isinstance(base_url, str) else base_url
     import tempfile
     from pathlib import Path
 
@@ -255,7 +276,8 @@ def engine_ratio(base_url: str, in_flight: int, seconds: float, group_commit: bo
         task_file.write_text("".join(json.dumps({"question": f"{PROMPT} ({i})", "answer": "43", "split": "train"}) + "\n"
                                      for i in range(questions)))
         task = load_task(str(task_file), answer_type="number")
-        teacher = OpenAICompatTeacher("bench-model", base_url=base_url, api_key_env="FTCOT_BENCH_NO_KEY")
+        teacher = OpenAICompatTeacher("bench-model", base_url=base_urls, api_key_env="FTCOT_BENCH_NO_KEY",
+                                      server_concurrency=server_concurrency)
         original, original_loop = engine._Run._commit, engine.event_loop_factory
         if not uvloop:
             engine.event_loop_factory = lambda: None
@@ -263,7 +285,8 @@ def engine_ratio(base_url: str, in_flight: int, seconds: float, group_commit: bo
             async def one_commit_per_reply(self, rows):  # the engine before the group commit
                 self.summary.new += self.store.add_completions(rows)
             engine._Run._commit = one_commit_per_reply
-        server_stamps(base_url)  # forget earlier replies
+        for url in base_urls:
+            server_stamps(url)  # forget earlier replies
         cpu_samples: list[tuple[float, float]] = []
         running = threading.Event()
         running.set()
@@ -284,15 +307,41 @@ def engine_ratio(base_url: str, in_flight: int, seconds: float, group_commit: bo
             running.clear()
             sampler.join()
     assert summary.new == questions, summary.lines()
-    rate, cpu_per_reply = steady_state(server_stamps(base_url), cpu_samples)
+    rate, cpu_per_reply = steady_state([t for url in base_urls for t in server_stamps(url)], cpu_samples)
     return {"ratio": round(rate / (in_flight / DELAY_S), 3), "cpu_ms_per_request": round(1000 * cpu_per_reply, 3),
-            "requests": questions}
+            "requests": questions, "rate": round(rate, 1)}
+
+
+def server_scaling(seconds: float, workdir: str | None, capacity: int = 16, most: int = 3) -> dict[str, float]:
+    """Completions/s with 1..``most`` servers of ``capacity`` requests at once each, the engine keeping each
+    full (``server_concurrency`` = capacity, ``concurrency`` = servers × capacity), over the rate with one."""
+    servers = [subprocess.Popen([sys.executable, __file__, "--serve", "--capacity", str(capacity)],
+                                stdout=subprocess.PIPE, text=True) for _ in range(most)]
+    figures: dict[str, float] = {}
+    try:
+        urls = [f"http://127.0.0.1:{int(server.stdout.readline())}/v1" for server in servers]  # type: ignore[union-attr]
+        one = 0.0
+        for count in range(1, most + 1):
+            result = engine_ratio(urls[:count], capacity * count, seconds, True, workdir,
+                                  server_concurrency=capacity)
+            one = one or result["rate"]
+            figures[f"servers_{count}_rate"] = result["rate"]
+            figures[f"servers_{count}_speedup"] = round(result["rate"] / one, 2)
+            print(f"{count} server(s) of {capacity} at once       {result['rate']:7.1f} completions/s, "
+                  f"{result['rate'] / one:4.2f}x one server, {result['ratio']:.3f} of ideal", flush=True)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    return figures
 
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--capacity", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--only-servers", action="store_true", help="only the several-servers figures")
     parser.add_argument("--warmup", type=float, default=0.6, help="seconds before counting, per measurement")
     parser.add_argument("--window", type=float, default=2.0, help="seconds counted, per measurement")
     parser.add_argument("--engine-seconds", type=float, default=5.0, help="ideal length of each engine run")
@@ -300,7 +349,7 @@ def main() -> None:
     parser.add_argument("--store-dir", default=None, help="where the engine's stores go (default: the temp dir)")
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(args.capacity)
         return
     server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
     try:
@@ -308,7 +357,8 @@ def main() -> None:
         port = int(server.stdout.readline())
         started = time.perf_counter()
         base_url = f"http://127.0.0.1:{port}/v1"
-        figures = {} if args.only_engine else asyncio.run(run(base_url, server.pid, args.warmup, args.window))
+        quick = args.only_engine or args.only_servers
+        figures = {} if quick else asyncio.run(run(base_url, server.pid, args.warmup, args.window))
         from ftcot.teach.engine import event_loop_factory
 
         variants = [("engine", True, True), ("engine_asyncio_loop", True, False),
@@ -316,7 +366,7 @@ def main() -> None:
         if event_loop_factory() is None:
             print("uvloop is not installed: the engine runs on asyncio's own loop", flush=True)
             variants = [("engine", True, False), variants[2]]
-        for label, group_commit, uvloop in variants:
+        for label, group_commit, uvloop in [] if args.only_servers else variants:
             for level in (64, 256):
                 result = engine_ratio(base_url, level, args.engine_seconds, group_commit, args.store_dir, uvloop)
                 figures[f"{label}_ratio_{level}"] = result["ratio"]
@@ -324,6 +374,7 @@ def main() -> None:
                 print(f"{label + f', {level:>3} in flight':<38} {result['ratio']:6.3f} of ideal   "
                       f"(server's stamps, {result['requests']} requests; client CPU "
                       f"{result['cpu_ms_per_request']:.3f} ms/request in that stretch)", flush=True)
+        figures.update(server_scaling(args.engine_seconds, args.store_dir))
         figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
         figures["cpus"] = os.cpu_count() or 0
         # Other work on the machine delays the client's wake-ups: read the ratios with this.

@@ -64,8 +64,10 @@ class TeachResult:
 
 def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", method: str = "zs_cot",
           samples: int = 1, temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = 16,
-          max_cost: float | None = None, questions: list[int] | None = None, base_url: str | None = None,
+          max_cost: float | None = None, questions: list[int] | None = None,
+          base_url: str | list[str] | None = None, server_concurrency: int | None = None,
           api_key_env: str | None = None, chat: bool = False, extra_body: dict[str, Any] | None = None,
+          system_prompt: str | None = None, rationale: str = "answer",
           data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False,
           until_correct: int | None = None, max_samples: int | None = None, rationalize: bool = False,
           rationalize_samples: int = 1,
@@ -79,7 +81,10 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     of an ``openai:`` teacher (``--extra-body``). ``batch``: through the provider's Batch API (:mod:`ftcot.teach.batch`,
     ``--batch``), checking its batches every ``poll_interval`` seconds. ``until_correct``/``max_samples``: adaptive sampling
     (:mod:`ftcot.teach.adaptive`, ``summary`` is its report); ``rationalize``: then rationalization
-    (:mod:`ftcot.teach.rationalize`), as the command's options of the same names.
+    (:mod:`ftcot.teach.rationalize`), as the command's options of the same names. ``base_url`` may list
+    several servers of one teacher (``server_concurrency`` requests in flight at most on each);
+    ``system_prompt`` opens every chat request; ``rationale`` (answer|reasoning|both) is the part of a
+    reasoning model's reply exported as the rationale (:mod:`ftcot.teach.reasoning`).
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task
@@ -93,13 +98,18 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     root = resolve_data_root(data_dir)
     loaded = load_task(task, root, answer_type)
     options = {"extra_body": dict(extra_body)} if extra_body else {}
+    options.update({k: v for k, v in (("server_concurrency", server_concurrency), ("system", system_prompt))
+                    if v is not None})
     backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root,
                            **options)
     # The key and any credentials in the URL: the same redaction as the command's.
     secrets = teacher_secrets(teacher, api_key_env, base_url)
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
-                     max_cost=max_cost)
+                     max_cost=max_cost, rationale=rationale)
+    if rationale != "answer" and (batch or until_correct is not None or max_samples is not None):
+        raise FtcotError("rationale= is read by plain runs only; for a batch or adaptive run, pick the part when "
+                         "exporting: ftcot teach export RUN_DIR --rationale reasoning|both.")
     if batch:
         from ftcot.errors import check_float
         from ftcot.teach.batch import batch_teacher
@@ -139,7 +149,7 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
         else:
             summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
                                   max_cost, store, progress=progress, secrets=secrets,
-                                  console=_quiet_console(progress), only=questions)
+                                  console=_quiet_console(progress), only=questions, rationale=rationale)
         report = report_from_store(store, loaded.spec)
     atomic_write_json(out / "report.json", report.to_json())
     if rationalize and not summary.interrupted:

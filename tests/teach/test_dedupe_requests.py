@@ -79,3 +79,15 @@ def test_a_stored_request_is_never_asked_again_for_another_question(tmp_path, da
                       only={b for _, b in pairs})
         assert server.count() == before and twins.requests == 0
         assert twins.complete_chains == 2 * len(pairs)
+
+
+def test_a_dry_run_counts_a_shared_request_once(tmp_path, data_root, stub):
+    task, pairs = twins_task(data_root)
+    server = stub()
+    teacher = OpenAICompatTeacher("stub", base_url=server.base_url, supports_n=False, max_retries=0)
+    planned = teach(task, "train", teacher, "zs_cot", samples=2, temperature=0.7, dry_run=True)
+    assert server.count() == 0
+    with TeachStore.open(tmp_path) as store:
+        done = teach(task, "train", teacher, "zs_cot", samples=2, temperature=0.7, store=store)
+    assert planned.estimated_requests == done.requests == server.count()
+    assert planned.estimated_requests == 2 * 2 * (len(task.samples) - len(pairs))

@@ -49,7 +49,15 @@ def teach_command(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at most")] = 16,
     max_cost: Annotated[Optional[float], typer.Option(help="Stop sending before this many USD would be spent (this run)")] = None,
     prices: Annotated[Optional[Path], typer.Option(help="JSON price table overriding the built-in one (USD per 1M tokens)")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (openai: teachers), e.g. http://127.0.0.1:8080/v1")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option(
+        help="OpenAI-compatible endpoint (openai: teachers), e.g. http://127.0.0.1:8080/v1; once per server to "
+             "spread the requests over several (least loaded first; a server that dies hands its requests on)")] = None,
+    server_concurrency: Annotated[Optional[int], typer.Option(
+        help="Requests in flight at most per server (several --base-url; llama.cpp serves one at a time)")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="System message first in every request (--chat)")] = None,
+    rationale: Annotated[str, typer.Option(
+        help="Reasoning models: the exported rationale is the visible answer, the reasoning, or both "
+             "(answer|reasoning|both); changing it sends no request")] = "answer",
     api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the API key (default OPENAI_API_KEY)")] = None,
     chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions")] = False,
     extra_body: Annotated[Optional[str], typer.Option(
@@ -90,12 +98,16 @@ def teach_command(
     loaded = load_task(task, data_root, answer_type)
     price_table = PriceTable.load(prices)
     options = {"extra_body": _json_object(extra_body, "--extra-body")} if extra_body else {}
+    options.update({k: v for k, v in (("server_concurrency", server_concurrency), ("system", system_prompt))
+                    if v is not None})
+    base_url = _one_or_many(base_url)
     backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root,
                            **options)
     secrets = teacher_secrets(teacher, api_key_env, base_url)
     # Validate before touching RUN_DIR: a bad flag must not leave an empty run behind.
     settings, _ = resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens,
-                                   concurrency=concurrency, max_cost=max_cost, prices=price_table)
+                                   concurrency=concurrency, max_cost=max_cost, prices=price_table,
+                                   rationale=rationale)
     if batch:
         from ftcot.errors import check_float
         from ftcot.teach.batch import batch_teacher
@@ -108,6 +120,9 @@ def teach_command(
         refuse_open_batches(out)  # their requests are paid for: collect them, do not send them again
 
     adaptive = until_correct is not None or max_samples is not None
+    if rationale != "answer" and (batch or adaptive):
+        raise FtcotError("--rationale is read by plain runs only; for a --batch or adaptive run, pick the part "
+                         "when exporting: ftcot teach export RUN_DIR --rationale reasoning|both.")
     if adaptive and batch:
         raise FtcotError("--batch sends everything at once; adaptive sampling needs each round's answers first.")
     if adaptive:
@@ -117,7 +132,7 @@ def teach_command(
             teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root, **options),
             until_correct, max_samples, temperature, max_tokens, concurrency, max_cost, price_table, secrets,
             rationalize, rationalize_samples, {"teacher_spec": teacher,
-                                               "base_url": public_url(base_url) if base_url else None,
+                                               "base_url": _public_base_url(base_url),
                                                "chat": chat, "concurrency": concurrency, "max_cost": max_cost})
     if dry_run:
         store = TeachStore.open_readonly(out) if (out / STORE_FILE).is_file() else None
@@ -134,16 +149,18 @@ def teach_command(
         else:
             summary = teach(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
                             max_cost, store, progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
-                            console=_stderr)
+                            console=_stderr, rationale=rationale)
         if not dry_run:
             assert store is not None
             record = {
                 "settings": {k: v for k, v in settings.to_json().items() if k != "exemplars"},
                 "teacher_spec": teacher,
-                "base_url": public_url(base_url) if base_url else None,
+                "base_url": _public_base_url(base_url),
                 "api_key_env": api_key_env if teacher.startswith("openai:") else None,
                 "chat": chat,
                 "concurrency": concurrency,
+                "server_concurrency": server_concurrency,
+                "system_prompt": system_prompt,
                 "batch": batch,
                 "max_cost": max_cost,
                 "prices_file": str(prices) if prices else None,
@@ -230,6 +247,9 @@ def _rationalize_run(loaded, out, new_teacher, samples, max_tokens, concurrency,
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by 'ftcot teach'")],
     out: Annotated[Optional[Path], typer.Option(help="JSONL file to write (default RUN_DIR/export.jsonl)")] = None,
+    rationale: Annotated[Optional[str], typer.Option(
+        help="Reasoning models: export the visible answer, the reasoning or both as the rationale "
+             "(default: the run's --rationale)")] = None,
 ) -> None:
     """Write the run's complete chains as JSONL in the shared teacher format."""
     from ftcot.paths import check_output
@@ -241,7 +261,7 @@ def export_command(
         # may be replaced.
         target = out or run_dir / "export.jsonl"
         check_output(target, [p for p in run_dir.glob("*") if p.name != "export.jsonl"], kind="file")
-        result = export(store, target)
+        result = export(store, target, rationale=rationale)
     _stdout.print(f"wrote {result.written} records to {result.path}"
                   + (f" ({result.incomplete} incomplete chains left out; rerun the teach command to finish them)"
                      if result.incomplete else ""), markup=False)
@@ -306,6 +326,19 @@ def _write_json(path: Path, value: Any, secrets: list[str]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+def _one_or_many(base_urls: list[str] | None) -> str | list[str] | None:
+    """--base-url given once is one URL (as before); more than once, the servers of one teacher."""
+    if not base_urls:
+        return None
+    return base_urls[0] if len(base_urls) == 1 else list(base_urls)
+
+
+def _public_base_url(base_url: str | list[str] | None) -> str | list[str] | None:
+    if base_url is None:
+        return None
+    return public_url(base_url) if isinstance(base_url, str) else [public_url(u) for u in base_url]
 
 
 def _json_object(text: str, flag: str) -> dict:

@@ -79,15 +79,29 @@ def _train_overrides_model() -> type[BaseModel]:
 TrainSettings = _train_overrides_model()
 
 
+def _public_urls(base_url: str | list[str] | None) -> str | list[str] | None:
+    """A base URL (or several) without credentials; a list of one is that URL (the same stage key)."""
+    if not base_url:
+        return None
+    if isinstance(base_url, str) or len(base_url) == 1:
+        return public_url(base_url if isinstance(base_url, str) else base_url[0])
+    return sorted(public_url(url) for url in base_url)  # the servers, not their order, make the teacher
+
+
 class TeacherConfig(_Strict):
     spec: str = Field(description="openai:MODEL, hf:MODEL_OR_PATH, gemma-270m or replay:text-davinci-002")
     name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
-    base_url: Optional[str] = None
+    base_url: Optional[Union[str, list[str]]] = Field(
+        None, description="The server's /v1 URL; a list: several servers of this one teacher (least loaded first, "
+                          "a server that dies hands its requests on)")
     api_key_env: Optional[str] = None
     chat: bool = False
     extra_body: Optional[dict[str, Any]] = None
     max_tokens: Optional[int] = Field(None, ge=1, description="Rationale token limit (default 128)")
     concurrency: int = Field(16, ge=1)
+    server_concurrency: Optional[int] = Field(None, ge=1, description="Requests in flight per server (base_url list)")
+    system_prompt: Optional[str] = Field(None, description="System message of every request (chat: true); part of "
+                                                           "identity() when set")
     max_cost: Optional[float] = Field(None, ge=0, description="USD cap per teach stage")
     # Not part of identity(): a batch returns the completions a normal run would (the same store keys).
     batch: bool = Field(False, description="openai: teachers: send through the provider's Batch API (half price, "
@@ -121,8 +135,10 @@ class TeacherConfig(_Strict):
 
         The URL without user info or query: stage files record it, and credentials must not reach them.
         """
-        identity = {"spec": self.spec, "base_url": public_url(self.base_url) if self.base_url else None,
+        identity = {"spec": self.spec, "base_url": _public_urls(self.base_url),
                     "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
+        if self.system_prompt:
+            identity["system_prompt"] = self.system_prompt
         # Only when set, so the teach stages made before these existed keep their keys.
         extra = {"until_correct": self.until_correct, "max_samples": self.max_samples,
                  "rationalize": self.rationalize or None}
@@ -259,7 +275,7 @@ class ExperimentConfig(_Strict):
         dump = self.model_dump(mode="json")
         for entry in dump["teachers"] + dump["students"]:
             if entry.get("base_url"):
-                entry["base_url"] = public_url(entry["base_url"])
+                entry["base_url"] = _public_urls(entry["base_url"])
         return dump
 
     def seeds_of(self, task: TaskConfig, student: StudentConfig) -> list[int]:

@@ -261,6 +261,7 @@ def _teach_beyond_the_paper(run: Experiment, stage: Stage, directory: Path, teac
                        max_tokens=teacher.max_tokens, concurrency=teacher.concurrency, max_cost=teacher.max_cost,
                        questions=stage.questions, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
                        chat=teacher.chat, extra_body=teacher.extra_body, data_dir=run.data_root,
+                       server_concurrency=teacher.server_concurrency, system_prompt=teacher.system_prompt,
                        answer_type=task.get("answer_type"), progress=True,
                        until_correct=teacher.until_correct if adaptive else None,
                        max_samples=teacher.max_samples if adaptive else None,
@@ -283,6 +284,8 @@ def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[st
 
     teacher = next(t for t in run.config.teachers if t.label == stage.runtime["teacher"])
     options = {"extra_body": teacher.extra_body} if teacher.extra_body else {}
+    options.update({k: v for k, v in (("server_concurrency", teacher.server_concurrency),
+                                      ("system", teacher.system_prompt)) if v is not None})
     backend = make_teacher(teacher.spec, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
                            chat=teacher.chat, data_root=run.data_root, **options)
     return teacher, backend, teacher_secrets(teacher.spec, teacher.api_key_env, teacher.base_url)

@@ -155,17 +155,20 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
           temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = DEFAULT_CONCURRENCY,
           max_cost: float | None = None, store: TeachStore | None = None, progress: bool = False, *,
           prices: PriceTable | None = None, dry_run: bool = False, secrets: Sequence[str] = (),
-          console: Console | None = None, only: Collection[int] | None = None) -> TeachSummary:
+          console: Console | None = None, only: Collection[int] | None = None,
+          rationale: str = "answer") -> TeachSummary:
     """Run (or, with ``dry_run``, price) the teacher on ``task``'s ``split``; see the module docstring.
 
     ``store`` must be open for writing unless ``dry_run`` (where it may be None:
     nothing is stored yet). ``secrets`` are strings (an API key) scrubbed from
     every failure message before it is stored or shown. ``only`` restricts the
     split to those sample indices (an experiment that trains on a subset pays
-    for that subset only).
+    for that subset only). ``rationale`` says which part of a reasoning model's
+    reply a chain exports (:mod:`ftcot.teach.reasoning`); it changes no request.
     """
     settings, price = resolve_settings(task, split, teacher, method, samples, temperature, max_tokens,
-                                       concurrency=concurrency, max_cost=max_cost, prices=prices)
+                                       concurrency=concurrency, max_cost=max_cost, prices=prices,
+                                       rationale=rationale)
     questions = task.split(split)
     if only is not None:
         wanted = set(only)
@@ -200,7 +203,7 @@ def event_loop_factory() -> Any:
 
 def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samples: int, temperature: float,
                      max_tokens: int | None, *, concurrency: int = DEFAULT_CONCURRENCY, max_cost: float | None = None,
-                     prices: PriceTable | None = None) -> tuple[TeachSettings, Price | None]:
+                     prices: PriceTable | None = None, rationale: str = "answer") -> tuple[TeachSettings, Price | None]:
     """A run's settings and the teacher's price, validated.
 
     Every one-line error about the arguments comes from here, so a caller can
@@ -212,7 +215,7 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
         task=task.key, split=split, teacher=teacher.name, method=method, samples=samples,
         temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),
         trigger=task.spec.trigger, exemplars=exemplars,
-        keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)))
+        keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)), rationale=rationale)
     check = getattr(teacher, "check_settings", None)  # backends with limits refuse before anything runs
     if check is not None:
         check(temperature=settings.temperature, samples=settings.samples)
@@ -512,13 +515,10 @@ class _Run:
                 seed=None if request.seed is None else request.seed + i, text=c.text,
                 finish_reason=c.finish_reason, prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=c.completion_tokens, latency_s=c.latency_s or elapsed,
-                request_id=request_id, created=now))
+                request_id=request_id, created=now, reasoning=c.reasoning))
         stored = [row for row in rows if row is not None]
-        await self._commit(stored)
-        short = len(targets) - len(stored)
-        if short:
-            self._failed(targets[len(stored):], None,
-                         f"the teacher returned {len(completions)} completions for n={request.n}", True)
+        # Paid now, whatever the commit does: counted before the first await, while the
+        # request's cost reservation has just been released (the cap sees one or the other).
         completion_tokens = sum(c.completion_tokens for c in completions)
         cost = self.price.cost(prompt_tokens, completion_tokens) if self.price is not None else 0.0
         self.spent += cost
@@ -526,6 +526,11 @@ class _Run:
         self.summary.completion_tokens += completion_tokens
         if self.summary.cost_usd is not None:
             self.summary.cost_usd += cost
+        await self._commit(stored)
+        short = len(targets) - len(stored)
+        if short:
+            self._failed(targets[len(stored):], None,
+                         f"the teacher returned {len(completions)} completions for n={request.n}", True)
         self._advance(len(stored))
         return rows
 
@@ -624,11 +629,14 @@ def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore
         chains=len(questions) * settings.samples, complete_chains=0, dry_run=True, cost_usd=None)
     requests = prompt_tokens = completion_tokens = 0
     trigger_tokens = estimate_tokens(" " + settings.trigger)
+    planned: set[str] = set()  # a key two questions need is sent once (see _Run._question)
     for sample in questions:
         prompt = plan.first_prompt(sample.question)
         keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
         stored = store.get_many(keys.values()) if store is not None else {}
-        missing = [m for m, key in keys.items() if key not in stored]
+        missing = [m for m, key in keys.items() if key not in stored and key not in planned]
+        planned.update(keys[m] for m in missing)
+        shared = sum(1 for key in keys.values() if key not in stored) - len(missing)
         if missing:
             groups = [missing] if supports_n else [[m] for m in missing]
             for group in groups:
@@ -639,16 +647,19 @@ def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore
                 requests += len(missing)
                 prompt_tokens += len(missing) * (estimate_tokens(prompt) + settings.max_tokens + trigger_tokens)
                 completion_tokens += len(missing) * settings.answer_max_tokens
-        complete = len(keys) - len(missing)
+        complete = len(keys) - len(missing) - shared
         if plan.two_stage:
             for key in keys:
                 if keys[key] in stored:
                     second = plan.second_prompt(prompt, stored[keys[key]].text)
-                    if store is None or store.get(plan.second_key(second, sample.index)) is None:
+                    second_key = plan.second_key(second, sample.index)
+                    if store is None or store.get(second_key) is None:
                         complete -= 1
-                        requests += 1
-                        prompt_tokens += estimate_tokens(second)
-                        completion_tokens += settings.answer_max_tokens
+                        if second_key not in planned:
+                            planned.add(second_key)
+                            requests += 1
+                            prompt_tokens += estimate_tokens(second)
+                            completion_tokens += settings.answer_max_tokens
         summary.complete_chains += complete
     summary.estimated_requests = requests
     summary.estimated_prompt_tokens = prompt_tokens

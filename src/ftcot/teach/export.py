@@ -4,7 +4,8 @@ One object per chain (question × sample number), sorted by sample index and
 sample number, with the fields of ``data/README.md`` — ``sample_index``,
 ``question``, ``answer``, ``prompt``, ``reasoning_completion``,
 ``answer_prompt``, ``answer_completion`` (the last three only for zs_cot, as in
-the shared zs files) — plus ``sample_number``, ``teacher``, ``finish_reason``
+the shared zs files; a reasoning model's ``reasoning_completion`` is the part its
+``rationale`` setting names, :mod:`ftcot.teach.reasoning`) — plus ``sample_number``, ``teacher``, ``finish_reason``
 (of the rationale for zs_cot; of the only completion otherwise), ``method``
 and ``split``. Incomplete chains (a stopped or failed run) are left out and
 counted; a run without one complete chain is an error, not an empty file. The file is written to a temporary name and renamed, so a reader
@@ -13,6 +14,7 @@ never sees half of it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from ftcot.errors import FtcotError
 from ftcot.jsonl import write_jsonl
 from ftcot.teach.plan import Chain, Plan, settings_of
+from ftcot.teach.reasoning import check_rationale_source, rationale_text
 from ftcot.teach.store import TeachStore
 
 
@@ -38,7 +41,8 @@ def chain_record(chain: Chain, plan: Plan) -> dict[str, Any]:
                               "prompt": chain.first.prompt}
     if plan.two_stage:
         assert chain.second is not None
-        record.update(reasoning_completion=chain.first.text, answer_prompt=chain.second.prompt,
+        rationale = rationale_text(chain.first.text, chain.first.reasoning, plan.settings.rationale)
+        record.update(reasoning_completion=rationale, answer_prompt=chain.second.prompt,
                       answer_completion=chain.second.text)
     else:
         record["answer_completion"] = chain.first.text
@@ -47,24 +51,34 @@ def chain_record(chain: Chain, plan: Plan) -> dict[str, Any]:
     return record
 
 
-def export(store: TeachStore, out_path: Path) -> ExportSummary:
-    plan = Plan(settings_of(store))
-    records, incomplete = [], 0
-    for chain in plan.chains(store):
-        if chain.complete:
-            records.append(chain_record(chain, plan))
-        else:
-            incomplete += 1
-    if not records:  # an empty file would pass for a teacher that answered nothing, one step later
-        raise FtcotError(f"{store.path.parent}: no complete chain to export ({incomplete} incomplete: items failed "
-                         f"or the run stopped); rerun the teach command to finish them. Nothing was written.")
+def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> ExportSummary:
+    """``rationale`` (answer|reasoning|both) overrides the run's setting for a reasoning model's chains."""
+    settings = settings_of(store)
+    if rationale is not None:
+        settings = dataclasses.replace(settings, rationale=check_rationale_source(rationale))
+    plan = Plan(settings)
+    incomplete = 0
+
+    def records():  # streamed to the file: a million-completion store is not held in memory
+        nonlocal incomplete
+        for chain in plan.chains(store):
+            if chain.complete:
+                yield chain_record(chain, plan)
+            else:
+                incomplete += 1
+
     out_path = Path(out_path)
     temporary = out_path.with_name(out_path.name + ".tmp")
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("w", encoding="utf-8") as handle:
-            write_jsonl(records, handle)
+            written = write_jsonl(records(), handle)
+        if not written:  # an empty file would pass for a teacher that answered nothing, one step later
+            temporary.unlink()
+            raise FtcotError(f"{store.path.parent}: no complete chain to export ({incomplete} incomplete: items "
+                             f"failed or the run stopped); rerun the teach command to finish them. Nothing was written.")
         os.replace(temporary, out_path)
     except OSError as exc:
+        temporary.unlink(missing_ok=True)
         raise FtcotError(f"{out_path}: cannot write the export ({exc.strerror}).") from None
-    return ExportSummary(out_path, len(records), incomplete)
+    return ExportSummary(out_path, written, incomplete)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, strip_hint, zero_shot_prompt
+from ftcot.teach.reasoning import check_rationale_source, visible_answer
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
 
@@ -50,6 +51,9 @@ class TeachSettings:
     exemplars: str | None = None
     # Replay teachers answer per question: identical question texts are keyed apart.
     keyed_by_question: bool = False
+    # Which part of a reasoning model's reply is the exported rationale (ftcot.teach.reasoning);
+    # read when chains are read, so it changes no key and no request.
+    rationale: str = "answer"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +80,7 @@ def validate(settings: TeachSettings) -> None:
     if settings.samples > 1 and settings.temperature == 0:
         raise FtcotError(f"--samples {settings.samples} at --temperature 0 would pay {settings.samples} times "
                          f"for the same greedy rationale; sample with --temperature 0.7 (the paper's) or use --samples 1.")
+    check_rationale_source(settings.rationale)
     if settings.method == "fs_cot" and not settings.exemplars:
         raise FtcotError("--method fs_cot needs Few-shot-CoT exemplars for the task.")
 
@@ -141,7 +146,9 @@ class Plan:
 
     def second_prompt(self, first_prompt: str, rationale: str) -> str:
         # A rationalized rationale's answer is read without the hint it was written with (prompts.HINT).
-        return answer_prompt(strip_hint(first_prompt), rationale, self.settings.trigger)
+        # A reasoning model's think block is left out: stage 2 reads what it concluded, whichever
+        # part the `rationale` setting exports (ftcot.teach.reasoning).
+        return answer_prompt(strip_hint(first_prompt), visible_answer(rationale), self.settings.trigger)
 
     def second_key(self, prompt: str, question: int) -> str:
         # Greedy, so sample number 0: identical rationales share one paid answer.

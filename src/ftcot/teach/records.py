@@ -31,6 +31,9 @@ class Completion:
     prompt_tokens: int = 0  # prompt tokens billed for this request (shared by its n choices)
     completion_tokens: int = 0
     latency_s: float = 0.0
+    # A reasoning model's reasoning when the server returns it apart from the text
+    # (``reasoning_content`` in chat replies: DeepSeek, vLLM's reasoning parsers).
+    reasoning: str | None = None
 
 
 class TeacherError(Exception):

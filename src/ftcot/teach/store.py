@@ -52,6 +52,10 @@ from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 
 STORE_FILE = "teach.sqlite"
+# Page cache of a writing connection, in KiB (negative: SQLite's unit for KiB). Keys are
+# SHA-256 hashes, so inserts land all over the key index; SQLite's default 2 MB made a
+# million-row store re-read index pages on every group commit (bench/teach_store_scale.py).
+_WRITER_CACHE = -65536
 LOCK_FILE = "teach.lock"
 SCHEMA_VERSION = 1
 
@@ -73,7 +77,8 @@ CREATE TABLE IF NOT EXISTS completions (
     completion_tokens INTEGER NOT NULL,
     latency_s REAL NOT NULL,
     request_id TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    reasoning TEXT
 );
 CREATE INDEX IF NOT EXISTS completions_by_item ON completions (stage, sample_index, sample_number);
 CREATE TABLE IF NOT EXISTS failures (
@@ -153,6 +158,10 @@ class StoredCompletion:
     latency_s: float
     request_id: str
     created: float
+    # A reasoning model's reasoning as the server returned it apart from ``text``
+    # (``reasoning_content``); None when it came inside ``text`` or not at all.
+    # Kept raw: which part becomes the rationale is decided when it is read.
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,16 @@ def _row_values(row: StoredCompletion) -> list[Any]:
     return values
 
 
+# Stores made before reasoning models were read get the column when first opened for writing
+# (an added nullable column: older ftcot versions read and write such a store as before).
+_ADD_REASONING = "ALTER TABLE completions ADD COLUMN reasoning TEXT;"
+
+
+def _lacks_reasoning(db: sqlite3.Connection) -> bool:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(completions)")}
+    return bool(columns) and "reasoning" not in columns
+
+
 def _completion(row: sqlite3.Row) -> StoredCompletion:
     values = dict(row)
     values["stop"] = tuple(json.loads(values["stop"]))
@@ -211,6 +230,7 @@ class TeachStore:
         self._db = connection
         self.writable = writable
         self._lock_handle: Any = None
+        self._columns = _COMPLETION_COLUMNS  # what a SELECT of whole completions names
 
     # -- opening -------------------------------------------------------------
 
@@ -230,12 +250,21 @@ class TeachStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA cache_size={_WRITER_CACHE}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise FtcotError(f"{path}: store schema version {version} is newer than this ftcot "
                                  f"understands ({SCHEMA_VERSION}); upgrade ftcot.")
             # Schema and version in one transaction: a reader sees no store or a whole one.
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            try:
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_ADD_REASONING if _lacks_reasoning(db) else ''} "
+                                 f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
+                if db.in_transaction:  # another process added the column between our look and our write
+                    db.execute("ROLLBACK")
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         except (FtcotError, sqlite3.Error) as exc:
             if db is not None:
                 db.close()
@@ -258,7 +287,10 @@ class TeachStore:
         if version != SCHEMA_VERSION:
             db.close()  # caught between the file's creation and its schema (one transaction later)
             raise FtcotError(f"{path}: the store is not initialised yet (or is not a teach store); try again.")
-        return cls(path, db, writable=False)
+        store = cls(path, db, writable=False)
+        if _lacks_reasoning(db):  # written before the column existed, and not opened for writing since
+            store._columns = _COMPLETION_COLUMNS.replace("reasoning", "NULL AS reasoning")
+        return store
 
     def second_writer(self) -> TeachStore:
         """Another writable connection to this store, for one other thread (the engine's committer).
@@ -273,6 +305,7 @@ class TeachStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=FULL")  # per connection; WAL mode is the file's own
             db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA cache_size={_WRITER_CACHE}")
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc) from None
         return TeachStore(self.path, db, writable=True)
@@ -355,7 +388,7 @@ class TeachStore:
     # -- reading -------------------------------------------------------------
 
     def get(self, key: str) -> StoredCompletion | None:
-        row = self._db.execute(f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(f"SELECT {self._columns} FROM completions WHERE key = ?", (key,)).fetchone()
         return _completion(row) if row else None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, StoredCompletion]:
@@ -364,7 +397,7 @@ class TeachStore:
         for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
             chunk = keys[start:start + 500]
             rows = self._db.execute(
-                f"SELECT {_COMPLETION_COLUMNS} FROM completions WHERE key IN ({', '.join('?' * len(chunk))})",
+                f"SELECT {self._columns} FROM completions WHERE key IN ({', '.join('?' * len(chunk))})",
                 chunk)
             found.update((row["key"], _completion(row)) for row in rows)
         return found
@@ -386,7 +419,7 @@ class TeachStore:
         return [key for key in keys if key not in have]
 
     def completions(self) -> Iterator[StoredCompletion]:
-        rows = self._db.execute(f"SELECT {_COMPLETION_COLUMNS} FROM completions ORDER BY created, key")
+        rows = self._db.execute(f"SELECT {self._columns} FROM completions ORDER BY created, key")
         return (_completion(row) for row in rows)
 
     def count(self) -> int:

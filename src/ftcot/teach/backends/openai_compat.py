@@ -96,12 +96,14 @@ engine decides how many are in flight.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -266,7 +268,11 @@ def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Com
     completion_tokens = split_tokens(int(usage.get("completion_tokens") or 0), max(len(choices), 1))
     completions = []
     for choice, tokens in zip(choices, completion_tokens):
-        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        message = (choice.get("message") or {}) if chat else {}
+        text = message.get("content") if chat else choice.get("text")
+        # A reasoning model's reasoning apart from the answer: DeepSeek and vLLM's reasoning parsers
+        # say reasoning_content, newer vLLM and others reasoning. Kept raw (ftcot.teach.reasoning).
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or choice.get("reasoning_content")
         completions.append(
             Completion(
                 text=text or "",
@@ -274,6 +280,7 @@ def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Com
                 prompt_tokens=prompt_tokens,
                 completion_tokens=tokens,
                 latency_s=latency_s,
+                reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
             )
         )
     return completions
@@ -291,13 +298,27 @@ def retryable_status(status: int) -> bool:
 # --- the backend ---------------------------------------------------------------------------
 
 
+@dataclass
+class _Server:
+    """One base URL of a teacher served by several servers, and what the client knows of it."""
+
+    base_url: str
+    url: str  # the endpoint requests are posted to
+    public_url: str  # the same without credentials, for messages
+    in_flight: int = 0
+    sent: int = 0  # requests started on it (ties between equally loaded servers go to the least used)
+    down_until: float = 0.0  # time.monotonic() before which it is skipped: it dropped a connection or timed out
+
+
+
+
 class OpenAICompatTeacher:
     """A :class:`~ftcot.teach.records.Teacher` for OpenAI-compatible servers."""
 
     def __init__(
         self,
         model: str,
-        base_url: str = "https://api.openai.com/v1",
+        base_url: str | Sequence[str] = "https://api.openai.com/v1",
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = False,
         supports_n: bool | None = None,
@@ -312,18 +333,34 @@ class OpenAICompatTeacher:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         max_retry_after_s: float = 120.0,
+        server_concurrency: int | None = None,
+        server_down_s: float = 10.0,
     ) -> None:
         self.model = model
         # The store keys on this name: whatever changes the text a request returns
         # (chat layout, server-specific sampling options) is part of the identity.
         self.name = f"openai:{model}" + ("#chat" if chat else "") + (
-            "#" + json.dumps(dict(extra_body), sort_keys=True, separators=(",", ":")) if extra_body else "")
-        self.base_url = base_url.rstrip("/")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            # Refused here, not retried per request: no attempt could ever succeed.
-            raise FtcotError(f"the base URL must be http(s)://host/…, e.g. http://127.0.0.1:8000/v1, not "
-                             f"{public_url(self.base_url)!r} (--base-url, or base_url: in a config).")
+            "#" + json.dumps(dict(extra_body), sort_keys=True, separators=(",", ":")) if extra_body else "") + (
+            # A system prompt changes every reply: part of the identity, by hash (it may be long).
+            "#system:" + hashlib.sha256(system.encode("utf-8")).hexdigest()[:12] if system else "")
+        if system and not chat:
+            raise FtcotError("a system prompt (--system-prompt, system_prompt: in a config) needs a chat teacher "
+                             "(--chat, chat: true): /completions has no system turn.")
+        base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not base_urls:
+            raise FtcotError("no base URL given (--base-url, or base_url: in a config).")
+        if len(set(u.rstrip("/") for u in base_urls)) < len(base_urls):
+            raise FtcotError("a base URL is given twice (--base-url, or base_url: in a config): each server once.")
+        if server_concurrency is not None and server_concurrency < 1:
+            raise FtcotError(f"--server-concurrency must be at least 1 (got {server_concurrency}).")
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.base_url = self.base_urls[0]
+        for url in self.base_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # Refused here, not retried per request: no attempt could ever succeed.
+                raise FtcotError(f"the base URL must be http(s)://host/…, e.g. http://127.0.0.1:8000/v1, not "
+                                 f"{public_url(url)!r} (--base-url, or base_url: in a config).")
         self.chat = chat
         # None: assume n works (OpenAI, vLLM) and learn otherwise from the first short reply.
         self.supports_n = True if supports_n is None else supports_n
@@ -337,20 +374,26 @@ class OpenAICompatTeacher:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.max_retry_after_s = max_retry_after_s
-        self._url = endpoint(self.base_url, "chat/completions" if chat else "completions")
-        # Messages name the URL without its user info and query: those may hold credentials.
-        self._public_url = public_url(self._url)
+        path = "chat/completions" if chat else "completions"
+        # Messages name a URL without its user info and query: those may hold credentials.
+        self._servers = [_Server(url, endpoint(url, path), public_url(endpoint(url, path))) for url in self.base_urls]
+        self._url, self._public_url = self._servers[0].url, self._servers[0].public_url
+        self.server_concurrency = server_concurrency
+        self.server_down_s = server_down_s
+        self._server_waiters: list[asyncio.Future[None]] = []
         self._api_key = os.environ.get(api_key_env) or None
-        self._secrets = [s for s in [self._api_key, *url_secrets(self.base_url)] if s]
-        if self._api_key is None and not is_local(self.base_url):
+        self._secrets = [s for s in [self._api_key, *(v for u in self.base_urls for v in url_secrets(u))] if s]
+        remote = next((u for u in self.base_urls if not is_local(u)), None)
+        if self._api_key is None and remote is not None:
             raise FtcotError(
-                f"Environment variable {api_key_env} is not set; the teacher at {public_url(self.base_url)} needs an "
+                f"Environment variable {api_key_env} is not set; the teacher at {public_url(remote)} needs an "
                 f"API key (export {api_key_env}=…, or name another variable with api_key_env)."
             )
-        if self._api_key is not None and parts.password is not None:
+        with_password = next((u for u in self.base_urls if urlsplit(u).password is not None), None)
+        if self._api_key is not None and with_password is not None:
             # aiohttp would refuse to send both (a ValueError on every request): say so once, up front.
             raise FtcotError(
-                f"--base-url {public_url(self.base_url)} carries user:password and {api_key_env} is set: a request "
+                f"--base-url {public_url(with_password)} carries user:password and {api_key_env} is set: a request "
                 f"has one Authorization header; drop the user info or name an unset variable with api_key_env."
             )
         self._headers = {"Content-Type": "application/json"}
@@ -360,7 +403,58 @@ class OpenAICompatTeacher:
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAICompatTeacher(model={self.model!r}, base_url={public_url(self.base_url)!r}, chat={self.chat})"
+        urls = ", ".join(public_url(u) for u in self.base_urls)
+        return f"OpenAICompatTeacher(model={self.model!r}, base_url={urls!r}, chat={self.chat})"
+
+    def server_counts(self) -> dict[str, int]:
+        """Requests started on each server (its public base URL), failed-over ones included."""
+        return {public_url(server.base_url): server.sent for server in self._servers}
+
+    # -- choosing a server ---------------------------------------------------------------
+
+    async def _take_server(self) -> _Server:
+        """The least-loaded server that is up and under ``server_concurrency``; waits while all are full.
+
+        A server that dropped a connection or timed out is skipped for ``server_down_s``,
+        then tried again; when every server is down they are all tried (and the
+        retries' back-off paces the attempts).
+        """
+        if len(self._servers) == 1 and self.server_concurrency is None:  # one server, no limit: nothing to choose
+            server = self._servers[0]
+            server.in_flight += 1
+            server.sent += 1
+            return server
+        while True:
+            now = time.monotonic()
+            up = [s for s in self._servers if s.down_until <= now] or self._servers
+            free = [s for s in up if self.server_concurrency is None or s.in_flight < self.server_concurrency]
+            if free:
+                server = min(free, key=lambda s: (s.in_flight, s.sent))
+                server.in_flight += 1
+                server.sent += 1
+                return server
+            waiter = asyncio.get_running_loop().create_future()
+            self._server_waiters.append(waiter)
+            try:
+                # A server coming back from being down frees room without a release: look again soon.
+                await asyncio.wait_for(asyncio.shield(waiter), timeout=self.server_down_s)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                if waiter in self._server_waiters:
+                    self._server_waiters.remove(waiter)
+
+    def _give_back(self, server: _Server) -> None:
+        server.in_flight -= 1
+        while self._server_waiters:
+            waiter = self._server_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _others_up(self, server: _Server) -> bool:
+        now = time.monotonic()
+        return any(s is not server and s.down_until <= now for s in self._servers)
 
     def payload(self, request: CompletionRequest) -> dict[str, Any]:
         if self.chat:
@@ -428,20 +522,33 @@ class OpenAICompatTeacher:
         session = self._client()
         attempts = self.max_retries + 1
         status: int | None = None
-        for attempt in range(attempts):
+        attempt = moves = 0
+        while True:
             retry_after: float | None = None
             status = None
+            server = await self._take_server()
             start = time.perf_counter()
+            lost: str | None = None  # why the server itself failed (not what it answered)
             try:
-                async with session.post(self._url, data=data) as response:
+                async with session.post(server.url, data=data) as response:
                     raw = await response.read()
                     status = response.status
                     retry_after_header = response.headers.get("Retry-After")
             except asyncio.TimeoutError:
-                reason = f"no reply within {self.timeout_s:g} s"
+                lost = reason = f"no reply within {self.timeout_s:g} s"
             except aiohttp.ClientError as exc:  # refused, reset, dropped mid-reply
-                reason = f"connection failed ({type(exc).__name__}: {exc})"
-            else:
+                lost = reason = f"connection failed ({type(exc).__name__}: {exc})"
+            finally:
+                self._give_back(server)
+            if lost is not None and len(self._servers) > 1:
+                server.down_until = time.monotonic() + self.server_down_s
+                if self._others_up(server) and moves < 2 * len(self._servers):
+                    # Another server can take it now: no back-off, and no retry spent on a dead server.
+                    moves += 1
+                    log.warning("%s: %s %s; its requests go to the other servers for %g s",
+                                self.name, server.public_url, self._clean(lost), self.server_down_s)
+                    continue
+            if lost is None:
                 latency_s = time.perf_counter() - start
                 if status == 200:
                     try:
@@ -450,35 +557,36 @@ class OpenAICompatTeacher:
                         if raw.strip() and raw.lstrip()[:1] not in (b"{", b"["):
                             # Not cut-off JSON but another kind of page (HTML, text): asking again gets the same.
                             raise TeacherError(self._clean(
-                                f"{self.name}: {self._public_url} answered 200 with something that is not JSON "
+                                f"{self.name}: {server.public_url} answered 200 with something that is not JSON "
                                 f"({error_message(raw)[:80]!r}); is --base-url the API's …/v1 URL?"), status) from None
                         reason = "the reply was not complete JSON"
                     else:
                         try:
                             return parse_response(body, chat=self.chat, latency_s=latency_s)
                         except (ValueError, TypeError, AttributeError) as exc:
-                            raise TeacherError(self._clean(f"{self.name}: {self._public_url}: {exc}"), status) from None
+                            raise TeacherError(self._clean(f"{self.name}: {server.public_url}: {exc}"), status) from None
                 else:
                     message = error_message(raw)
                     if not retryable_status(status):
                         raise TeacherError(
-                            self._clean(f"{self.name}: HTTP {status} from {self._public_url}: {message}"), status
+                            self._clean(f"{self.name}: HTTP {status} from {server.public_url}: {message}"), status
                         )
                     reason = f"HTTP {status}: {message}"
                     retry_after = parse_retry_after(retry_after_header)
-            if attempt + 1 == attempts:
+            attempt += 1
+            if attempt == attempts:
                 break
             if retry_after is not None:
                 delay = min(retry_after, self.max_retry_after_s) + self._rng.uniform(0.0, self.backoff_base_s)
             else:
-                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng)
+                delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_cap_s, self._rng)
             log.warning(
                 "%s: attempt %d of %d failed: %s; retrying in %.2f s",
-                self.name, attempt + 1, attempts, self._clean(reason), delay,
+                self.name, attempt, attempts, self._clean(reason), delay,
             )
             await asyncio.sleep(delay)
         raise TeacherError(
-            self._clean(f"{self.name}: {self._public_url}: gave up after {attempts} attempts; last: {reason}"),
+            self._clean(f"{self.name}: {server.public_url}: gave up after {attempts} attempts; last: {reason}"),
             status,
             retryable=True,
         )
