@@ -50,11 +50,15 @@ def _plan(tmp_path, data_root, **changes):
 
 
 def test_a_list_of_labels_is_an_axis_whose_cells_name_their_labels(tmp_path, data_root):
-    plan = _plan(tmp_path, data_root, curate={"label": ["gold", "majority"]})
+    plan = _plan(tmp_path, data_root, curate={"label": ["gold", "majority"]}, diverse={"D": [2]})
     curates = plan.of_kind("curate")
-    assert [s.inputs.get("label") for s in curates] == [None, "majority"]  # gold keeps the paper's key
-    assert sorted(c.teacher for c in plan.cells if c.method == "ft_cot") == [
-        "replay:text-davinci-002", "replay:text-davinci-002 (majority labels)"]
+    # gold keeps the paper's key; the greedy data (one rationale a question) has no majority: gold only.
+    assert [(s.inputs["D"], s.inputs.get("label")) for s in curates] == [(None, None), (2, None), (2, "majority")]
+    assert [(c.teacher, c.D) for c in plan.cells if c.method == "ft_cot"] == [
+        ("replay:text-davinci-002", None), ("replay:text-davinci-002", 2),
+        ("replay:text-davinci-002 (majority labels)", 2)]
+    assert plan.skipped == ["coin_flip ft_cot: majority labels need 2 or more rationales a question; "
+                            "replay:text-davinci-002's greedy data is curated with gold only"]
     assert stage_key(curates[0].inputs) == stage_key(_plan(tmp_path, data_root).of_kind("curate")[0].inputs)
 
 
@@ -65,6 +69,12 @@ def test_an_adaptive_teacher_trains_on_its_adaptive_stage_and_keys_new_teach_sta
     source = plan.stages[curate.inputs["teach"]]
     assert source.inputs["temperature"] == 0.7 and source.samples == 4
     assert source.inputs["teacher"]["until_correct"] == 1
+    assert plan.of_kind("teach") == [source]  # no greedy stage that nothing reads (and someone pays for)
+    # Its sampled stage is its adaptive one: a diverse D of it would be adaptive data under a fixed D's name.
+    with_d = _plan(tmp_path, data_root, teachers=[teacher], teacher_row=False, diverse={"D": [2]})
+    assert [c.D for c in with_d.cells] == [None] and with_d.of_kind("teach") == [source]
+    assert with_d.skipped == ["coin_flip ft_cot: diverse D: openai:gemma samples adaptively (until_correct), so it "
+                              "has no fixed-D data; its cell is the adaptive one"]
     plain = _plan(tmp_path, data_root, teachers=[{"spec": "openai:gemma", "base_url": "http://127.0.0.1:9/v1"}])
     assert "until_correct" not in plain.of_kind("teach")[0].inputs["teacher"]  # older stages keep their keys
 

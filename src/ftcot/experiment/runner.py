@@ -269,7 +269,7 @@ def _teach_beyond_the_paper(run: Experiment, stage: Stage, directory: Path, teac
     if not adaptive and result.complete_chains < result.questions * stage.samples:
         raise FtcotError(f"{result.complete_chains}/{result.questions * stage.samples} chains complete: items "
                          f"failed (see {directory / 'report.json'}); rerun to ask for them again.")
-    note = f"{result.complete_chains} chains, {result.new} new"
+    note = f"{result.complete_chains} chains, {result.new_completions} new"
     if adaptive:
         note += f" (adaptive: {result.summary['samples_spent']} samples for {result.questions} questions)"
     if (directory / "rationalize.json").is_file():

@@ -250,7 +250,9 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
 
     greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss")
                                                                 for m in config.methods))
-    greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers} if greedy_needed else {}
+    # An adaptive teacher trains on its sampled stage: its greedy one only when the teacher row reads it.
+    greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers
+              if config.teacher_row or not t.adaptive} if greedy_needed else {}
     if config.teacher_row:
         plan.teacher_rows += [(stage.key, label, name) for label, stage in greedy.items()]
 
@@ -269,18 +271,27 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
             # (teacher label, teach stage) and D for each source of training data of this method.
             sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]
             if method != "ft":
-                sources = [((label, stage), None) for label, stage in greedy.items()]
                 # An adaptive teacher's rationales: sampled at the diverse temperature until K correct or M.
-                adaptive = {t.label: t for t in config.teachers if t.adaptive}
-                sources = [((label, teach(adaptive[label], config.diverse.temperature if config.diverse else
-                                          PAPER_TEMPERATURE, adaptive[label].max_samples, False)), None)
-                           if label in adaptive else ((label, stage), D) for (label, stage), D in sources]
+                sampled = config.diverse.temperature if config.diverse else PAPER_TEMPERATURE
+                sources = [((t.label, teach(t, sampled, t.max_samples, False) if t.adaptive else greedy[t.label]),
+                            None) for t in config.teachers]
                 diverse = config.diverse.of(name) if config.diverse is not None and method == "ft_cot" else []
                 if diverse:
+                    # An adaptive teacher's sampled stage is its adaptive one (the same key): its first D
+                    # rationales would be adaptive data, not a fixed D's.
+                    for t in config.teachers:
+                        if t.adaptive:
+                            plan.skip(name, method, f"diverse D: {t.label} samples adaptively (until_correct), so "
+                                                    f"it has no fixed-D data; its cell is the adaptive one")
                     sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
-                                for t in config.teachers for D in diverse]
+                                for t in config.teachers if not t.adaptive for D in diverse]
             labels = config.curate.labels() if method != "ft" else ["gold"]
             for (source, D), label in ((s, label) for s in sources for label in labels):
+                if label != "gold" and (D if D is not None else source[1].samples) < 2:
+                    # One rationale a question never makes a majority (2 votes): the cell could only fail.
+                    plan.skip(name, method, f"{label} labels need 2 or more rationales a question; {source[0]}'s "
+                                            f"{'greedy' if D is None else 'D=1'} data is curated with gold only")
+                    continue
                 # Another label is another data source: the teacher's column says which.
                 teacher = (source[0] if source else "") + (f" ({label} labels)" if label != "gold" else "")
                 for seed in seeds:
