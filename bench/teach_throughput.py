@@ -13,6 +13,8 @@ when it is installed.
 
 Then the whole engine (``ftcot.teach.engine.teach`` with a real teach store on
 disk, its group commit, progress and bookkeeping) at 64 and 256 in flight,
+as it runs (a reply keeps its slot until committed) and with the slot freed at
+the reply (``engine.SLOT_HELD_THROUGH_COMMIT = False``, the price of that bound),
 rated from the server's own timestamps: the server notes when it sends each
 reply, and the rate is the replies sent in the middle 80% of the run over that
 time, against the same ideal. For comparison the engine is run again on
@@ -257,7 +259,7 @@ def steady_state(stamps: list[float], cpu_samples: list[tuple[float, float]]) ->
 
 
 def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, group_commit: bool, workdir: str,
-                 uvloop: bool = True, server_concurrency: int | None = None) -> dict:
+                 uvloop: bool = True, server_concurrency: int | None = None, slot_held: bool = True) -> dict:
     """The engine's completions/s over the ideal, from the servers' stamps, and its CPU per request."""
     base_urls = [base_url] if isinstance(base_url, str) else base_url
     import tempfile
@@ -279,6 +281,7 @@ def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, grou
         teacher = OpenAICompatTeacher("bench-model", base_url=base_urls, api_key_env="FTCOT_BENCH_NO_KEY",
                                       server_concurrency=server_concurrency)
         original, original_loop = engine._Run._commit, engine.event_loop_factory
+        engine.SLOT_HELD_THROUGH_COMMIT = slot_held
         if not uvloop:
             engine.event_loop_factory = lambda: None
         if not group_commit:
@@ -304,6 +307,7 @@ def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, grou
                                        progress=True, console=Console(file=open(os.devnull, "w")))
         finally:
             engine._Run._commit, engine.event_loop_factory = original, original_loop
+            engine.SLOT_HELD_THROUGH_COMMIT = True
             running.clear()
             sampler.join()
     assert summary.new == questions, summary.lines()
@@ -361,14 +365,18 @@ def main() -> None:
         figures = {} if quick else asyncio.run(run(base_url, server.pid, args.warmup, args.window))
         from ftcot.teach.engine import event_loop_factory
 
-        variants = [("engine", True, True), ("engine_asyncio_loop", True, False),
-                    ("engine_commit_per_reply", False, False)]
-        if event_loop_factory() is None:
+        uvloop = event_loop_factory() is not None
+        if not uvloop:
             print("uvloop is not installed: the engine runs on asyncio's own loop", flush=True)
-            variants = [("engine", True, False), variants[2]]
-        for label, group_commit, uvloop in [] if args.only_servers else variants:
+        # (label, group commit, uvloop, slot held through the commit)
+        variants = [("engine", True, uvloop, True), ("engine_slot_freed_at_reply", True, uvloop, False),
+                    ("engine_asyncio_loop", True, False, True), ("engine_commit_per_reply", False, False, True)]
+        if not uvloop:  # "engine" is then the asyncio loop already
+            variants = [v for v in variants if v[0] != "engine_asyncio_loop"]
+        for label, group_commit, loop, held in [] if args.only_servers else variants:
             for level in (64, 256):
-                result = engine_ratio(base_url, level, args.engine_seconds, group_commit, args.store_dir, uvloop)
+                result = engine_ratio(base_url, level, args.engine_seconds, group_commit, args.store_dir, loop,
+                                      slot_held=held)
                 figures[f"{label}_ratio_{level}"] = result["ratio"]
                 figures[f"{label}_cpu_ms_per_request_{level}"] = result["cpu_ms_per_request"]
                 print(f"{label + f', {level:>3} in flight':<38} {result['ratio']:6.3f} of ideal   "

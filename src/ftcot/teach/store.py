@@ -39,6 +39,7 @@ last one is what export and report describe).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
@@ -190,8 +191,14 @@ _COMPLETION_COLUMNS = ", ".join(StoredCompletion.__dataclass_fields__)
 
 
 _STOP_FIELD = list(StoredCompletion.__dataclass_fields__).index("stop")
-_INSERT_COMPLETION = (f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) "
-                      f"VALUES ({', '.join('?' * len(StoredCompletion.__dataclass_fields__))})")
+_FIELDS = len(StoredCompletion.__dataclass_fields__)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_completions(count: int) -> str:
+    """One INSERT of ``count`` completions (a new key only: the first value is kept)."""
+    one = f"({', '.join('?' * _FIELDS)})"
+    return f"INSERT OR IGNORE INTO completions ({_COMPLETION_COLUMNS}) VALUES {', '.join([one] * count)}"
 
 
 def _row_values(row: StoredCompletion) -> list[Any]:
@@ -337,12 +344,18 @@ class TeachStore:
         A key that is already stored keeps its first value (INSERT OR IGNORE):
         the store never overwrites a paid result.
         """
-        values = [_row_values(row) for row in rows]
-        if not values:
+        if not rows:
             return 0
+        # Many rows per INSERT statement, not executemany: each statement step releases and
+        # retakes the GIL, and in the engine's committer thread every retake could wait out a
+        # busy event loop's switch interval (5 ms) — per row, that held commits for tens of ms.
+        per_statement = max(1, min(500, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _FIELDS))
         with self._transaction():
             before = self._db.total_changes
-            self._db.executemany(_INSERT_COMPLETION, values)
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
+                self._db.execute(_insert_completions(len(chunk)),
+                                 [value for row in chunk for value in _row_values(row)])
             inserted = self._db.total_changes - before
         return inserted
 
