@@ -1,4 +1,4 @@
-"""Identical requests are paid once: in flight (coalesced) and once stored (never asked again).
+"""Identical requests are paid once: in flight (coalesced), once stored (never asked again), and across a kill -9.
 
 MultiArith has questions whose text is the same (12 among its 420 training
 questions). Against a live sampling teacher the request for sample m of either
@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
+from ftcot.errors import FtcotError
 from ftcot.jsonl import read_jsonl
 from ftcot.tasks import Task, load_task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher
 from ftcot.teach.engine import teach
 from ftcot.teach.export import export
-from ftcot.teach.store import TeachStore
+from ftcot.teach.store import STORE_FILE, TeachStore
+from tests.conftest import PROJECT_ROOT
+from tests.teach.test_cli_teach import cli_env, coin_task_file, ftcot_command, run_ftcot, sent_body_hash
 
 
 def twins_task(data_root, singles: int = 4) -> tuple[Task, list[tuple[int, int]]]:
@@ -91,3 +98,39 @@ def test_a_dry_run_counts_a_shared_request_once(tmp_path, data_root, stub):
         done = teach(task, "train", teacher, "zs_cot", samples=2, temperature=0.7, store=store)
     assert planned.estimated_requests == done.requests == server.count()
     assert planned.estimated_requests == 2 * 2 * (len(task.samples) - len(pairs))
+
+
+def test_a_kill_at_concurrency_8_loses_at_most_8_replies_and_nothing_stored_is_asked_again(tmp_path, stub, proxy):
+    """Group commits under SIGKILL: a reply keeps its request's slot until committed, so at most
+    --concurrency paid replies are lost, and a rerun asks for exactly what is missing."""
+    front = proxy(stub(delay_s=0.3).base_url)
+    run_dir, questions = tmp_path / "run", 40
+    args = ["teach", "--task", coin_task_file(tmp_path, questions), "--answer-type", "yes/no", "--split", "test",
+            "--method", "zs", "--teacher", "openai:gemma", "--base-url", front.base_url, "--concurrency", "8",
+            "--out", run_dir]
+    process = subprocess.Popen(ftcot_command(*args), env=cli_env(), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline, stored = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and process.poll() is None and stored < 12:
+        if (run_dir / STORE_FILE).is_file():
+            try:
+                with TeachStore.open_readonly(run_dir) as store:
+                    stored = store.count()
+            except FtcotError:
+                stored = 0
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with TeachStore.open_readonly(run_dir) as store:
+        before_kill = list(store.completions())
+    sent_before = front.count("/completions")
+    assert 12 <= len(before_kill) < questions
+    assert sent_before - len(before_kill) <= 8  # paid for but not stored: at most the requests in flight
+
+    assert run_ftcot(*args).returncode == 0
+    with TeachStore.open_readonly(run_dir) as store:
+        assert store.count() == questions
+    per_body = front.per_body()
+    assert all(per_body[sent_body_hash(row)] == 1 for row in before_kill)  # nothing stored was asked again (model "gemma")
+    assert front.count("/completions") - sent_before == questions - len(before_kill)
