@@ -315,7 +315,7 @@ def evaluate(model: str | os.PathLike, task: str, out: PathLike, *, method: str 
     """Score ``model`` (a CKPT_DIR, a model spec or ``openai:MODEL``) on ``task``'s ``split`` into EVAL_DIR ``out``.
 
     A CKPT_DIR carries its template, so ``method`` may be left out; other models need one
-    (``zs``, ``zs_cot``, ``fs_cot``, ``ft``, ``ft_cot``). A rerun into ``out`` resumes.
+    (``zs``, ``zs_cot``, ``fs_cot``, ``ft``, ``ft_cot``, ``ft_dss``). A rerun into ``out`` resumes.
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.evaluate import evaluate as run_evaluation
