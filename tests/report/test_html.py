@@ -295,3 +295,21 @@ def test_chromium_decodes_every_image(inputs, tmp_path):
         with Image.open(image.path) as png:
             expected.append([True, *png.size])
     assert _loaded_image_sizes(page.as_uri(), tmp_path / "profile-cdp") == expected
+
+
+def test_a_real_curation_report_shows_filters_yield_and_contamination_pairs_readably(data_root, tmp_path):
+    """report.html's curation section from a real curation.json (AddSub, recorded teacher): the counts of every
+    filter, the yield per question and each flagged training/test pair, as fields, not Python reprs."""
+    import ftcot
+
+    run = ftcot.teach("addsub", "replay:text-davinci-002", tmp_path / "teach", data_dir=data_root)
+    summary = ftcot.curate(run.out, tmp_path / "data", drop_truncated=True, data_dir=data_root).summary
+    assert summary["contamination"]["per_test_task"]["single_eq"] > 0  # AddSub's training set holds SingleEq's test
+    section = render_report(ReportInputs(curation=[summary]))
+    section = section[section.index("<section id='curation'>"):]
+    section = section[:section.index("</section>")]
+    for row in ("filters", "yield_histogram", "contamination", "pseudo_labels", "rationalized"):
+        assert f"<th>{row}</th>" in section
+    assert f"truncated: {summary['filters']['flagged']['truncated']}" in section
+    assert "test_task: single_eq" in section and "rule: exact" in section
+    assert "{&#x27;" not in section  # no dict repr

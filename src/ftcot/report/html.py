@@ -138,10 +138,15 @@ def _value_html(key: str, value: Any) -> str:
     if isinstance(value, Mapping):
         return "<br>".join(f"{esc(k)}: {_value_html(str(k), v)}" for k, v in value.items()) or "–"
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, Mapping) for v in value):
+            # Records (e.g. contamination pairs): one line each, "field: value", not a Python repr.
+            lines = "<br>".join(", ".join(f"{esc(k)}: {esc(v)}" for k, v in item.items())
+                                if isinstance(item, Mapping) else esc(item) for item in value)
+        else:
+            lines = esc(", ".join(str(v) for v in value))
         if len(value) <= LONG_LIST:
-            return esc(", ".join(str(v) for v in value)) or "–"
-        return (f"<details><summary>{len(value)} items</summary>"
-                f"{esc(', '.join(str(v) for v in value))}</details>")
+            return lines or "–"
+        return f"<details><summary>{len(value)} items</summary>{lines}</details>"
     return esc(value)
 
 
