@@ -96,7 +96,7 @@ from ftcot.api_replies import endpoint, error_message, parse_retry_after, public
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
-from ftcot.teach.engine import TeachSummary, _check_same_run, _split_labels, resolve_settings
+from ftcot.teach.engine import TeachSummary, check_same_run, split_labels, resolve_settings
 from ftcot.teach.plan import ANSWER, Plan, TeachSettings
 from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
 from ftcot.teach.records import Completion, CompletionRequest, Teacher
@@ -690,7 +690,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
         wanted = set(only)
         questions = [s for s in questions if s.index in wanted]
     if store is not None:
-        _check_same_run(store, settings)
+        check_same_run(store, settings)
     if dry_run:
         ledger = BatchLedger.open(store)
         try:
@@ -701,7 +701,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
         raise ValueError("teach_batch() needs a store open for writing")
     api_key = os.environ.get(api_key_env or "OPENAI_API_KEY") or None
     secrets = [*secrets, *([api_key] if api_key else [])]
-    store.add_questions(task.key, _split_labels(task), ((s.index, s.question, s.answer) for s in questions))
+    store.add_questions(task.key, split_labels(task), ((s.index, s.question, s.answer) for s in questions))
     store.add_run(settings.to_json())
     own_client = client is None
     http = client or BatchClient(backend.base_url, api_key, secrets=secrets)

@@ -182,12 +182,12 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
         wanted = set(only)
         questions = [s for s in questions if s.index in wanted]
     if store is not None:
-        _check_same_run(store, settings)
+        check_same_run(store, settings)
     if dry_run:
         return _dry_run(settings, questions, store, price, teacher.supports_n)
     if store is None or not store.writable:
         raise ValueError("teach() needs a store open for writing")
-    split_of = _split_labels(task)
+    split_of = split_labels(task)
     store.add_questions(task.key, split_of, ((s.index, s.question, s.answer) for s in questions))
     store.add_run(settings.to_json())
     run = _Run(settings, questions, teacher, store, price, concurrency, max_cost, secrets)
@@ -240,7 +240,7 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
     return settings, price
 
 
-def _check_same_run(store: TeachStore, settings: TeachSettings) -> None:
+def check_same_run(store: TeachStore, settings: TeachSettings) -> None:
     """A run directory holds one task, teacher and method; D, T and max tokens may change."""
     try:
         previous = settings_of(store)
@@ -252,7 +252,8 @@ def _check_same_run(store: TeachStore, settings: TeachSettings) -> None:
                              f"'{getattr(settings, name)}'; use another --out for a different {name}.")
 
 
-def _split_labels(task: Task) -> dict[int, str]:
+def split_labels(task: Task) -> dict[int, str]:
+    """Sample index -> "train" or "test", for the store's questions table (the batch path shares it)."""
     labels: dict[int, str] = {}
     for part in ("train", "test"):
         try:
