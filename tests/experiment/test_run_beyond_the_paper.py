@@ -24,7 +24,7 @@ from ftcot.experiment.results import write_results
 from ftcot.experiment.runner import Experiment
 from ftcot.tasks import load_task
 from tests.cli import run_ftcot
-from tests.teach.coin_teacher import CoinTeacher, difficulty, gold, sampled_answer
+from tests.teach.coin_teacher import CoinTeacher, difficulty, expected_samples, gold, sampled_answer
 
 pytestmark = pytest.mark.slow
 
@@ -85,15 +85,6 @@ def _rows(directory: Path) -> list[dict]:
     return [json.loads(line) for name in ("train.jsonl", "val.jsonl") for line in (directory / name).open()]
 
 
-def _expected_samples(question: str, until_correct: int, max_samples: int) -> int:
-    correct = 0
-    for m in range(max_samples):
-        correct += sampled_answer(question, m) == gold(question)
-        if correct >= until_correct:
-            return m + 1
-    return max_samples
-
-
 def test_an_adaptive_teacher_samples_easy_questions_less_and_a_rerun_sends_nothing(tmp_path, data_root, teacher):
     task_file = _task_file(tmp_path, data_root)
     coin = {"spec": "openai:coin", "name": "coin", "base_url": teacher.base_url, "max_tokens": 32,
@@ -104,7 +95,7 @@ def test_an_adaptive_teacher_samples_easy_questions_less_and_a_rerun_sends_nothi
     assert adaptive.inputs["temperature"] == 0.7 and experiment.done(adaptive)["samples"] == 3
 
     questions = _questions(task_file)
-    drawn = {i: _expected_samples(q, 1, 3) for i, q in questions.items()}
+    drawn = {i: expected_samples(q, 1, 3) for i, q in questions.items()}
     per_question: dict[int, int] = {}
     for record in load_teacher_records(experiment.stage_dir(adaptive))[0]:
         per_question[record["sample_index"]] = per_question.get(record["sample_index"], 0) + 1

@@ -50,6 +50,16 @@ def sampled_answer(question: str, seed: int | None) -> str:
     return right if draw < p else ("no" if right == "yes" else "yes")
 
 
+def expected_samples(question: str, until_correct: int, max_samples: int) -> int:
+    """How many samples adaptive sampling draws for ``question`` from this teacher."""
+    correct = 0
+    for m in range(max_samples):
+        correct += sampled_answer(question, m) == gold(question)
+        if correct >= until_correct:
+            return m + 1
+    return max_samples
+
+
 def rationale(question: str, seed: int | None) -> str:
     flips = question.count(" flips the coin")
     return f" The coin is flipped {flips} times. So the answer is {sampled_answer(question, seed)}. ({seed})"

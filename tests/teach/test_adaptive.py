@@ -18,7 +18,7 @@ from ftcot.teach.adaptive import coverage
 from ftcot.templates import get_template
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.conftest import SHARED_DATA
-from tests.teach.coin_teacher import CoinTeacher, difficulty, gold, sampled_answer
+from tests.teach.coin_teacher import CoinTeacher, difficulty, expected_samples, gold, sampled_answer
 
 
 def coin_train_file(tmp_path: Path, n: int, answers: bool = True) -> Path:
@@ -31,16 +31,6 @@ def coin_train_file(tmp_path: Path, n: int, answers: bool = True) -> Path:
                 row["answer"] = sample.answer
             handle.write(json.dumps(row) + "\n")
     return path
-
-
-def expected_samples(question: str, until_correct: int, max_samples: int) -> int:
-    """How many samples adaptive sampling draws for ``question`` from the coin teacher."""
-    correct = 0
-    for m in range(max_samples):
-        correct += sampled_answer(question, m) == gold(question)
-        if correct >= until_correct:
-            return m + 1
-    return max_samples
 
 
 @pytest.fixture

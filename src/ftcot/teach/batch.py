@@ -96,7 +96,7 @@ from ftcot.api_replies import endpoint, error_message, parse_retry_after, public
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
-from ftcot.teach.engine import TeachSummary, check_same_run, split_labels, resolve_settings
+from ftcot.teach.engine import TeachSummary, check_same_run, questions_of, record_run, resolve_settings
 from ftcot.teach.plan import ANSWER, Plan, TeachSettings
 from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
 from ftcot.teach.records import Completion, CompletionRequest, Teacher
@@ -685,10 +685,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     table = (prices or PriceTable()).batch_prices()
     settings, price = resolve_settings(task, split, backend, method, samples, temperature, max_tokens,
                                        max_cost=max_cost, prices=table)
-    questions = task.split(split)
-    if only is not None:
-        wanted = set(only)
-        questions = [s for s in questions if s.index in wanted]
+    questions = questions_of(task, split, only)
     if store is not None:
         check_same_run(store, settings)
     if dry_run:
@@ -701,8 +698,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
         raise ValueError("teach_batch() needs a store open for writing")
     api_key = os.environ.get(api_key_env or "OPENAI_API_KEY") or None
     secrets = [*secrets, *([api_key] if api_key else [])]
-    store.add_questions(task.key, split_labels(task), ((s.index, s.question, s.answer) for s in questions))
-    store.add_run(settings.to_json())
+    record_run(store, task, questions, settings)
     own_client = client is None
     http = client or BatchClient(backend.base_url, api_key, secrets=secrets)
     ledger = BatchLedger.open(store)

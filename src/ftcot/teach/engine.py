@@ -177,19 +177,14 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
     settings, price = resolve_settings(task, split, teacher, method, samples, temperature, max_tokens,
                                        concurrency=concurrency, max_cost=max_cost, prices=prices,
                                        rationale=rationale)
-    questions = task.split(split)
-    if only is not None:
-        wanted = set(only)
-        questions = [s for s in questions if s.index in wanted]
+    questions = questions_of(task, split, only)
     if store is not None:
         check_same_run(store, settings)
     if dry_run:
         return _dry_run(settings, questions, store, price, teacher.supports_n)
     if store is None or not store.writable:
         raise ValueError("teach() needs a store open for writing")
-    split_of = split_labels(task)
-    store.add_questions(task.key, split_of, ((s.index, s.question, s.answer) for s in questions))
-    store.add_run(settings.to_json())
+    record_run(store, task, questions, settings)
     run = _Run(settings, questions, teacher, store, price, concurrency, max_cost, secrets)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(run.main(console or Console(stderr=True), progress))
@@ -252,8 +247,23 @@ def check_same_run(store: TeachStore, settings: TeachSettings) -> None:
                              f"'{getattr(settings, name)}'; use another --out for a different {name}.")
 
 
+def questions_of(task: Task, split: str, only: Collection[int] | None) -> list[Sample]:
+    """``split``'s questions, or those of them whose sample index is in ``only``."""
+    questions = task.split(split)
+    if only is None:
+        return questions
+    wanted = set(only)
+    return [s for s in questions if s.index in wanted]
+
+
+def record_run(store: TeachStore, task: Task, questions: Sequence[Sample], settings: TeachSettings) -> None:
+    """The run's questions (with their split) and settings, in the store before any request is sent."""
+    store.add_questions(task.key, split_labels(task), ((s.index, s.question, s.answer) for s in questions))
+    store.add_run(settings.to_json())
+
+
 def split_labels(task: Task) -> dict[int, str]:
-    """Sample index -> "train" or "test", for the store's questions table (the batch path shares it)."""
+    """Sample index -> "train" or "test", for the store's questions table."""
     labels: dict[int, str] = {}
     for part in ("train", "test"):
         try:
