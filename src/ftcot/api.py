@@ -107,9 +107,6 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
                      max_cost=max_cost, rationale=rationale)
-    if rationale != "answer" and (batch or until_correct is not None or max_samples is not None):
-        raise FtcotError("rationale= is read by plain runs only; for a batch or adaptive run, pick the part when "
-                         "exporting: ftcot teach export RUN_DIR --rationale reasoning|both.")
     if batch:
         from ftcot.errors import check_float
         from ftcot.teach.batch import batch_teacher
@@ -139,13 +136,14 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
         if adaptive:
             return _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples,
                                    temperature, max_tokens, concurrency, max_cost, questions, secrets, progress,
-                                   rationalize, rationalize_samples)
+                                   rationalize, rationalize_samples, rationale)
         if batch:
             from ftcot.teach.batch import teach_batch
 
             summary = teach_batch(loaded, split, backend, method, samples, temperature, max_tokens, max_cost, store,
                                   progress=progress, secrets=secrets, console=_quiet_console(progress),
-                                  only=questions, api_key_env=api_key_env, poll_interval_s=poll_interval)
+                                  only=questions, api_key_env=api_key_env, poll_interval_s=poll_interval,
+                                  rationale=rationale)
         else:
             summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
                                   max_cost, store, progress=progress, secrets=secrets,
@@ -169,7 +167,7 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
 
 def _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples, temperature,
                     max_tokens, concurrency, max_cost, questions, secrets, progress, rationalize,
-                    rationalize_samples) -> TeachResult:
+                    rationalize_samples, rationale="answer") -> TeachResult:
     """``ftcot.teach(until_correct=K, max_samples=M)``: rounds of the engine (ftcot.teach.adaptive)."""
     from ftcot.teach.adaptive import adaptive_teach
     from ftcot.teach.report import report_from_store
@@ -177,7 +175,8 @@ def _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_corre
 
     sampled = adaptive_teach(loaded, split, new_teacher, store, until_correct=until_correct, max_samples=max_samples,
                              temperature=temperature, max_tokens=max_tokens, only=questions, concurrency=concurrency,
-                             max_cost=max_cost, secrets=secrets, console=_quiet_console(progress), progress=progress)
+                             max_cost=max_cost, secrets=secrets, console=_quiet_console(progress), progress=progress,
+                             rationale=rationale)
     report = report_from_store(store, loaded.spec)
     atomic_write_json(out / "report.json", report.to_json())
     if sampled.interrupted:

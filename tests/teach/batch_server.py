@@ -21,6 +21,15 @@ SDK's types:
   deterministic texts the two-stage answer extraction parses), with usage.
   Successful lines go to the output file, failed ones to the error file.
 
+The same base URL also answers ``POST /v1/completions`` and ``POST
+/v1/chat/completions`` at once (as a provider does beside its Batch API), with
+the very replies a batch line gets, so a batch run and a request-loop run of the
+same questions can be compared. ``reasoning`` makes it a reasoning model for
+stage-1 requests: ``"reasoning_content"`` (DeepSeek, vLLM's reasoning parsers)
+or ``"reasoning"`` (newer vLLM) beside the chat message's content, or
+``"think"``: ``<think>…</think>`` before the text (how every style answers
+``/v1/completions``, which has no message). Stage-2 answers stay plain.
+
 Knobs for what real batches do: ``hold`` (stay ``in_progress``, running
 nothing), ``fail_lines`` (the next N requests run answer HTTP 500),
 ``refuse_marker`` (prompts containing it answer HTTP 400, always),
@@ -40,6 +49,7 @@ what a provider would bill).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import threading
@@ -52,6 +62,13 @@ from aiohttp import web
 from tests.teach.stub_openai import reply_text
 
 ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
+REASONING_STYLES = ("reasoning_content", "reasoning", "think")
+
+
+def reasoning_of(prompt: str) -> str:
+    """What the stub "thinks" before a rationale: its own words per prompt, never in the visible text."""
+    tag = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    return f"Weighing question {tag}: each flip turns the coin over, so count the flips."
 
 
 def _error(message: str, status: int, code: str | None = None) -> web.Response:
@@ -72,15 +89,19 @@ class BatchServer:
     expire_after: int | None = None
     fail_next_batch: str | None = None
     lose_create_replies: int = 0
+    reasoning: str | None = None  # one of REASONING_STYLES: a reasoning model
     port: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, route) in order of arrival
     created: list[list[str]] = field(default_factory=list)  # custom_ids of each created batch
     ran: list[str] = field(default_factory=list)  # custom_ids of every request run (billed)
+    direct: list[dict[str, Any]] = field(default_factory=list)  # bodies posted to the endpoints themselves
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     contents: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.reasoning not in (None, *REASONING_STYLES):
+            raise ValueError(f"reasoning must be one of {REASONING_STYLES}")
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._work: dict[str, dict[str, Any]] = {}  # per batch: its input lines, position, results
@@ -119,6 +140,8 @@ class BatchServer:
         app.router.add_post("/v1/batches", self._create)
         app.router.add_get("/v1/batches", self._list)
         app.router.add_get("/v1/batches/{id}", self._get)
+        for route in ENDPOINTS:
+            app.router.add_post(route, self._complete)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -271,38 +294,51 @@ class BatchServer:
             batch.update(status="completed", completed_at=now)
             self._write_files(batch, work)
 
+    async def _complete(self, request: web.Request) -> web.Response:
+        """``POST /v1/completions`` or ``/v1/chat/completions`` answered at once, as a batch line would be."""
+        body = await request.json()
+        with self._lock:
+            self.direct.append(body)
+            status, reply = self._reply(request.path, body, self._new_id("req"))
+        return web.json_response(reply, status=status)
+
     def _answer(self, work: dict[str, Any], line: dict[str, Any]) -> None:
         self.ran.append(line["custom_id"])
-        body = line["body"]
-        if line["url"] == "/v1/chat/completions":
-            prompt = body["messages"][-1]["content"]
-        else:
-            prompt = body["prompt"]
         request_id = self._new_id("req")
         result: dict[str, Any] = {"id": self._new_id("batch_req"), "custom_id": line["custom_id"], "error": None}
-        if self.refuse_marker and self.refuse_marker in prompt:
-            status, reply = 400, {"error": {"message": "this prompt is refused (stub)", "type": "invalid_request_error"}}
-        elif self.fail_lines > 0:
-            self.fail_lines -= 1
-            status, reply = 500, {"error": {"message": "The server had an error (stub)", "type": "server_error"}}
-        else:
-            n = body.get("n", 1) if self.honour_n else 1
-            choices = []
-            for i in range(n):
-                text = reply_text(prompt, body.get("seed"), body.get("temperature", 1.0), i, False)
-                finish = "length" if body["max_tokens"] <= self.completion_tokens else "stop"
-                if line["url"] == "/v1/chat/completions":
-                    choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": finish})
-                else:
-                    choices.append({"index": i, "text": text, "finish_reason": finish, "logprobs": None})
-            status, reply = 200, {"id": f"cmpl-{request_id}", "object": "text_completion", "model": body["model"],
-                                  "created": int(time.time()), "choices": choices,
-                                  "usage": {"prompt_tokens": len(prompt) // 4,
-                                            "completion_tokens": self.completion_tokens * n,
-                                            "total_tokens": len(prompt) // 4 + self.completion_tokens * n}}
+        status, reply = self._reply(line["url"], line["body"], request_id)
         result["response"] = {"status_code": status, "request_id": request_id, "body": reply}
         (work["outputs"] if status == 200 or self.errors_in_output else work["errors"]).append(result)
+
+    def _reply(self, url: str, body: dict[str, Any], request_id: str) -> tuple[int, dict[str, Any]]:
+        """The status and body a request gets, in a batch or not."""
+        chat = url == "/v1/chat/completions"
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if self.refuse_marker and self.refuse_marker in prompt:
+            return 400, {"error": {"message": "this prompt is refused (stub)", "type": "invalid_request_error"}}
+        if self.fail_lines > 0:
+            self.fail_lines -= 1
+            return 500, {"error": {"message": "The server had an error (stub)", "type": "server_error"}}
+        n = body.get("n", 1) if self.honour_n else 1
+        thinks = self.reasoning is not None and not prompt.rstrip().endswith(" is")  # not a stage-2 answer
+        choices = []
+        for i in range(n):
+            text = reply_text(prompt, body.get("seed"), body.get("temperature", 1.0), i, False)
+            finish = "length" if body["max_tokens"] <= self.completion_tokens else "stop"
+            fields: dict[str, Any] = {}
+            if thinks and (self.reasoning == "think" or not chat):
+                text = f"<think>\n{reasoning_of(prompt)}\n</think>\n\n{text.strip()}"
+            elif thinks:
+                fields[self.reasoning] = reasoning_of(prompt)
+            if chat:
+                choices.append({"index": i, "message": {"role": "assistant", "content": text, **fields},
+                                "finish_reason": finish})
+            else:
+                choices.append({"index": i, "text": text, "finish_reason": finish, "logprobs": None})
+        return 200, {"id": f"cmpl-{request_id}", "object": "text_completion", "model": body["model"],
+                     "created": int(time.time()), "choices": choices,
+                     "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": self.completion_tokens * n,
+                               "total_tokens": len(prompt) // 4 + self.completion_tokens * n}}
 
     def _write_files(self, batch: dict[str, Any], work: dict[str, Any]) -> None:
         def jsonl(rows: list[dict[str, Any]]) -> bytes:

@@ -120,18 +120,17 @@ def teach_command(
         refuse_open_batches(out)  # their requests are paid for: collect them, do not send them again
 
     adaptive = until_correct is not None or max_samples is not None
-    if rationale != "answer" and (batch or adaptive):
-        raise FtcotError("--rationale is read by plain runs only; for a --batch or adaptive run, pick the part "
-                         "when exporting: ftcot teach export RUN_DIR --rationale reasoning|both.")
     if adaptive and batch:
-        raise FtcotError("--batch sends everything at once; adaptive sampling needs each round's answers first.")
+        flag = "--until-correct" if until_correct is not None else "--max-samples"
+        raise FtcotError(f"--batch does not combine with {flag}: a batch sends everything at once, adaptive "
+                         f"sampling needs each round's answers first; drop one of them.")
     if adaptive:
         samples = _adaptive_options(until_correct, max_samples, samples, temperature)
     if adaptive and not dry_run:
         return _adaptive_run(loaded, split, teacher, out, settings, lambda: make_teacher(
             teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root, **options),
             until_correct, max_samples, temperature, max_tokens, concurrency, max_cost, price_table, secrets,
-            rationalize, rationalize_samples, {"teacher_spec": teacher,
+            rationalize, rationalize_samples, rationale, {"teacher_spec": teacher,
                                                "base_url": _public_base_url(base_url),
                                                "chat": chat, "concurrency": concurrency, "max_cost": max_cost})
     if dry_run:
@@ -145,7 +144,8 @@ def teach_command(
 
             summary = teach_batch(loaded, split, backend, method, samples, temperature, max_tokens, max_cost, store,
                                   progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
-                                  console=_stderr, api_key_env=api_key_env, poll_interval_s=poll_interval)
+                                  console=_stderr, api_key_env=api_key_env, poll_interval_s=poll_interval,
+                                  rationale=rationale)
         else:
             summary = teach(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
                             max_cost, store, progress=True, prices=price_table, dry_run=dry_run, secrets=secrets,
@@ -205,7 +205,7 @@ def _adaptive_options(until_correct: int | None, max_samples: int | None, sample
 
 def _adaptive_run(loaded, split, teacher, out, settings, new_teacher, until_correct, max_samples, temperature,
                   max_tokens, concurrency, max_cost, price_table, secrets, rationalize, rationalize_samples,
-                  logged) -> None:
+                  rationale, logged) -> None:
     """``ftcot teach --until-correct K --max-samples M``: rounds of the engine (ftcot.teach.adaptive)."""
     from ftcot.teach.adaptive import adaptive_teach
     from ftcot.teach.report import report_from_store
@@ -216,7 +216,7 @@ def _adaptive_run(loaded, split, teacher, out, settings, new_teacher, until_corr
         summary = adaptive_teach(loaded, split, new_teacher, store, until_correct=until_correct,
                                  max_samples=max_samples, temperature=temperature, max_tokens=max_tokens,
                                  concurrency=concurrency, max_cost=max_cost, prices=price_table, secrets=secrets,
-                                 console=_stderr, progress=True)
+                                 console=_stderr, progress=True, rationale=rationale)
         record = {"settings": {k: v for k, v in settings.to_json().items() if k != "exemplars"}, **logged,
                   "finished": time.time(), "adaptive": summary.to_json()}
         _write_json(out / "run.json", record, secrets)

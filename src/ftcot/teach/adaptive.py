@@ -126,18 +126,22 @@ def coverage(results: dict[int, list[bool]], until_correct: int, max_samples: in
 
 def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], store: TeachStore, *,
                    until_correct: int, max_samples: int, temperature: float, max_tokens: int | None = None,
-                   only: Collection[int] | None = None, **teach_options: Any) -> AdaptiveSummary:
+                   only: Collection[int] | None = None, rationale: str = "answer",
+                   **teach_options: Any) -> AdaptiveSummary:
     """Sample ``split``'s questions in rounds (see the module docstring); writes ``RUN_DIR/adaptive.json``.
 
     ``make_teacher``: a new backend per round (the engine closes the one it is given); ``teach_options`` go to
     :func:`ftcot.teach.engine.teach` (concurrency, max_cost — per round —, prices, secrets, console, progress).
+    ``rationale`` is recorded with the run's settings, as the engine records it (export reads it; rounds
+    judge correctness on the stage-2 answers, which it does not change).
     """
     from ftcot.paths import atomic_write_text
     from ftcot.teach.engine import resolve_settings, teach
 
     check_adaptive(until_correct, max_samples, temperature)
     teacher = make_teacher()
-    settings, _ = resolve_settings(task, split, teacher, "zs_cot", max_samples, temperature, max_tokens)
+    settings, _ = resolve_settings(task, split, teacher, "zs_cot", max_samples, temperature, max_tokens,
+                                   rationale=rationale)
     questions = [s.index for s in task.split(split) if only is None or s.index in set(only)]
     summary = AdaptiveSummary(until_correct, max_samples, len(questions))
     drawn = 0
@@ -153,7 +157,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
         new = 0
         for total, group in sorted(targets.items()):
             run = teach(task, split, teacher or make_teacher(), "zs_cot", total, temperature, max_tokens,
-                        store=store, only=group, **teach_options)
+                        store=store, only=group, rationale=rationale, **teach_options)
             teacher = None  # the engine closed it
             drawn = max(drawn, total)
             new += run.new
@@ -173,7 +177,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
     results = chain_results(store, settings, task, questions)
     final = max([drawn] + [len(c) for c in results.values()] + [_last_samples(store)])
     teach(task, split, teacher or make_teacher(), "zs_cot", final, temperature, max_tokens, store=store, only=[],
-          **{k: v for k, v in teach_options.items() if k in ("prices", "secrets", "console")})
+          rationale=rationale, **{k: v for k, v in teach_options.items() if k in ("prices", "secrets", "console")})
     summary.samples_spent = sum(len(c) for c in results.values())
     summary.covered = sum(sum(c) >= until_correct for c in results.values())
     summary.with_correct = sum(any(c) for c in results.values())

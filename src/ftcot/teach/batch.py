@@ -18,9 +18,11 @@ HTTP API (``base_url`` = ``…/v1``):
 4. ``GET {base_url}/files/{output_file_id}/content`` and the same for
    ``error_file_id``: each line is ``{"custom_id", "response": {"status_code",
    "request_id", "body"}, "error"}``. A 200 body is read by the backend's
-   :func:`parse_response` and stored, usage included, under the keys a normal
-   run uses: a batch run and a normal run read and fill the same store, and
-   nothing stored is paid twice.
+   :func:`parse_response` and stored, usage and a reasoning model's separate
+   reasoning (``reasoning_content``/``reasoning``, :mod:`ftcot.teach.reasoning`)
+   included, under the keys a normal run uses: a batch run and a normal run read
+   and fill the same store, export the same chains under every ``--rationale``,
+   and nothing stored is paid twice.
 
 Two-stage Zero-shot-CoT is two rounds of batches: the rationales, then the
 answers to the rationales that came back. A stage larger than
@@ -670,11 +672,13 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
                 dry_run: bool = False, secrets: Sequence[str] = (), console: Console | None = None,
                 only: Collection[int] | None = None, api_key_env: str | None = None,
                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, max_requests: int = MAX_REQUESTS_PER_BATCH,
-                max_submissions: int = DEFAULT_SUBMISSIONS, client: BatchClient | None = None) -> BatchTeachSummary:
+                max_submissions: int = DEFAULT_SUBMISSIONS, client: BatchClient | None = None,
+                rationale: str = "answer") -> BatchTeachSummary:
     """:func:`ftcot.teach.engine.teach` through the Batch API (see the module docstring).
 
-    Same arguments and store as ``teach``; ``teacher`` must be an ``openai:`` teacher, whose
-    payloads, chat mode and identity (store keys) are used. The key is read from
+    Same arguments and store as ``teach`` (``rationale`` included: recorded with the run, read
+    when chains are exported); ``teacher`` must be an ``openai:`` teacher, whose payloads (its
+    system prompt too), chat mode and identity (store keys) are used. The key is read from
     ``os.environ[api_key_env]`` (default ``OPENAI_API_KEY``). ``client`` replaces the HTTP client
     (tests pass one with short back-offs).
     """
@@ -684,7 +688,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     check_int("max_submissions", max_submissions, 1)
     table = (prices or PriceTable()).batch_prices()
     settings, price = resolve_settings(task, split, backend, method, samples, temperature, max_tokens,
-                                       max_cost=max_cost, prices=table)
+                                       max_cost=max_cost, prices=table, rationale=rationale)
     questions = questions_of(task, split, only)
     if store is not None:
         check_same_run(store, settings)
@@ -973,7 +977,8 @@ class _BatchRun:
                 max_tokens=request.max_tokens, temperature=request.temperature, stop=request.stop,
                 seed=None if request.seed is None else request.seed + i, text=c.text,
                 finish_reason=c.finish_reason, prompt_tokens=prompt_tokens if i == 0 else 0,
-                completion_tokens=c.completion_tokens, latency_s=0.0, request_id=result.request_id, created=now))
+                completion_tokens=c.completion_tokens, latency_s=0.0, request_id=result.request_id, created=now,
+                reasoning=c.reasoning))
         if len(completions) < len(item.targets):
             self.fail(item.targets[len(completions):], 200,
                       f"the teacher returned {len(completions)} completions for n={request.n}", True)

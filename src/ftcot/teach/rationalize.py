@@ -115,6 +115,7 @@ def rationalize(task: Task, run_dir: Path, make_teacher: Callable[[], Teacher], 
     temperature = settings.temperature if temperature is None else temperature
     if teach_options.get("max_tokens") is None:
         teach_options["max_tokens"] = settings.max_tokens
+    teach_options.setdefault("rationale", settings.rationale)  # hinted chains export the part the run's do
     summary = RationalizeSummary(len(results), len(results) - len(unsolved), len(unsolved), 0,
                                  samples=samples, temperature=temperature)
     if unsolved:
