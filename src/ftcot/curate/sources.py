@@ -10,10 +10,11 @@ from ftcot.jsonl import read_jsonl, require_field
 REQUIRED = ("sample_index", "answer", "reasoning_completion", "answer_completion")
 
 
-def load_teacher_records(source: Path) -> tuple[list[dict], str | None]:
-    """Teacher records and, when the source knows it, the task they answer."""
+def load_teacher_records(source: Path, rationale: str | None = None) -> tuple[list[dict], str | None]:
+    """Teacher records and, when the source knows it, the task they answer. ``rationale``
+    (answer|reasoning|both) overrides a run directory's own (:mod:`ftcot.teach.reasoning`)."""
     if source.is_dir():
-        return _run_dir_records(source)
+        return _run_dir_records(source, rationale)
     if not source.is_file():
         raise FtcotError(f"{source}: no such teach run directory or JSONL file.")
     records = []
@@ -24,26 +25,25 @@ def load_teacher_records(source: Path) -> tuple[list[dict], str | None]:
     return records, None
 
 
-def _run_dir_records(run_dir: Path) -> tuple[list[dict], str]:
+def _run_dir_records(run_dir: Path, rationale: str | None = None) -> tuple[list[dict], str]:
     """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage; then the rationalized
     chains of ``RUN_DIR/rationalize/`` (:mod:`ftcot.teach.rationalize`), if any, marked ``rationalized``."""
     from ftcot.teach.rationalize import RATIONALIZE_DIR
     from ftcot.teach.store import STORE_FILE
 
-    records, task = _store_records(run_dir)
+    records, task = _store_records(run_dir, rationale)
     if (run_dir / RATIONALIZE_DIR / STORE_FILE).is_file():
-        hinted, _ = _store_records(run_dir / RATIONALIZE_DIR)
+        hinted, _ = _store_records(run_dir / RATIONALIZE_DIR, rationale)
         records += [{**r, "rationalized": True} for r in hinted]
     return records, task
 
 
-def _store_records(run_dir: Path) -> tuple[list[dict], str]:
-    from ftcot.teach.export import chain_record
-    from ftcot.teach.plan import Plan, settings_of
+def _store_records(run_dir: Path, rationale: str | None = None) -> tuple[list[dict], str]:
+    from ftcot.teach.export import chain_record, plan_of
     from ftcot.teach.store import TeachStore
 
     with TeachStore.open_readonly(run_dir) as store:
-        plan = Plan(settings_of(store))
+        plan = plan_of(store, rationale)
         if not plan.two_stage:
             raise FtcotError(f"{run_dir}: a '{plan.settings.method}' run has no rationales; "
                              f"curate a zs_cot run (ftcot teach --method zs_cot).")

@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator,
 
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
+from ftcot.teach.reasoning import RATIONALE_SOURCES
 from ftcot.train.config import TrainConfig
 
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
@@ -113,6 +114,10 @@ class TeacherConfig(_Strict):
     max_samples: Optional[int] = Field(None, ge=1, description="Adaptive sampling: at most M rationales a question")
     rationalize: bool = Field(False, description="Ask again, with the gold answer as a hint, about training questions "
                                                  "left without a correct rationale (STaR)")
+    # Not part of identity(): it changes what curation reads from the store, never a request (a curate input).
+    rationale: Literal[RATIONALE_SOURCES] = Field(  # type: ignore[valid-type]
+        "answer", description="Reasoning models: the rationale curation trains on is the visible answer, the "
+                              "reasoning, or both (ftcot teach --rationale); changing it re-curates, never re-asks")
 
     @model_validator(mode="after")
     def _adaptive_pair(self) -> TeacherConfig:

@@ -325,7 +325,8 @@ def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
     extra = settings(run.data_root, **{k: inputs[k] for k in DEFAULTS if k in inputs})
     records: list[dict] = []
     if inputs["teach"] is not None:
-        records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path)
+        records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path,
+                                          inputs.get("rationale", "answer"))  # the stage's, whatever the store's
         if inputs["D"] is not None:  # the rationales a teacher run with D samples would have drawn
             records = [r for r in records if r.get("sample_number", 0) < inputs["D"]]
         if not records:

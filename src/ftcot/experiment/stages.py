@@ -194,6 +194,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
     scheme = config.split_scheme
     sizes = config.train_sizes_of(task)
     seeds_of = {student.label: config.seeds_of(task, student) for student in config.students}
+    rationales = {teacher.label: teacher.rationale for teacher in config.teachers}
     # A task whose training questions are not in the data (AQuA's train file) has prompting cells and
     # the teacher row, which need test questions only, and no fine-tuning cells.
     no_train = loaded.unavailable("train", scheme)
@@ -215,12 +216,17 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
 
     def curate(template: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
                seed: int, label: str = "gold") -> Stage:
+        # Which part of a reasoning teacher's reply is the rationale: read from the teach store by this stage,
+        # so in its key (only when not the default: stages made before it existed keep theirs), not teach's.
+        rationale = rationales.get(source[0], "answer") if source else "answer"
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
-                  **config.curate.stage_inputs(), **({"label": label} if label != "gold" else {})}
+                  **config.curate.stage_inputs(), **({"label": label} if label != "gold" else {}),
+                  **({"rationale": rationale} if rationale != "answer" else {})}
         parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
-            + ([f"{label} labels"] if label != "gold" else [])
+            + ([f"{label} labels"] if label != "gold" else []) \
+            + ([f"rationale: {rationale}"] if rationale != "answer" else [])
         return plan.add(_stage("curate", inputs, ", ".join(parts), (source[1].key,) if source else ()))
 
     def train(data: Stage, student: StudentConfig, seed: int) -> Stage:

@@ -51,12 +51,17 @@ def chain_record(chain: Chain, plan: Plan) -> dict[str, Any]:
     return record
 
 
-def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> ExportSummary:
-    """``rationale`` (answer|reasoning|both) overrides the run's setting for a reasoning model's chains."""
+def plan_of(store: TeachStore, rationale: str | None = None) -> Plan:
+    """The run's plan; ``rationale`` (answer|reasoning|both), when given, overrides the run's own."""
     settings = settings_of(store)
     if rationale is not None:
         settings = dataclasses.replace(settings, rationale=check_rationale_source(rationale))
-    plan = Plan(settings)
+    return Plan(settings)
+
+
+def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> ExportSummary:
+    """``rationale`` (answer|reasoning|both) overrides the run's setting for a reasoning model's chains."""
+    plan = plan_of(store, rationale)
     incomplete = 0
 
     def records():  # streamed to the file: a million-completion store is not held in memory
