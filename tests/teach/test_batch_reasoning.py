@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from ftcot.jsonl import read_jsonl
-from ftcot.tasks import Task, load_task
 from ftcot.teach.backends import make_teacher
 from ftcot.teach.batch import BatchClient, teach_batch
 from ftcot.teach.engine import teach
@@ -26,32 +25,12 @@ from ftcot.teach.reasoning import RATIONALE_SOURCES
 from ftcot.teach.store import TeachStore
 from tests.cli import assert_one_line_error
 from tests.teach.batch_server import BatchServer, reasoning_of
+from tests.teach.test_batch import coins, server  # noqa: F401  (server: the batch server fixture)
 from tests.teach.test_cli_teach import coin_task_file, run_ftcot
 
 MODEL = "deepseek-reasoner"
 SYSTEM = "Think it through, then answer."
 THINKS = "Weighing question"  # how every reasoning_of() text begins
-
-
-@pytest.fixture
-def server():
-    made: list[BatchServer] = []
-
-    def make(**options) -> BatchServer:
-        made.append(BatchServer(**options))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-
-
-def coins(tmp_path: Path, data_root: Path, n: int) -> Task:
-    path = tmp_path / "coins.jsonl"
-    questions = load_task("coin_flip", data_root).split("test")[:n]
-    path.write_text("".join(json.dumps({"question": s.question, "answer": s.answer, "split": "test"}) + "\n"
-                            for s in questions))
-    return load_task(str(path), data_root, "yes/no")
 
 
 def teacher(server: BatchServer, chat: bool):

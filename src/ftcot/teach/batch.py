@@ -81,7 +81,6 @@ import json
 import logging
 import math
 import os
-import random
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -94,8 +93,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ftcot.api_replies import endpoint, error_message, parse_retry_after, public_url, redact, url_secrets
+from ftcot.api_replies import error_message, public_url, redact
 from ftcot.errors import FtcotError, check_float, check_int
+from ftcot.openai_rest import RestAPIError, RestClient, retryable_status
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
 from ftcot.teach.engine import TeachSummary, check_same_run, questions_of, record_run, resolve_settings
@@ -219,10 +219,6 @@ def chunked(lines: Sequence[tuple[BatchItem, str]], max_requests: int = MAX_REQU
     return chunks
 
 
-def retryable_status(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
-
-
 def parse_output_line(line: dict[str, Any], chat: bool) -> LineResult:
     """A line of a batch's output or error file (OpenAI's request output object)."""
     custom_id = str(line.get("custom_id") or "")
@@ -328,78 +324,39 @@ def second_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStor
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-class BatchAPIError(FtcotError):
+class BatchAPIError(RestAPIError):
     """A request to the files or batch API failed: at once (a 4xx) or after all retries."""
 
-    def __init__(self, message: str, status: int | None = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
-
-class BatchClient:
-    """The few requests of OpenAI's files and batch API, with retries (408, 409, 429, 5xx, dropped
-    connections; exponential back-off with full jitter, ``Retry-After`` honoured).
+class BatchClient(RestClient):
+    """The few requests of OpenAI's files and batch API, with the retries of :class:`ftcot.openai_rest.RestClient`
+    (408, 409, 429, 5xx, dropped connections; exponential back-off with full jitter, ``Retry-After`` honoured).
 
     The key goes only into the ``Authorization`` header; every message is redacted.
     """
 
-    def __init__(self, base_url: str, api_key: str | None, *, secrets: Sequence[str] = (),
-                 request_timeout_s: float = 300, max_retries: int = 6, backoff_base_s: float = 1.0,
-                 backoff_cap_s: float = 60.0, max_retry_after_s: float = 300.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.public_base_url = public_url(self.base_url)
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.max_retry_after_s = max_retry_after_s
-        self._sleep = sleep
-        self._rng = random.Random()
-        self._secrets = [s for s in [api_key, *url_secrets(base_url), *secrets] if s]
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # User info in base_url is sent as Basic auth by httpx, as aiohttp does for the backend.
-        self._http = httpx.Client(headers=headers, timeout=request_timeout_s)
+    error = BatchAPIError
+    key_hint = " (check the API key)"
+    logger = log
 
-    def __repr__(self) -> str:  # never the key
-        return f"BatchClient(base_url={self.public_base_url!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def clean(self, text: str) -> str:
-        return redact(text, self._secrets)
-
-    # -- endpoints --
+    def __init__(self, base_url: str, api_key: str | None, *, request_timeout_s: float = 300,
+                 **options: Any) -> None:
+        super().__init__(base_url, api_key, request_timeout_s=request_timeout_s, **options)
 
     def upload_file(self, content: bytes, filename: str) -> dict[str, Any]:
-        def files() -> dict[str, Any]:  # fresh per attempt
-            return {"file": (filename, content, "application/jsonl")}
-
-        # A repeated upload after a lost reply costs nothing but a stray file: retried as is.
-        return self._json("POST", "files", data={"purpose": "batch"}, files=files)
+        return self.upload(content, filename, "batch")
 
     def create_batch(self, input_file_id: str, endpoint_path: str) -> dict[str, Any]:
         payload = {"input_file_id": input_file_id, "endpoint": endpoint_path, "completion_window": COMPLETION_WINDOW}
         # Not idempotent: after a lost reply, look for the batch before creating it again.
-        return self._json("POST", "batches", json=payload, recover=lambda: self.find_batch(input_file_id))
+        return self.request("POST", "batches", json=payload, recover=lambda: self.find_batch(input_file_id))
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._json("GET", f"batches/{batch_id}")
+        return self.request("GET", f"batches/{batch_id}")
 
     def find_batch(self, input_file_id: str, max_pages: int = 10) -> dict[str, Any] | None:
-        """The newest batch made from ``input_file_id`` (OpenAI lists batches newest first)."""
-        params: dict[str, Any] = {"limit": 100}
-        for _ in range(max_pages):
-            body = self._json("GET", "batches", params=params)
-            batches = [b for b in body.get("data") or [] if isinstance(b, dict)]
-            for batch in batches:
-                if batch.get("input_file_id") == input_file_id and batch.get("id"):
-                    return batch
-            if not body.get("has_more") or not batches:
-                return None
-            params["after"] = batches[-1].get("id")
-        return None
+        """The newest batch made from ``input_file_id``."""
+        return self.find_newest("batches", "input_file_id", input_file_id, max_pages)
 
     def download(self, file_id: str, path: Path) -> None:
         """A file's content into ``path`` (written whole or not at all; retried as a whole)."""
@@ -412,91 +369,9 @@ class BatchClient:
             os.replace(partial, path)
 
         try:
-            self._call("GET", f"files/{file_id}/content", receive=receive)
+            self.request("GET", f"files/{file_id}/content", receive=receive)
         finally:
             partial.unlink(missing_ok=True)
-
-    # -- one logical request --
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self._call(method, path, **kwargs)
-
-    def _call(self, method: str, path: str, *, recover: Callable[[], dict[str, Any] | None] | None = None,
-              files: Callable[[], dict[str, Any]] | None = None,
-              receive: Callable[[httpx.Response], None] | None = None, **kwargs: Any) -> Any:
-        url = endpoint(self.base_url, path)
-        where = f"{method} {self.public_base_url}/{path}"
-        attempts = self.max_retries + 1
-        reason, status = "", None
-        for attempt in range(attempts):
-            wait: float | None = None
-            ambiguous = False  # the server may have acted on a request whose reply was lost
-            status = None
-            try:
-                with self._http.stream(method, url, files=files() if files else None, **kwargs) as response:
-                    status = response.status_code
-                    if 200 <= status < 300 and receive is not None:
-                        receive(response)
-                        return None
-                    response.read()
-            except httpx.ConnectError as exc:
-                reason = f"could not connect ({type(exc).__name__})"
-            except httpx.TimeoutException as exc:
-                reason, ambiguous = f"timed out ({type(exc).__name__})", True
-            except httpx.TransportError as exc:  # reset, dropped mid-reply
-                reason, ambiguous = f"connection failed ({type(exc).__name__}: {exc})", True
-            else:
-                if 200 <= status < 300:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    if isinstance(body, dict):
-                        return body
-                    reason, ambiguous = "the reply was not a JSON object", True
-                else:
-                    message = error_message(response.text)
-                    if not retryable_status(status) or _insufficient_quota(response.text, status):
-                        hint = " (check the API key)" if status in (401, 403) else ""
-                        raise BatchAPIError(self.clean(f"HTTP {status} from {where}: {message}{hint}"), status)
-                    reason, ambiguous = f"HTTP {status}: {message}", status >= 500
-                    wait = _retry_after_s(response.headers)
-            if attempt + 1 == attempts:
-                break
-            if wait is not None:
-                delay = min(wait, self.max_retry_after_s) + self._rng.uniform(0.0, min(1.0, self.backoff_base_s))
-            else:
-                delay = self._rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
-            log.warning("%s: attempt %d of %d failed: %s; retrying in %.2f s", where, attempt + 1, attempts,
-                        self.clean(reason), delay)
-            self._sleep(delay)
-            if ambiguous and recover is not None:
-                found = recover()
-                if found is not None:
-                    log.info("%s: the earlier attempt took effect; using its result", where)
-                    return found
-        raise BatchAPIError(self.clean(f"{where}: gave up after {attempts} attempts; last: {reason}. "
-                                       f"Rerun the same command to resume."), status, retryable=True)
-
-
-def _insufficient_quota(text: str, status: int) -> bool:
-    if status != 429:
-        return False
-    try:
-        error = json.loads(text).get("error")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and error.get("code") == "insufficient_quota"  # waiting adds no credit
-
-
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
 
 
 # --- the ledger: batches recorded in teach.sqlite ---------------------------------------------------

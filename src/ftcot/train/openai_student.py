@@ -48,7 +48,7 @@ use ``openai:<fine_tuned_model>``.
 
 Errors and retries
 ------------------
-Every request is retried on 408, 409, 429, 5xx, timeouts and dropped
+(:mod:`ftcot.openai_rest`, shared with the Batch API teacher.) Every request is retried on 408, 409, 429, 5xx, timeouts and dropped
 connections, with exponential back-off and full jitter; ``retry-after-ms`` or
 ``Retry-After`` (seconds or HTTP date) is honoured as a lower bound, capped at
 ``max_retry_after_s``. A 429 whose error code is ``insufficient_quota`` is not
@@ -72,7 +72,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,14 +79,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from ftcot.api_replies import error_message, parse_retry_after, public_url
+from ftcot.api_replies import public_url
 from ftcot.curate.dataset import chat_record, read_examples
 from ftcot.data_root import resolve_data_root
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.jsonl import write_jsonl
+from ftcot.openai_rest import RestAPIError, RestClient
+# Re-exported: they were this module's own before the Batch API teacher shared them.
+from ftcot.openai_rest import error_code, retry_after_s, retryable_status  # noqa: F401
 from ftcot.paths import check_output, check_writable_dir
 
 log = logging.getLogger(__name__)
@@ -108,16 +108,11 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 # --- errors ----------------------------------------------------------------------------------
 
 
-class FineTuneAPIError(FtcotError):
+class FineTuneAPIError(RestAPIError):
     """A request to the fine-tuning API failed: at once (a 4xx) or after all retries.
 
     ``retryable`` says whether rerunning the same command later may succeed.
     """
-
-    def __init__(self, message: str, status: int | None = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
 
 class FineTuneJobFailed(FtcotError):
@@ -167,31 +162,6 @@ def build_job_payload(
     return payload
 
 
-def error_code(response_text: str) -> str | None:
-    try:
-        body = json.loads(response_text)
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
-
-
-def retry_after_s(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from OpenAI's ``retry-after-ms`` or the standard ``Retry-After``."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"), now)
-
-
-def retryable_status(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
-
-
 def job_failure_reason(job: dict[str, Any], last_error_event: str | None = None) -> str:
     """The server's reason for a failed or cancelled job, in one phrase."""
     error = job.get("error") or {}
@@ -224,158 +194,39 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 # --- HTTP ------------------------------------------------------------------------------------
 
 
-class FineTuneClient:
-    """The few requests of OpenAI's files and fine-tuning API, with retries.
+class FineTuneClient(RestClient):
+    """The few requests of OpenAI's files and fine-tuning API, with the retries of
+    :class:`ftcot.openai_rest.RestClient`.
 
     Each method returns the reply's JSON object or raises :class:`FineTuneAPIError`.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        api_key: str | None = None,
-        *,
-        request_timeout_s: float = 120,
-        max_retries: int = 6,
-        backoff_base_s: float = 1.0,
-        backoff_cap_s: float = 60.0,
-        max_retry_after_s: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.public_base_url = public_url(self.base_url)
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.max_retry_after_s = max_retry_after_s
-        self._sleep = sleep
-        self._rng = random.Random()
-        self._api_key = api_key or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=request_timeout_s)
+    error = FineTuneAPIError
+    logger = log
 
-    def __repr__(self) -> str:  # never the key
-        return f"FineTuneClient(base_url={self.public_base_url!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> FineTuneClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, api_key: str | None = None, **options: Any) -> None:
+        super().__init__(base_url, api_key, **options)
 
     # -- endpoints --
 
     def upload_file(self, path: Path, filename: str | None = None) -> dict[str, Any]:
-        content = path.read_bytes()
-        name = filename or path.name
-
-        def files() -> dict[str, Any]:  # fresh per attempt
-            return {"file": (name, content, "application/jsonl")}
-
-        # A repeated upload after a lost reply costs nothing but a stray file; it is retried.
-        return self._request("POST", "/files", data={"purpose": "fine-tune"}, files=files)
+        return self.upload(path.read_bytes(), filename or path.name, "fine-tune")
 
     def create_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         # Not idempotent: after a reply is lost, look for the job before sending it again.
         training_file = payload["training_file"]
-        return self._request("POST", "/fine_tuning/jobs", json=payload,
-                             recover=lambda: self.find_job(training_file))
+        return self.request("POST", "fine_tuning/jobs", json=payload, recover=lambda: self.find_job(training_file))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/fine_tuning/jobs/{job_id}")
+        return self.request("GET", f"fine_tuning/jobs/{job_id}")
 
     def list_events(self, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        body = self._request("GET", f"/fine_tuning/jobs/{job_id}/events", params={"limit": limit})
+        body = self.request("GET", f"fine_tuning/jobs/{job_id}/events", params={"limit": limit})
         return [e for e in body.get("data") or [] if isinstance(e, dict)]
 
     def find_job(self, training_file: str, max_pages: int = 5) -> dict[str, Any] | None:
-        """The newest job trained on ``training_file`` (OpenAI lists jobs newest first)."""
-        params: dict[str, Any] = {"limit": 100}
-        for _ in range(max_pages):
-            body = self._request("GET", "/fine_tuning/jobs", params=params)
-            jobs = [j for j in body.get("data") or [] if isinstance(j, dict)]
-            for job in jobs:
-                if job.get("training_file") == training_file and job.get("id"):
-                    return job
-            if not body.get("has_more") or not jobs:
-                return None
-            params["after"] = jobs[-1].get("id")
-        return None
-
-    # -- one logical request --
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        recover: Callable[[], dict[str, Any] | None] | None = None,
-        files: Callable[[], dict[str, Any]] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        where = f"{method} {self.public_base_url}{path}"
-        attempts = self.max_retries + 1
-        reason = ""
-        status: int | None = None
-        for attempt in range(attempts):
-            wait: float | None = None
-            ambiguous = False  # the server may have acted on a request whose reply was lost
-            status = None
-            try:
-                response = self._http.request(method, path, files=files() if files else None, **kwargs)
-            except httpx.ConnectError as exc:
-                reason = f"could not connect ({type(exc).__name__})"
-            except httpx.TimeoutException as exc:
-                reason, ambiguous = f"timed out ({type(exc).__name__})", True
-            except httpx.TransportError as exc:  # reset, dropped mid-reply, protocol errors
-                reason, ambiguous = f"connection failed ({type(exc).__name__}: {exc})", True
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    if isinstance(body, dict):
-                        return body
-                    reason, ambiguous = "the reply was not a JSON object", True
-                else:
-                    message = error_message(response.text)
-                    fatal = not retryable_status(status) or (
-                        status == 429 and error_code(response.text) == "insufficient_quota"
-                    )
-                    if fatal:
-                        raise FineTuneAPIError(self.clean(f"HTTP {status} from {where}: {message}"), status)
-                    reason = f"HTTP {status}: {message}"
-                    ambiguous = status >= 500
-                    wait = retry_after_s(response.headers)
-            if attempt + 1 == attempts:
-                break
-            if wait is not None:
-                delay = min(wait, self.max_retry_after_s) + self._rng.uniform(0.0, min(1.0, self.backoff_base_s))
-            else:
-                delay = self._rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
-            log.warning("%s: attempt %d of %d failed: %s; retrying in %.2f s",
-                        where, attempt + 1, attempts, self.clean(reason), delay)
-            self._sleep(delay)
-            if ambiguous and recover is not None:
-                found = recover()
-                if found is not None:
-                    log.info("%s: the earlier attempt took effect; using its result", where)
-                    return found
-        raise FineTuneAPIError(
-            self.clean(f"{where}: gave up after {attempts} attempts; last: {reason}. "
-                        f"Rerun the same command to resume."),
-            status,
-            retryable=True,
-        )
-
-    def clean(self, text: str) -> str:
-        """``text`` with the API key replaced by ``***``."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """The newest job trained on ``training_file``."""
+        return self.find_newest("fine_tuning/jobs", "training_file", training_file, max_pages)
 
 
 # --- the run ---------------------------------------------------------------------------------
