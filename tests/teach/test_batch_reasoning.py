@@ -137,3 +137,16 @@ def test_adaptive_sampling_honours_rationale_and_system_prompt_and_refuses_batch
     assert 3 <= len(chains) <= 6
     assert all(r["reasoning_completion"].strip().startswith(THINKS) and "\n\n" in r["reasoning_completion"]
                for r in chains)
+
+
+def test_the_python_api_takes_rationale_with_batch(tmp_path, server):
+    import ftcot
+
+    teacher_server, task = server(reasoning="think"), coin_task_file(tmp_path, 2)
+    result = ftcot.teach(str(task), f"openai:{MODEL}", tmp_path / "run", split="test", answer_type="yes/no",
+                         base_url=teacher_server.base_url, chat=True, system_prompt=SYSTEM, rationale="both",
+                         batch=True, poll_interval=0.01)
+    assert result.complete_chains == 2 and teacher_server.batches and teacher_server.direct == []
+    chains = exported(tmp_path / "run", tmp_path / "run" / "export.jsonl")  # the run's own option: both
+    assert all(r["reasoning_completion"].strip().startswith(THINKS) and "\n\n" in r["reasoning_completion"]
+               for r in chains)
