@@ -98,7 +98,8 @@ from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.openai_rest import RestAPIError, RestClient, retryable_status
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
-from ftcot.teach.engine import TeachSummary, check_same_run, questions_of, record_run, resolve_settings
+from ftcot.teach.engine import (TeachSummary, check_same_run, questions_of, record_run, resolve_settings,
+                                stored_rows)
 from ftcot.teach.plan import ANSWER, Plan, TeachSettings
 from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
 from ftcot.teach.records import Completion, CompletionRequest, Teacher
@@ -841,19 +842,8 @@ class _BatchRun:
     def rows(self, item: BatchItem, result: LineResult) -> list[StoredCompletion]:
         """Store rows for one answered line, as the engine stores a reply (prompt billed once)."""
         request, completions = item.request, result.completions or []
-        now = time.time()
-        prompt_tokens = max((c.prompt_tokens for c in completions), default=0)
-        rows = []
-        for i, target in enumerate(item.targets[:len(completions)]):
-            c = completions[i]
-            rows.append(StoredCompletion(
-                key=target.key, teacher=self.settings.teacher, stage=target.stage,
-                sample_index=target.sample_index, sample_number=target.sample_number, prompt=request.prompt,
-                max_tokens=request.max_tokens, temperature=request.temperature, stop=request.stop,
-                seed=None if request.seed is None else request.seed + i, text=c.text,
-                finish_reason=c.finish_reason, prompt_tokens=prompt_tokens if i == 0 else 0,
-                completion_tokens=c.completion_tokens, latency_s=0.0, request_id=result.request_id, created=now,
-                reasoning=c.reasoning))
+        rows = stored_rows(self.settings.teacher, request, item.targets, completions,
+                           request_id=result.request_id, elapsed=0.0)
         if len(completions) < len(item.targets):
             self.fail(item.targets[len(completions):], 200,
                       f"the teacher returned {len(completions)} completions for n={request.n}", True)

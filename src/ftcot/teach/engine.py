@@ -313,6 +313,27 @@ class _Target:
     sample_number: int
 
 
+def stored_rows(teacher: str, request: CompletionRequest, targets: Sequence[Any], completions: list[Completion],
+                *, request_id: str, elapsed: float) -> list[StoredCompletion]:
+    """The store rows of one answered request, in target order (a short reply leaves the last targets out).
+
+    ``targets`` carry ``key``, ``stage``, ``sample_index`` and ``sample_number``. The prompt is
+    billed once per request, whatever n was, so only the first row carries its tokens; a
+    completion without its own latency gets ``elapsed``. The request loop and ``--batch`` both
+    store through this, so the two kinds of run write the same rows.
+    """
+    now = time.time()
+    prompt_tokens = max((c.prompt_tokens for c in completions), default=0)
+    return [StoredCompletion(
+        key=target.key, teacher=teacher, stage=target.stage, sample_index=target.sample_index,
+        sample_number=target.sample_number, prompt=request.prompt, max_tokens=request.max_tokens,
+        temperature=request.temperature, stop=request.stop,
+        seed=None if request.seed is None else request.seed + i, text=c.text, finish_reason=c.finish_reason,
+        prompt_tokens=prompt_tokens if i == 0 else 0, completion_tokens=c.completion_tokens,
+        latency_s=c.latency_s or elapsed, request_id=request_id, created=now, reasoning=c.reasoning)
+        for i, (target, c) in enumerate(zip(targets, completions))]
+
+
 class _Run:
     def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: Teacher, store: TeachStore,
                  price: Price | None, concurrency: int, max_cost: float | None, secrets: Sequence[str]) -> None:
@@ -522,25 +543,10 @@ class _Run:
 
     async def _store(self, request: CompletionRequest, targets: list[_Target], completions: list[Completion],
                      elapsed: float) -> list[StoredCompletion | None]:
-        now = time.time()
-        request_id = uuid.uuid4().hex
-        # The prompt is billed once per request, whatever n was.
-        prompt_tokens = max((c.prompt_tokens for c in completions), default=0)
-        rows: list[StoredCompletion | None] = []
-        for i, target in enumerate(targets):
-            if i >= len(completions):
-                rows.append(None)
-                continue
-            c = completions[i]
-            rows.append(StoredCompletion(
-                key=target.key, teacher=self.settings.teacher, stage=target.stage,
-                sample_index=target.sample_index, sample_number=target.sample_number, prompt=request.prompt,
-                max_tokens=request.max_tokens, temperature=request.temperature, stop=request.stop,
-                seed=None if request.seed is None else request.seed + i, text=c.text,
-                finish_reason=c.finish_reason, prompt_tokens=prompt_tokens if i == 0 else 0,
-                completion_tokens=c.completion_tokens, latency_s=c.latency_s or elapsed,
-                request_id=request_id, created=now, reasoning=c.reasoning))
-        stored = [row for row in rows if row is not None]
+        stored = stored_rows(self.settings.teacher, request, targets, completions,
+                             request_id=uuid.uuid4().hex, elapsed=elapsed)
+        rows: list[StoredCompletion | None] = [*stored, *[None] * (len(targets) - len(stored))]
+        prompt_tokens = stored[0].prompt_tokens if stored else 0
         # Paid now, whatever the commit does: counted before the first await, while the
         # request's cost reservation has just been released (the cap sees one or the other).
         completion_tokens = sum(c.completion_tokens for c in completions)
