@@ -209,3 +209,30 @@ def test_a_launcher_runs_the_train_stage_as_its_own_command_with_the_same_settin
     record = json.loads((experiment.stage_dir(train) / "train.json").read_text())
     expected = experiment.config.train_config(experiment.config.students[0], 0).to_dict()
     assert record["config"] == expected and record["finished"]
+
+
+def test_raising_epochs_continues_the_shorter_run_and_matches_a_fresh_longer_one(data_root, tmp_path):
+    """epochs 2 → 3: the new train stage starts from the 2-epoch stage's checkpoint (epochs 1–2 copied with
+    their records, one epoch trained) and ends where a 3-epoch run from scratch ends, epoch by epoch."""
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 2}]}
+    two, out = _write(tmp_path, config, "two.yaml"), tmp_path / "out"
+    assert _rerun(two, out, data_root)["train"] == ["ran"]
+    three = _write(tmp_path, {**config, "students": [{**STUDENT, "epochs": 3}]}, "three.yaml")
+    experiment = Experiment(load_config(three), out, data_root)
+    outcomes = [o for o in experiment.run() if o.stage.kind == "train"]
+    assert [o.status for o in outcomes] == ["ran"] and "epochs 1–2 from" in outcomes[0].note
+    continued = json.loads((experiment.stage_dir(outcomes[0].stage) / "train.json").read_text())
+    shorter = json.loads(next(p for p in out.glob("stages/train/*/train.json") if p.parent.name != outcomes[0].stage.key)
+                         .read_text())
+    assert shorter["config"]["epochs"] == 2 and len(shorter["epochs"]) == 2  # the 2-epoch stage is left as it was
+    assert continued["finished"] and continued["config"]["epochs"] == 3
+    assert continued["epochs"][:2] == shorter["epochs"]  # copied (their timings too), not trained again
+
+    fresh = Experiment(load_config(three), tmp_path / "fresh", data_root)
+    list(fresh.run())
+    [fresh_train] = fresh.plan.of_kind("train")
+    scratch = json.loads((fresh.stage_dir(fresh_train) / "train.json").read_text())
+    assert [round(e["val_loss"], 5) for e in continued["epochs"]] == [round(e["val_loss"], 5) for e in scratch["epochs"]]
+    assert [round(e["train_loss"], 5) for e in continued["epochs"]] == \
+        [round(e["train_loss"], 5) for e in scratch["epochs"]]

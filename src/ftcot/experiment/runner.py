@@ -26,6 +26,7 @@ import ctypes
 import gc
 import json
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -366,6 +367,7 @@ def _train(run: Experiment, stage: Stage, directory: Path) -> str:
                                       api_key_env=student.api_key_env or "OPENAI_API_KEY", seed=config.seed,
                                       progress=lambda line: run.console.print(line, markup=False))
         return f"fine-tuned model {record['student']}"
+    continued = _continue_shorter_run(run, stage, directory)
     if run.config.launcher:
         command = [*shlex.split(run.config.launcher), "-m", "ftcot", "train", str(data_dir), "--out",
                    str(directory), "--task", task_name, *train_cli_args(config)]
@@ -380,7 +382,50 @@ def _train(run: Experiment, stage: Stage, directory: Path) -> str:
         record = train(data_dir, directory, config, task=task_name, answer_type=answer_type, console=run.console)
     best = record["epochs"][record["best_epoch"] - 1]
     return (f"best epoch {record['best_epoch']}/{len(record['epochs'])}, val accuracy "
-            f"{100 * best['val_accuracy']:.1f}%")
+            f"{100 * best['val_accuracy']:.1f}%{continued}")
+
+
+# What a train stage's directory holds besides the runner's own files: copied when continuing a shorter run.
+_RUNNER_FILES = (STAGE_FILE, DONE_FILE, ".lock", "tensorboard")
+
+
+def _continue_shorter_run(run: Experiment, stage: Stage, directory: Path) -> str:
+    """Start a train stage from the same cell trained for fewer epochs, when this OUT has one.
+
+    Raising ``epochs`` changes a train stage's key, but with a constant learning rate and batches replayed
+    by epoch, epochs 1..N of a longer run are those of the N-epoch run: its checkpoints are copied in and
+    training resumes after its last epoch instead of starting again. Returns a note for the stage's line.
+    """
+    from ftcot.train.checkpoint import TRAIN_JSON
+
+    if (directory / TRAIN_JSON).exists():
+        return ""  # this stage's own run, resumed by the trainer
+    want = stage.inputs["config"]["epochs"]
+
+    def cell(inputs: dict) -> dict:
+        return {**inputs, "config": {**inputs.get("config", {}), "epochs": None}}
+
+    shorter = []
+    for candidate in (directory.parent.iterdir() if directory.parent.is_dir() else ()):
+        try:
+            inputs = json.loads((candidate / STAGE_FILE).read_text(encoding="utf-8"))["inputs"]
+            trained = len(json.loads((candidate / TRAIN_JSON).read_text(encoding="utf-8"))["epochs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a train stage with a readable record: nothing to continue from
+        if candidate != directory and cell(inputs) == cell(stage.inputs) and 0 < trained < want \
+                and inputs["config"]["epochs"] < want:
+            shorter.append((trained, candidate))
+    if not shorter:
+        return ""
+    trained, source = max(shorter)
+    # train.json last: a copy cut short by a kill has none, so the next run copies again over it.
+    for item in sorted(source.iterdir(), key=lambda path: path.name == TRAIN_JSON):
+        if item.is_dir() and item.name not in _RUNNER_FILES:
+            shutil.copytree(item, directory / item.name, dirs_exist_ok=True)
+        elif item.name not in _RUNNER_FILES:
+            shutil.copy2(item, directory / item.name)
+    run.console.print(f"continuing after epoch {trained} of {source.name} (the same cell, fewer epochs)")
+    return f"; epochs 1–{trained} from {source.name}"
 
 
 def _evaluate(run: Experiment, stage: Stage, directory: Path) -> str:
