@@ -358,12 +358,12 @@ class Experiment:
         self._runner = Runner(parsed, self.out, resolve_data_root(data_dir), _quiet_console(progress))
 
     def plan(self) -> list[dict[str, Any]]:
-        """The stages in the order they run, each with ``status`` done / partial / to run; runs nothing."""
+        """The stages in the order they run, each with ``status`` done / partial / continues after epoch N / to run;
+        runs nothing."""
         runner = self._runner
         runner.check()
         return [{"number": number, "kind": stage.kind, "label": stage.label, "key": stage.key,
-                 "status": "done" if runner.done(stage) is not None
-                 else "partial" if runner.stage_dir(stage).is_dir() else "to run",
+                 "status": runner.status(stage),
                  "path": str(runner.stage_dir(stage))}
                 for number, stage in enumerate(runner.plan.ordered(), 1)]
 

@@ -219,6 +219,8 @@ def test_raising_epochs_continues_the_shorter_run_and_matches_a_fresh_longer_one
     two, out = _write(tmp_path, config, "two.yaml"), tmp_path / "out"
     assert _rerun(two, out, data_root)["train"] == ["ran"]
     three = _write(tmp_path, {**config, "students": [{**STUDENT, "epochs": 3}]}, "three.yaml")
+    plan = run_ftcot("run", three, "--out", out, "--data-dir", data_root, "--plan")
+    assert "continues after epoch 2" in plan.stdout
     experiment = Experiment(load_config(three), out, data_root)
     outcomes = [o for o in experiment.run() if o.stage.kind == "train"]
     assert [o.status for o in outcomes] == ["ran"] and "epochs 1–2 from" in outcomes[0].note

@@ -95,8 +95,8 @@ def print_plan(experiment: Experiment) -> None:
         table.add_column(column)
     total_cost, unknown = 0.0, False
     for number, stage in enumerate(experiment.plan.ordered(), 1):
-        done = experiment.done(stage) is not None
-        status = "done" if done else "partial" if experiment.stage_dir(stage).is_dir() else "to run"
+        status = experiment.status(stage)
+        done = status == "done"
         requests = cost = ""
         if stage.kind == "teach" and not done:
             estimate = estimate_teach(experiment, stage)

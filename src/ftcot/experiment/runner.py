@@ -78,6 +78,15 @@ class Experiment:
     def stage_dir(self, stage: Stage) -> Path:
         return self.out / stage.path
 
+    def status(self, stage: Stage) -> str:
+        """done, partial (started), continues after epoch N (a train stage with a shorter run to extend) or to run."""
+        if self.done(stage) is not None:
+            return "done"
+        if self.stage_dir(stage).is_dir():
+            return "partial"
+        shorter = shorter_run(self.stage_dir(stage), stage) if stage.kind == "train" else None
+        return f"continues after epoch {shorter[0]}" if shorter else "to run"
+
     def done(self, stage: Stage) -> dict[str, Any] | None:
         """The stage's done.json, if it finished (a teach stage: covering the samples and questions needed,
         with no failed item left)."""
@@ -389,17 +398,13 @@ def _train(run: Experiment, stage: Stage, directory: Path) -> str:
 _RUNNER_FILES = (STAGE_FILE, DONE_FILE, ".lock", "tensorboard")
 
 
-def _continue_shorter_run(run: Experiment, stage: Stage, directory: Path) -> str:
-    """Start a train stage from the same cell trained for fewer epochs, when this OUT has one.
-
-    Raising ``epochs`` changes a train stage's key, but with a constant learning rate and batches replayed
-    by epoch, epochs 1..N of a longer run are those of the N-epoch run: its checkpoints are copied in and
-    training resumes after its last epoch instead of starting again. Returns a note for the stage's line.
-    """
+def shorter_run(directory: Path, stage: Stage) -> tuple[int, Path] | None:
+    """The same cell trained for fewer epochs in this OUT (finished or not): (epochs trained, its directory),
+    the most trained one; None when there is none or ``directory`` has a run of its own."""
     from ftcot.train.checkpoint import TRAIN_JSON
 
     if (directory / TRAIN_JSON).exists():
-        return ""  # this stage's own run, resumed by the trainer
+        return None  # this stage's own run, resumed by the trainer
     want = stage.inputs["config"]["epochs"]
 
     def cell(inputs: dict) -> dict:
@@ -415,9 +420,22 @@ def _continue_shorter_run(run: Experiment, stage: Stage, directory: Path) -> str
         if candidate != directory and cell(inputs) == cell(stage.inputs) and 0 < trained < want \
                 and inputs["config"]["epochs"] < want:
             shorter.append((trained, candidate))
-    if not shorter:
+    return max(shorter) if shorter else None
+
+
+def _continue_shorter_run(run: Experiment, stage: Stage, directory: Path) -> str:
+    """Start a train stage from the same cell trained for fewer epochs, when this OUT has one.
+
+    Raising ``epochs`` changes a train stage's key, but with a constant learning rate and batches replayed
+    by epoch, epochs 1..N of a longer run are those of the N-epoch run: its checkpoints are copied in and
+    training resumes after its last epoch instead of starting again. Returns a note for the stage's line.
+    """
+    from ftcot.train.checkpoint import TRAIN_JSON
+
+    found = shorter_run(directory, stage)
+    if found is None:
         return ""
-    trained, source = max(shorter)
+    trained, source = found
     # train.json last: a copy cut short by a kill has none, so the next run copies again over it.
     for item in sorted(source.iterdir(), key=lambda path: path.name == TRAIN_JSON):
         if item.is_dir() and item.name not in _RUNNER_FILES:
