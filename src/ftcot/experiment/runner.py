@@ -414,11 +414,12 @@ def shorter_run(directory: Path, stage: Stage) -> tuple[int, Path] | None:
     for candidate in (directory.parent.iterdir() if directory.parent.is_dir() else ()):
         try:
             inputs = json.loads((candidate / STAGE_FILE).read_text(encoding="utf-8"))["inputs"]
+            if candidate == directory or cell(inputs) != cell(stage.inputs) or inputs["config"]["epochs"] >= want:
+                continue
             trained = len(json.loads((candidate / TRAIN_JSON).read_text(encoding="utf-8"))["epochs"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a train stage with a readable record: nothing to continue from
-        if candidate != directory and cell(inputs) == cell(stage.inputs) and 0 < trained < want \
-                and inputs["config"]["epochs"] < want:
+        if 0 < trained < want:
             shorter.append((trained, candidate))
     return max(shorter) if shorter else None
 
