@@ -27,6 +27,7 @@ from ftcot.curate.dataset import chat_record, read_examples, write_data_dir
 from ftcot.errors import FtcotError
 from ftcot.tasks import load_task
 from ftcot.templates import get_template
+from ftcot.openai_rest import retry_after_s
 from ftcot.train.openai_student import (
     LOCK_FILE,
     STATE_FILE,
@@ -34,7 +35,6 @@ from ftcot.train.openai_student import (
     FineTuneJobFailed,
     FineTuneStillRunning,
     build_job_payload,
-    retry_after_s,
     train_openai_student,
 )
 from tests.conftest import PROJECT_ROOT, TEACHER_DIR

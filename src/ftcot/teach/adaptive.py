@@ -136,13 +136,13 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
     judge correctness on the stage-2 answers, which it does not change).
     """
     from ftcot.paths import atomic_write_text
-    from ftcot.teach.engine import resolve_settings, teach
+    from ftcot.teach.engine import questions_of, resolve_settings, teach
 
     check_adaptive(until_correct, max_samples, temperature)
     teacher = make_teacher()
     settings, _ = resolve_settings(task, split, teacher, "zs_cot", max_samples, temperature, max_tokens,
                                    rationale=rationale)
-    questions = [s.index for s in task.split(split) if only is None or s.index in set(only)]
+    questions = [s.index for s in questions_of(task, split, only)]
     summary = AdaptiveSummary(until_correct, max_samples, len(questions))
     drawn = 0
     while True:

@@ -48,9 +48,10 @@ use ``openai:<fine_tuned_model>``.
 
 Errors and retries
 ------------------
-(:mod:`ftcot.openai_rest`, shared with the Batch API teacher.) Every request is retried on 408, 409, 429, 5xx, timeouts and dropped
-connections, with exponential back-off and full jitter; ``retry-after-ms`` or
-``Retry-After`` (seconds or HTTP date) is honoured as a lower bound, capped at
+(:mod:`ftcot.openai_rest`, shared with the Batch API teacher.) Every request
+is retried on 408, 409, 429, 5xx, timeouts and dropped connections, with
+exponential back-off and full jitter; ``retry-after-ms`` or ``Retry-After``
+(seconds or HTTP date) is honoured as a lower bound, capped at
 ``max_retry_after_s``. A 429 whose error code is ``insufficient_quota`` is not
 retried (waiting does not add credit). Any other 4xx raises
 :class:`FineTuneAPIError` (``retryable=False``) at once with the server's own
@@ -86,8 +87,6 @@ from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.jsonl import write_jsonl
 from ftcot.openai_rest import RestAPIError, RestClient
-# Re-exported: they were this module's own before the Batch API teacher shared them.
-from ftcot.openai_rest import error_code, retry_after_s, retryable_status  # noqa: F401
 from ftcot.paths import check_output, check_writable_dir
 
 log = logging.getLogger(__name__)
