@@ -57,9 +57,21 @@ def test_a_list_of_labels_is_an_axis_whose_cells_name_their_labels(tmp_path, dat
     assert [(c.teacher, c.D) for c in plan.cells if c.method == "ft_cot"] == [
         ("replay:text-davinci-002", None), ("replay:text-davinci-002", 2),
         ("replay:text-davinci-002 (majority labels)", 2)]
-    assert plan.skipped == ["coin_flip ft_cot: majority labels need 2 or more rationales a question; "
+    assert plan.skipped == ["coin_flip ft_cot: majority labels need 2 or more rationales a question (min_votes); "
                             "replay:text-davinci-002's greedy data is curated with gold only"]
     assert stage_key(curates[0].inputs) == stage_key(_plan(tmp_path, data_root).of_kind("curate")[0].inputs)
+
+
+def test_min_votes_1_takes_the_greedy_teachers_own_answers_as_labels_and_keeps_gold_keys(tmp_path, data_root):
+    plan = _plan(tmp_path, data_root, curate={"label": ["gold", "majority"], "min_votes": 1})
+    gold, majority = plan.of_kind("curate")
+    assert (gold.inputs.get("label"), majority.inputs["label"], majority.inputs["min_votes"]) == (
+        None, "majority", 1)
+    assert "min_votes" not in gold.inputs  # gold ignores it: the paper's cell keeps its key
+    assert stage_key(gold.inputs) == stage_key(_plan(tmp_path, data_root).of_kind("curate")[0].inputs)
+    assert plan.skipped == []
+    with pytest.raises(FtcotError, match="min_votes"):
+        parse_config({**BASE, "curate": {"min_votes": 0}})
 
 
 def test_an_adaptive_teacher_trains_on_its_adaptive_stage_and_keys_new_teach_stages(tmp_path, data_root):

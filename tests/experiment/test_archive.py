@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from ftcot.errors import FtcotError
 from ftcot.experiment.archive import archive
 from tests.cli import assert_one_line_error, run_ftcot
-from tests.experiment.test_run import _rerun, finished  # noqa: F401  (the tiny experiment, run once)
+from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished  # noqa: F401  (finished: the tiny experiment, run once)
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +61,39 @@ def test_the_cli_archives_after_the_run(finished, tmp_path, data_root):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "kept" / "results.md").read_text() == (out / "results.md").read_text()
     assert list((tmp_path / "kept").glob("stages/train/*/train.json"))
+
+
+def test_a_run_terminated_midway_has_archived_every_stage_it_finished(data_root, tmp_path):
+    """SIGTERM (a cluster's time limit) after the first cell: its records are already in the archive, the run
+    says it was terminated, and an experiment directory seeded from the archive does not redo that cell."""
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft", "ft_cot"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 3}]}
+    path, out, kept = _write(tmp_path, config), tmp_path / "out", tmp_path / "kept"
+    command = [sys.executable, "-m", "ftcot", "run", str(path), "--out", str(out), "--archive", str(kept),
+               "--data-dir", str(data_root)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(kept.glob("stages/evaluate/*/done.json")):
+            assert process.poll() is None, "the run ended before its first evaluation was archived"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and "terminated; everything stored so far is kept." in stderr, stderr[-2000:]
+    assert list(kept.glob("stages/train/*/train.json")) and not list(kept.rglob("*.safetensors"))
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(kept / "stages", fresh / "stages")
+    statuses = _rerun(path, fresh, data_root)
+    assert "done earlier" in statuses["train"] and "done earlier" in statuses["evaluate"]
+    assert set(statuses["train"]) | set(statuses["evaluate"]) <= {"done earlier", "ran"}
+
+    # An archived training whose evaluation was not archived has no checkpoint to evaluate: it trains again.
+    again = tmp_path / "again"
+    shutil.copytree(kept / "stages", again / "stages", ignore=shutil.ignore_patterns("evaluate"))
+    statuses = _rerun(path, again, data_root)
+    assert set(statuses["train"]) == {"ran"} and set(statuses["evaluate"]) == {"ran"}

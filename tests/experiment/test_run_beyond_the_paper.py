@@ -156,7 +156,7 @@ def test_a_label_axis_gives_a_cell_per_label(tmp_path, data_root, teacher):
     # The greedy data (one rationale a question) can have no majority: gold only, said once in the results.
     cells = sorted((r["teacher"], r["D"]) for r in csv.DictReader((out / "results.csv").open()))
     assert cells == [("coin", ""), ("coin", "3"), ("coin (majority labels)", "3")]
-    assert ("- not run: coins ft_cot: majority labels need 2 or more rationales a question; coin's greedy data is "
+    assert ("- not run: coins ft_cot: majority labels need 2 or more rationales a question (min_votes); coin's greedy data is "
             "curated with gold only") in (out / "results.md").read_text()
 
     experiment = Experiment(load_config(path), out, data_root)

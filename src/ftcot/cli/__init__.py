@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -33,7 +34,23 @@ app.add_typer(export_cli.app, name="export")
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_terminated: list[int] = []  # the SIGTERM received, if any
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a cluster's time limit, ``kill``, a container stopping) unwinds like Ctrl-C: the ``finally``
+    blocks run, so a stopped ``ftcot run`` still writes its results and archive and releases its locks."""
+    _terminated.append(signum)
+    raise KeyboardInterrupt
+
+
+def _stopped() -> None:
+    stderr.print(f"{'terminated' if _terminated else 'interrupted'}; everything stored so far is kept.")
+    sys.exit(143 if _terminated else 130)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         # Without standalone mode click returns (not raises) some exit codes, e.g. 130 on Ctrl-C.
         code = app(standalone_mode=False)
@@ -43,8 +60,7 @@ def main() -> None:
         stderr.print(str(exc), markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        stderr.print("interrupted; everything stored so far is kept.")
-        sys.exit(130)
+        _stopped()
     except (typer.Exit, typer.Abort) as exc:  # pragma: no cover - typer's own flow
         sys.exit(getattr(exc, "exit_code", 1))
     except Exception as exc:
@@ -55,5 +71,7 @@ def main() -> None:
             show()
             sys.exit(code)
         raise
+    if code == 130:  # click caught the KeyboardInterrupt (Ctrl-C or SIGTERM) and returned its exit code
+        _stopped()
     if isinstance(code, int) and code:
         sys.exit(code)

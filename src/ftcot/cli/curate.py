@@ -53,6 +53,9 @@ def curate_command(
     label: Annotated[str, typer.Option(
         help="The answer a rationale must reach: gold (the paper), majority (the majority of the teacher's D ≥ 2 "
              "answers: no gold needed) or majority_and_gold (both)")] = "gold",
+    min_votes: Annotated[int, typer.Option(
+        help="Chains that must give the majority answer; 1 makes a single chain's answer its question's label "
+             "(the teacher trusted, no gold)")] = 2,
     rationalized: Annotated[bool, typer.Option(
         help="Use the run's rationalized rationales (ftcot teach --rationalize) for questions left without one")
     ] = True,
@@ -71,7 +74,8 @@ def curate_command(
                      decontaminate_ngram=decontaminate_ngram, decontaminate_max_df=decontaminate_max_df,
                      drop_truncated=drop_truncated, drop_repetitive=drop_repetitive,
                      drop_no_reasoning=drop_no_reasoning, min_rationale_words=min_rationale_words,
-                     teacher_token_limit=teacher_token_limit, label=label, rationalized=rationalized)
+                     teacher_token_limit=teacher_token_limit, label=label, min_votes=min_votes,
+                     rationalized=rationalized)
     loaded = load_task(task_name, root, answer_type)
     check_output(out, [source, *task_inputs(loaded)])
     train, val, summary = curate(loaded, chosen, records, split_scheme=split_scheme,

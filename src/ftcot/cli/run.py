@@ -16,6 +16,7 @@ from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import load_config
 from ftcot.experiment.runner import Experiment, StageOutcome
+from ftcot.experiment.stages import Stage
 
 _stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -50,11 +51,17 @@ def run_command(
 
 def run_experiment(experiment: Experiment, archive_to: Path | None = None) -> None:
     """Run, then write and show the results (also after a failure: what finished is reported)."""
-    from ftcot.experiment.archive import archive
+    from ftcot.experiment.archive import archive, archive_stage
     from ftcot.experiment.results import write_results
 
+    def archive_ran_stage(stage: Stage, directory: Path) -> None:
+        # At once, not only at the end: a run killed midway (a time limit, a wiped scratch disk) still
+        # leaves an archive that resumes it.
+        assert archive_to is not None
+        archive_stage(directory, archive_to / "stages" / stage.kind / directory.name, stage.kind)
+
     try:
-        outcomes = experiment.run()
+        outcomes = experiment.run(archive_ran_stage if archive_to is not None else None)
     finally:
         if (experiment.out / "experiment.json").is_file():
             results = write_results(experiment)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from ftcot.curate.dataset import TrainingExample, make_example, question_subset, task_rows, validation_questions
 from ftcot.curate.decontaminate import Decontamination
 from ftcot.curate.filters import QualityFilters
-from ftcot.curate.labels import check_label_mode, majority_votes, pseudo_label_report, record_answer
+from ftcot.curate.labels import MIN_VOTES, check_label_mode, majority_votes, pseudo_label_report, record_answer
 from ftcot.curate.report import FilterProbe, decontaminate_questions, report
 from ftcot.curate.select import NO_GOLD, select_rationales
 from ftcot.errors import FtcotError, check_float, check_int
@@ -28,7 +28,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
            max_per_question: int | None = None, max_rationale_tokens: int | None = None,
            val_fraction: float = 0.1, seed: int = 0, train_size: int | None = None, subset_seed: int = 0,
            filters: QualityFilters | None = None, decontamination: Decontamination | None = None,
-           label: str = "gold", rationalized: bool = True
+           label: str = "gold", min_votes: int = MIN_VOTES, rationalized: bool = True
            ) -> tuple[list[TrainingExample], list[TrainingExample], dict]:
     """Training and validation examples of one task, and a summary of what was kept and why not.
 
@@ -38,7 +38,8 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     paper's training-set-size ablation); the validation slice is taken from it.
     ``filters`` and ``decontamination`` go beyond the paper (:mod:`ftcot.curate.report`; none by default).
     ``label``: the answer a rationale must reach, gold (the paper), the majority of the teacher's answers or
-    both (:mod:`ftcot.curate.labels`); ``rationalized``: whether rationalized records (a hinted teacher) may
+    both (:mod:`ftcot.curate.labels`), a majority needing ``min_votes`` chains (1: a single chain's answer is
+    its question's label, the teacher trusted without gold); ``rationalized``: whether rationalized records (a hinted teacher) may
     fill questions left without an example.
     """
     if template.decoder is None:
@@ -51,6 +52,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     check_int("train_size", train_size, 1, optional=True)
     check_int("subset_seed", subset_seed, 0)
     check_label_mode(label)
+    check_int("--min-votes", min_votes, 1)
     train_indices = task.split_indices("train", split_scheme)
     if train_size is not None:
         train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
@@ -62,7 +64,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     # The curated task's gold answer is the one to reach (a store taught before the answers were known,
     # or without them, holds other or none).
     records = [{**r, "answer": gold[r["sample_index"]].answer} if r["sample_index"] in gold else r for r in records]
-    votes = majority_votes(records, task.spec)
+    votes = majority_votes(records, task.spec, min_votes)
     if template.uses_rationale:
         selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens,
                                       probe, label=label, votes=votes, rationalized=rationalized)
@@ -109,7 +111,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     }
     summary.update(report(task, train_indices, records, examples, probe, flags, decontamination))
     summary["pseudo_labels"] = pseudo_label_report(votes, {i: s.answer for i, s in gold.items()}, task.spec,
-                                                   set(train_indices), label)
+                                                   set(train_indices), label, min_votes)
     summary["rationalized"] = {"records": sum(bool(r.get("rationalized")) for r in records
                                               if r["sample_index"] in set(train_indices)),
                                "used": rationalized,

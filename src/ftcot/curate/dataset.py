@@ -15,7 +15,8 @@ DATA_DIR layout (read by ``ftcot train``):
 - ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
   format (the assistant turn ends the sequence, so no ``END`` marker).
 - ``curation.json``: template, kept and dropped by reason, per task, and the
-  validation questions.
+  validation questions; ``contamination.jsonl``: every training/test pair that
+  decontamination flagged (curation.json shows the first 100).
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingEx
         "val.jsonl": [asdict(e) for e in val],
         "openai_chat.jsonl": [chat_record(e) for e in train],
     }
+    contamination = summary.get("contamination") or {}
+    if "flags" in contamination:
+        # Every flagged pair goes to its own file; curation.json, a report read whole by people and by
+        # report.html, keeps the first few: a templated benchmark flags thousands (shuffled objects: 10,951).
+        files[CONTAMINATION_FILE] = contamination["flags"]
+        summary = {**summary, "contamination": {**contamination, "flags": contamination["flags"][:FLAGS_SHOWN],
+                                                "all_flags_in": CONTAMINATION_FILE}}
     # Every file is written in full under a temporary name before any is renamed (the stack renames on
     # exit, last entered first, so curation.json, which marks a DATA_DIR, comes last): a kill or a full
     # disk leaves the old DATA_DIR or the new one, not train.jsonl of one and val.jsonl of the other.
@@ -118,6 +126,9 @@ def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingEx
         for name, rows in files.items():
             write_jsonl(rows, stack.enter_context(atomic_file(out / name, option="--out")))
 
+
+CONTAMINATION_FILE = "contamination.jsonl"
+FLAGS_SHOWN = 100  # flagged pairs kept in curation.json; all of them are in CONTAMINATION_FILE
 
 # Fields a row must carry; lineage fields past these are optional (older or hand-made files).
 REQUIRED_FIELDS = ("prompt", "completion", "question", "rationale", "answer", "task", "sample_index")

@@ -11,7 +11,8 @@ rationales that reach it are kept — no gold answer needed (Huang et al. 2022,
   that reach it: the cleanest data, where gold exists).
 
 A question has a majority answer when its most common answer is unique (no tie)
-and at least ``min_votes`` (2) chains gave it; answers are compared as the
+and at least ``min_votes`` (2; ``--min-votes``) chains gave it — 1 makes a
+single chain's answer its question's label: the teacher trusted, without gold; answers are compared as the
 scorer compares them (numbers by value where the task says so). Pure functions
 over teacher records in the shared JSONL format.
 """
@@ -95,20 +96,20 @@ def agrees(answer: str, label: str, spec: TaskSpec) -> bool:
 
 
 def pseudo_label_report(votes: dict[int, Vote], gold: dict[int, str], spec: TaskSpec, train: set[int],
-                        mode: str) -> dict:
+                        mode: str, min_votes: int = MIN_VOTES) -> dict:
     """How the majority labels came out on the training questions; where gold exists, how often they are right.
 
-    ``questions``: training questions with two chains or more (a vote could happen); ``labelled``: with a
+    ``questions``: training questions with ``min_votes`` chains or more (a vote could happen); ``labelled``: with a
     majority; ``answered``: share of their chains with an answer; ``agreement``: mean share of a labelled
     question's answers that are the majority's.
     """
-    voted = {i: v for i, v in votes.items() if i in train and v.chains >= 2}
+    voted = {i: v for i, v in votes.items() if i in train and v.chains >= min_votes}
     labelled = {i: v for i, v in voted.items() if v.label}
     with_gold = [i for i in labelled if gold.get(i)]
     right = sum(is_correct(labelled[i].label, gold[i], spec) for i in with_gold)
     return {
         "label": mode,
-        "min_votes": MIN_VOTES,
+        "min_votes": min_votes,
         "questions": len(voted),
         "labelled": len(labelled),
         "no_majority": len(voted) - len(labelled),

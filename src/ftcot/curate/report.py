@@ -22,7 +22,8 @@ from typing import Any
 
 from ftcot.curate.decontaminate import DEFAULT_MAX_DF, DEFAULT_MODE, DEFAULT_NGRAM, Decontamination, Flag, summarize
 from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
-from ftcot.curate.labels import check_label_mode
+from ftcot.curate.labels import MIN_VOTES, check_label_mode
+from ftcot.errors import check_int
 
 CONTAMINATED = "test contamination"
 
@@ -38,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "min_rationale_words": MIN_WORDS,
     "teacher_token_limit": TEACHER_TOKEN_LIMIT,
     "label": "gold",  # the paper's; majority or majority_and_gold (ftcot.curate.labels)
+    "min_votes": MIN_VOTES,  # chains that must give the majority answer (1: one chain's answer is its label)
     "rationalized": True,  # rationalized rationales of the run (ftcot.teach.rationalize), where there are any
 }
 
@@ -55,8 +57,9 @@ def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
     decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
                                       tuple(str(p) for p in value["decontaminate_against"]), data_root,
                                       value["decontaminate_max_df"])
+    check_int("--min-votes", value["min_votes"], 1)
     return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value["label"]),
-            "rationalized": bool(value["rationalized"])}
+            "min_votes": value["min_votes"], "rationalized": bool(value["rationalized"])}
 
 
 def decontaminate_questions(decontamination: Decontamination | None, task, train_indices: list[int],
@@ -144,7 +147,7 @@ def contamination_lines(summary: dict[str, Any], examples: int = 3) -> list[str]
         return []
     action = "dropped" if contamination["mode"] == "drop" else "kept (--decontaminate drop removes them)"
     lines = [f"warning: {contamination['flagged_questions']} training questions of {summary['task']} overlap test "
-             f"questions ({contamination['pairs']} pairs; {action}); every pair is in curation.json"]
+             f"questions ({contamination['pairs']} pairs; {action}); every pair is in contamination.jsonl"]
     for flag in contamination["flags"][:examples]:
         why = f"13-gram '{flag['ngram']}'" if flag["rule"] == "ngram" else "same text"
         why = why.replace("13-", f"{contamination['ngram']}-")

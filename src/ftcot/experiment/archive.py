@@ -50,14 +50,18 @@ def archive(run_dir: Path, dest: Path) -> int:
         shutil.rmtree(dest / "plots", ignore_errors=True)
         shutil.copytree(run_dir / "plots", dest / "plots")
     count = 0
-    for kind, kept in KEPT.items():
+    for kind in KEPT:
         for stage in sorted((run_dir / "stages" / kind).glob("*")):
-            if not (stage / "stage.json").is_file():
-                continue
-            target = dest / "stages" / kind / stage.name
-            target.mkdir(parents=True, exist_ok=True)
-            for file in stage.iterdir():
-                if file.is_file() and not file.name.startswith(".") and (kept is None or file.name in kept):
-                    shutil.copy2(file, target / file.name)
-            count += 1
+            if (stage / "stage.json").is_file():
+                archive_stage(stage, dest / "stages" / kind / stage.name, kind)
+                count += 1
     return count
+
+
+def archive_stage(stage_dir: Path, target: Path, kind: str) -> None:
+    """Copy one stage's slim records (``KEPT[kind]``) from ``stage_dir`` into ``target``."""
+    kept = KEPT[kind]
+    target.mkdir(parents=True, exist_ok=True)
+    for file in stage_dir.iterdir():
+        if file.is_file() and not file.name.startswith(".") and (kept is None or file.name in kept):
+            shutil.copy2(file, target / file.name)

@@ -208,6 +208,7 @@ class CurateConfig(_Strict):
     # per label, the teacher's column saying "(majority labels)".
     label: Union[Literal["gold", "majority", "majority_and_gold"],
                  list[Literal["gold", "majority", "majority_and_gold"]]] = "gold"
+    min_votes: int = Field(2, ge=1)  # 1: with D = 1, the teacher's own answer is the label (no gold)
     rationalized: bool = True
 
     def labels(self) -> list[str]:
@@ -217,8 +218,9 @@ class CurateConfig(_Strict):
         """What keys a curate stage: the paper's settings, and the later ones only where they differ from their
         defaults (stages run before they existed keep their keys)."""
         paper = self.model_dump(include={"val_fraction", "val_seed", "max_rationale_tokens"})
-        # label is the stage's own (one per label of the axis): the curate stage adds it when not gold.
-        return {**paper, **self.model_dump(exclude=set(paper) | {"label"}, exclude_defaults=True)}
+        # label is the stage's own (one per label of the axis): the curate stage adds it, and min_votes with it,
+        # when not gold (gold ignores min_votes: a gold cell is the same cell whatever min_votes says).
+        return {**paper, **self.model_dump(exclude=set(paper) | {"label", "min_votes"}, exclude_defaults=True)}
 
 
 class EvaluateConfig(_Strict):

@@ -31,7 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -96,7 +96,19 @@ class Experiment:
         record = read_json_object(path, "delete it and rerun: the stage resumes from its own files")
         if stage.kind == "teach" and _failed_items(self.stage_dir(stage)):
             return None  # written done by an older ftcot despite failed items: run it again to retry them
+        if stage.kind == "train" and self._archived_without_checkpoint_yet_needed(stage):
+            return None
         return record if stage.covered_by(record.get("samples", 1), record.get("questions")) else None
+
+    def _archived_without_checkpoint_yet_needed(self, stage: Stage) -> bool:
+        """A finished training copied from an archive (records, no checkpoint) while an evaluation that reads
+        it is not done: it must train again (an API student's model lives with its provider)."""
+        from ftcot.train.checkpoint import BEST
+
+        if str(stage.inputs["config"]["student"]).startswith("openai:") or (self.stage_dir(stage) / BEST).exists():
+            return False
+        readers = [s for s in self.plan.stages.values() if stage.key in s.deps]
+        return any(self.done(reader) is None for reader in readers)
 
     def _has_exemplars(self, task: str) -> bool:
         from ftcot.teach.prompts import load_few_shot_exemplars
@@ -126,10 +138,12 @@ class Experiment:
                 raise FtcotError(f"teach {stage.label}: {exc}") from None
 
     # ---- running ---------------------------------------------------------------------------------------
-    def run(self) -> list[StageOutcome]:
+    def run(self, on_stage_ran: Callable[[Stage, Path], None] | None = None) -> list[StageOutcome]:
         """Every stage, in order. A stage that fails (a one-line FtcotError: a task the teacher has no
         rationales for, a job that failed) blocks the stages that read it, and the rest go on — a big
-        experiment does not stop at its first empty cell. Ctrl-C and crashes stop the run; a rerun resumes."""
+        experiment does not stop at its first empty cell. Ctrl-C and crashes stop the run; a rerun resumes.
+        ``on_stage_ran(stage, directory)`` is called after each stage that ran to the end (the CLI's
+        ``--archive`` copies its records there and then)."""
         self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
@@ -146,6 +160,8 @@ class Experiment:
                 else:
                     try:
                         outcome = self._run_stage(stage, number, len(stages))
+                        if outcome.status == "ran" and on_stage_ran is not None:
+                            on_stage_ran(stage, self.stage_dir(stage))
                     except FtcotError as exc:
                         self.console.print(f"[red]✗[/] {stage.kind} {escape(stage.label)}: ", end="")
                         self.console.print(str(exc), markup=False)
@@ -355,7 +371,7 @@ def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
     summary["source"] = inputs["teach"]
     write_data_dir(directory, train, val, summary)
     overlap = summary["contamination"].get("flagged_questions")
-    overlap = f"; {overlap} training questions overlap test questions (curation.json)" if overlap else ""
+    overlap = f"; {overlap} training questions overlap test questions (contamination.jsonl)" if overlap else ""
     return f"{len(train)} train / {len(val)} val examples from {summary['questions_with_examples']} questions{overlap}"
 
 

@@ -222,6 +222,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
                   **config.curate.stage_inputs(), **({"label": label} if label != "gold" else {}),
+                  **({"min_votes": config.curate.min_votes} if label != "gold" and config.curate.min_votes != 2
+                     else {}),
                   **({"rationale": rationale} if rationale != "answer" else {})}
         parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
@@ -293,10 +295,11 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                                 for t in config.teachers if not t.adaptive for D in diverse]
             labels = config.curate.labels() if method != "ft" else ["gold"]
             for (source, D), label in ((s, label) for s in sources for label in labels):
-                if label != "gold" and (D if D is not None else source[1].samples) < 2:
-                    # One rationale a question never makes a majority (2 votes): the cell could only fail.
-                    plan.skip(name, method, f"{label} labels need 2 or more rationales a question; {source[0]}'s "
-                                            f"{'greedy' if D is None else 'D=1'} data is curated with gold only")
+                if label != "gold" and (D if D is not None else source[1].samples) < config.curate.min_votes:
+                    # Fewer rationales a question than a majority needs: the cell could only fail.
+                    plan.skip(name, method, f"{label} labels need {config.curate.min_votes} or more rationales a "
+                                            f"question (min_votes); {source[0]}'s "
+                                            f"{'greedy' if D is None else f'D={D}'} data is curated with gold only")
                     continue
                 # Another label is another data source: the teacher's column says which.
                 teacher = (source[0] if source else "") + (f" ({label} labels)" if label != "gold" else "")
