@@ -54,14 +54,17 @@ def run_experiment(experiment: Experiment, archive_to: Path | None = None) -> No
     from ftcot.experiment.archive import archive, archive_stage
     from ftcot.experiment.results import write_results
 
-    def archive_ran_stage(stage: Stage, directory: Path) -> None:
-        # At once, not only at the end: a run killed midway (a time limit, a wiped scratch disk) still
-        # leaves an archive that resumes it.
-        assert archive_to is not None
-        archive_stage(directory, archive_to / "stages" / stage.kind / directory.name, stage.kind)
+    on_stage_ran = None
+    if archive_to is not None:
+        kept = archive_to
+
+        def on_stage_ran(stage: Stage, directory: Path) -> None:
+            # At once, not only at the end: a run killed midway (a time limit, a wiped scratch disk) still
+            # leaves an archive that resumes it.
+            archive_stage(directory, kept / "stages" / stage.kind / directory.name, stage.kind)
 
     try:
-        outcomes = experiment.run(archive_ran_stage if archive_to is not None else None)
+        outcomes = experiment.run(on_stage_ran)
     finally:
         if (experiment.out / "experiment.json").is_file():
             results = write_results(experiment)

@@ -39,8 +39,8 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     ``filters`` and ``decontamination`` go beyond the paper (:mod:`ftcot.curate.report`; none by default).
     ``label``: the answer a rationale must reach, gold (the paper), the majority of the teacher's answers or
     both (:mod:`ftcot.curate.labels`), a majority needing ``min_votes`` chains (1: a single chain's answer is
-    its question's label, the teacher trusted without gold); ``rationalized``: whether rationalized records (a hinted teacher) may
-    fill questions left without an example.
+    its question's label, the teacher trusted without gold); ``rationalized``: whether rationalized records
+    (a hinted teacher) may fill questions left without an example.
     """
     if template.decoder is None:
         raise FtcotError(f"Template '{template.name}' is a prompting method, not a fine-tuning format; "

@@ -11,10 +11,10 @@ rationales that reach it are kept — no gold answer needed (Huang et al. 2022,
   that reach it: the cleanest data, where gold exists).
 
 A question has a majority answer when its most common answer is unique (no tie)
-and at least ``min_votes`` (2; ``--min-votes``) chains gave it — 1 makes a
-single chain's answer its question's label: the teacher trusted, without gold; answers are compared as the
-scorer compares them (numbers by value where the task says so). Pure functions
-over teacher records in the shared JSONL format.
+and at least ``min_votes`` chains gave it (2; ``--min-votes 1`` makes a single
+chain's answer its question's label: the teacher trusted, without gold).
+Answers are compared as the scorer compares them (numbers by value where the
+task says so). Pure functions over teacher records in the shared JSONL format.
 """
 
 from __future__ import annotations

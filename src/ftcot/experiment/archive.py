@@ -7,11 +7,12 @@
 - train stages' records (``stage.json``, ``train.json``, ``done.json``), not their checkpoints;
 - curate stages' ``curation.json`` and teach stages' ``report.json``, for the record only.
 
-Copying ``DEST/stages`` into an experiment directory lets ``ftcot run`` skip every archived cell: a
-finished evaluation is done, and so is the training it read. The curate and teach stages carry no
-``done.json`` and are redone: seconds for a replay teacher; a paid teacher's ``teach.sqlite`` is never
-archived (it is the data you paid for: keep it beside the archive). A new evaluation of an archived
-training needs its checkpoint, which is not there: that stage fails with one line, the others go on.
+``ftcot run --archive DEST`` archives each stage as it finishes and the results at the end (also after
+Ctrl-C or SIGTERM). Copying ``DEST/stages`` into an experiment directory lets ``ftcot run`` skip every
+archived cell: a finished evaluation is done, and so is the training it read. The curate and teach stages
+carry no ``done.json`` and are redone: seconds for a replay teacher; a paid teacher's ``teach.sqlite`` is
+never archived (it is the data you paid for: keep it beside the archive). An archived training whose
+evaluation is not done has no checkpoint to evaluate, so it trains again.
 """
 
 from __future__ import annotations
