@@ -15,7 +15,8 @@ import pytest
 from ftcot.errors import FtcotError
 from ftcot.experiment.archive import archive
 from tests.cli import assert_one_line_error, run_ftcot
-from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished  # noqa: F401  (finished: the tiny experiment, run once)
+# finished: the tiny experiment, run once
+from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -97,6 +97,10 @@ def chat_record(example: TrainingExample) -> dict:
                          {"role": "assistant", "content": example.completion.strip()}]}
 
 
+CONTAMINATION_FILE = "contamination.jsonl"
+FLAGS_SHOWN = 100  # flagged pairs kept in curation.json; all of them are in CONTAMINATION_FILE
+
+
 def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingExample], summary: dict) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -126,9 +130,6 @@ def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingEx
         for name, rows in files.items():
             write_jsonl(rows, stack.enter_context(atomic_file(out / name, option="--out")))
 
-
-CONTAMINATION_FILE = "contamination.jsonl"
-FLAGS_SHOWN = 100  # flagged pairs kept in curation.json; all of them are in CONTAMINATION_FILE
 
 # Fields a row must carry; lineage fields past these are optional (older or hand-made files).
 REQUIRED_FIELDS = ("prompt", "completion", "question", "rationale", "answer", "task", "sample_index")

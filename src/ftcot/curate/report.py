@@ -23,7 +23,6 @@ from typing import Any
 from ftcot.curate.decontaminate import DEFAULT_MAX_DF, DEFAULT_MODE, DEFAULT_NGRAM, Decontamination, Flag, summarize
 from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
 from ftcot.curate.labels import MIN_VOTES, check_label_mode
-from ftcot.errors import check_int
 
 CONTAMINATED = "test contamination"
 
@@ -57,7 +56,6 @@ def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
     decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
                                       tuple(str(p) for p in value["decontaminate_against"]), data_root,
                                       value["decontaminate_max_df"])
-    check_int("--min-votes", value["min_votes"], 1)
     return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value["label"]),
             "min_votes": value["min_votes"], "rationalized": bool(value["rationalized"])}
 

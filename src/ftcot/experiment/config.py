@@ -222,6 +222,14 @@ class CurateConfig(_Strict):
         # when not gold (gold ignores min_votes: a gold cell is the same cell whatever min_votes says).
         return {**paper, **self.model_dump(exclude=set(paper) | {"label", "min_votes"}, exclude_defaults=True)}
 
+    def label_inputs(self, label: str) -> dict[str, Any]:
+        """What keys a curate stage of ``label`` beyond :meth:`stage_inputs`: nothing for gold (the paper's keys),
+        else the label, and ``min_votes`` where it is not the default."""
+        if label == "gold":
+            return {}
+        default = type(self).model_fields["min_votes"].default
+        return {"label": label, **({"min_votes": self.min_votes} if self.min_votes != default else {})}
+
 
 class EvaluateConfig(_Strict):
     split: Literal["test", "train", "all"] = "test"

@@ -221,9 +221,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         rationale = rationales.get(source[0], "answer") if source else "answer"
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
-                  **config.curate.stage_inputs(), **({"label": label} if label != "gold" else {}),
-                  **({"min_votes": config.curate.min_votes} if label != "gold" and config.curate.min_votes != 2
-                     else {}),
+                  **config.curate.stage_inputs(), **config.curate.label_inputs(label),
                   **({"rationale": rationale} if rationale != "answer" else {})}
         parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
