@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -16,7 +12,7 @@ from ftcot.errors import FtcotError
 from ftcot.experiment.archive import archive
 from tests.cli import assert_one_line_error, run_ftcot
 # finished: the tiny experiment, run once
-from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished  # noqa: F401
+from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished, signal_run_once  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -70,21 +66,10 @@ def test_a_run_terminated_midway_has_archived_every_stage_it_finished(data_root,
     config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft", "ft_cot"], "teacher_row": False,
               "students": [{**STUDENT, "epochs": 3}]}
     path, out, kept = _write(tmp_path, config), tmp_path / "out", tmp_path / "kept"
-    command = [sys.executable, "-m", "ftcot", "run", str(path), "--out", str(out), "--archive", str(kept),
-               "--data-dir", str(data_root)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not list(kept.glob("stages/evaluate/*/done.json")):
-            assert process.poll() is None, "the run ended before its first evaluation was archived"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=300)
-    finally:
-        process.kill()
-    assert process.returncode == 143 and "terminated; everything stored so far is kept." in stderr, stderr[-2000:]
+    ended = signal_run_once([path, "--out", out, "--archive", kept, "--data-dir", data_root], kept,
+                            "stages/evaluate/*/done.json", signal.SIGTERM)
+    assert ended.returncode == 143 and "terminated; everything stored so far is kept." in ended.stderr, \
+        ended.stderr[-2000:]
     assert list(kept.glob("stages/train/*/train.json")) and not list(kept.rglob("*.safetensors"))
 
     fresh = tmp_path / "fresh"

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,22 +124,33 @@ def test_plan_shows_what_is_done_and_the_teacher_cost(finished, data_root, tmp_p
     assert not (tmp_path / "fresh").exists()  # a plan runs and writes nothing
 
 
+def signal_run_once(args: list[str], folder: Path, pattern: str, signum: int) -> subprocess.CompletedProcess:
+    """Start ``ftcot run ARGS`` (its own process group), send ``signum`` as soon as ``folder`` holds a file
+    matching ``pattern``, and return how the run ended (stderr captured in a file: a pipe nobody reads
+    while the run works could fill and stall it)."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "ftcot", "run", *map(str, args)],
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not list(folder.glob(pattern)):
+                assert process.poll() is None, f"the run ended before {pattern} appeared"
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(process.pid, signum)
+            process.wait(timeout=300)
+        finally:
+            process.kill()
+        stderr.seek(0)
+        return subprocess.CompletedProcess(process.args, process.returncode, "", stderr.read())
+
+
 def test_kill_9_in_the_train_stage_resumes_it(data_root, tmp_path):
     config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"], "teacher_row": False,
               "students": [{**STUDENT, "epochs": 4}]}
     path, out = _write(tmp_path, config), tmp_path / "out"
-    command = [sys.executable, "-m", "ftcot", "run", str(path), "--out", str(out), "--data-dir", str(data_root)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not list(out.glob("stages/train/*/checkpoints/epoch-0001/state.json")):
-            assert process.poll() is None, "the run ended before its first training checkpoint"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    signal_run_once([path, "--out", out, "--data-dir", data_root], out,
+                    "stages/train/*/checkpoints/epoch-0001/state.json", signal.SIGKILL)
     [train_dir] = out.glob("stages/train/*")
     assert not (train_dir / "done.json").exists()
 
