@@ -140,3 +140,18 @@ def test_per_task_D_as_in_the_paper(data_root, tmp_path):
     assert sorted((c.task, c.D) for c in plan.cells if c.D is not None) == [("coin_flip", 8), ("multiarith", 64)]
     sampled = {s.inputs["task"]["key"]: s.samples for s in plan.of_kind("teach") if s.inputs["temperature"] > 0}
     assert sampled == {"coin_flip": 8, "multiarith": 64}
+
+
+def test_the_report_draws_the_main_tables_training_curves_first(data_root, tmp_path, monkeypatch):
+    from ftcot.experiment import results
+
+    tasks = [{"spec": "coin_flip", "seeds": [0, 1, 2]}, "date_understanding"]
+    experiment = Experiment(parse_config({**BASE, "tasks": tasks, "teacher_row": False}), tmp_path, data_root)
+    for stage in experiment.plan.of_kind("train"):  # finished trainings: only their records are read here
+        experiment.stage_dir(stage).mkdir(parents=True)
+        (experiment.stage_dir(stage) / "train.json").write_text(
+            '{"epochs": [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5}]}')
+    monkeypatch.setattr(results, "TRAINING_CURVES_SHOWN", 4)
+    drawn = [caption for caption, _ in results._plots(experiment, results.Results()) if caption.startswith("Training")]
+    assert len(drawn) == 4 and all("seed 0" in c for c in drawn)
+    assert sum("date_understanding" in c for c in drawn) == 2  # seeds 1-2 of coin flip do not push date out

@@ -30,7 +30,7 @@ from ftcot.jsonl import read_json_object, read_jsonl
 from ftcot.report.paper import paper_markdown
 from ftcot.report.results import ResultRow, results_markdown, write_csv
 
-TRAINING_CURVES_SHOWN = 12  # more runs than this make the report a wall of plots; lineage.json lists them all
+TRAINING_CURVES_SHOWN = 24  # more runs than this make the report a wall of plots; lineage.json lists them all
 
 
 @dataclass
@@ -191,7 +191,9 @@ def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:
         subsets, directory / "accuracy_vs_train_size.png")))
     made.append(("Accuracy per teacher", plots.plot_accuracy_by_teacher(results.rows,
                                                                         directory / "accuracy_by_teacher.png")))
-    trained = [s for s in run.plan.of_kind("train") if (run.stage_dir(s) / "train.json").is_file()]
+    # In run order, which puts the main table's trainings first (plan order put every seed and subset of
+    # the first tasks ahead of the later tasks' seed 0).
+    trained = [s for s in run.plan.ordered() if s.kind == "train" and (run.stage_dir(s) / "train.json").is_file()]
     for stage in trained[:TRAINING_CURVES_SHOWN]:
         record = _read_json(run.stage_dir(stage) / "train.json")
         if record.get("epochs"):
