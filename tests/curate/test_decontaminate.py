@@ -137,16 +137,41 @@ def test_user_test_file_jsonl_and_csv(tmp_path, data_root):
     assert {f.rule for f in flags if f.train_index != index} == {NGRAM}
 
 
-def test_index_reports_the_first_shared_ngram():
+def test_index_reports_the_first_shared_ngram_and_the_overlap():
     index = TestIndex.build([TestQuestion("t", 0, "one two three four five six")], n=3)
-    assert index.matches("zero one two three nine") == {0: (NGRAM, "one two three")}
-    assert index.matches("ONE two, three four five six!") == {0: (EXACT, None)}
+    assert index.matches("zero one two three nine") == {0: (NGRAM, "one two three", 0.25)}  # 1 of its 4 3-grams
+    assert index.matches("ONE two, three four five six!") == {0: (EXACT, None, 1.0)}
+
+
+def test_overlap_tells_a_near_copy_from_a_shared_template(data_root):
+    """Every shuffled-objects training question shares a 13-gram with a test question (the generator's slots
+    filled from small pools); 18 share 90% of a test question's distinctive 13-grams: the same exchange and
+    swaps, another person asked about. Date understanding has none that close; AddSub's copies of SingleEq
+    questions stay."""
+    def flagged(key, min_overlap):
+        task = load_task(key, data_root)
+        flags = Decontamination(data_root=data_root, min_overlap=min_overlap).check(task, task.split_indices("train"))
+        return {f.train_index for f in flags}, flags
+
+    every, flags = flagged("tracking_shuffled_objects", 0)
+    assert len(every) == 525 and min(f.overlap for f in flags) < 0.2
+    near, flags = flagged("tracking_shuffled_objects", 0.9)
+    assert len(near) == 18 and all(f.overlap >= 0.9 for f in flags)
+    shuffled = load_task("tracking_shuffled_objects", data_root)
+    pair = flags[0]
+    train, test = shuffled.samples[pair.train_index].question, shuffled.samples[pair.test_index].question
+    assert train.split("At the end")[0] == test.split("At the end")[0]  # same objects and swaps
+    assert len(flagged("date_understanding", 0)[0]) == 188 and flagged("date_understanding", 0.7)[0] == set()
+    copies, flags = flagged("addsub", 0.9)
+    assert {f.train_index for f in flags if f.rule == EXACT} <= copies and len(copies) == 24
 
 
 @pytest.mark.parametrize("options,fragment", [
     ({"mode": "maybe"}, "--decontaminate maybe"),
     ({"n": 0}, "--decontaminate-ngram 0"),
     ({"max_df": 0}, "--decontaminate-max-df 0"),
+    ({"min_overlap": 1.5}, "--decontaminate-min-overlap 1.5"),
+    ({"min_overlap": float("nan")}, "--decontaminate-min-overlap nan"),
     ({"against": ("/no/such.jsonl",)}, "--decontaminate-against /no/such.jsonl"),
 ])
 def test_bad_settings_name_the_option(options, fragment):
@@ -165,7 +190,7 @@ def test_cli_warns_writes_pairs_and_refuses_bad_options(tmp_path, data_root):
     summary = json.loads((out / "curation.json").read_text())
     assert summary["contamination"]["pairs"] == len(summary["contamination"]["flags"]) == 57
     assert set(summary["contamination"]["flags"][0]) == {"train_index", "task", "test_task", "test_index", "rule",
-                                                          "ngram"}
+                                                          "ngram", "overlap"}
     every = [json.loads(line) for line in (out / "contamination.jsonl").open()]
     assert every == summary["contamination"]["flags"] and summary["contamination"]["all_flags_in"] == "contamination.jsonl"
     bad = tmp_path / "bad.txt"

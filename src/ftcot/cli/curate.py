@@ -43,6 +43,9 @@ def curate_command(
     decontaminate_ngram: Annotated[int, typer.Option(help="Word n-gram length of the overlap rule (13; open-r1: 8)")] = 13,
     decontaminate_max_df: Annotated[int, typer.Option(
         help="Ignore n-grams found in more test questions than this (a benchmark's template text)")] = 10,
+    decontaminate_min_overlap: Annotated[float, typer.Option(
+        help="Flag a pair only when the training question has this share of the test question's distinctive "
+             "n-grams (0: any one; 0.9: near-copies, not a generated benchmark's shared template)")] = 0.0,
     drop_truncated: Annotated[bool, typer.Option(help="Drop rationales cut at the teacher's token limit")] = False,
     drop_repetitive: Annotated[bool, typer.Option(help="Drop rationales that loop (degenerate repetition)")] = False,
     drop_no_reasoning: Annotated[bool, typer.Option(
@@ -72,6 +75,7 @@ def curate_command(
     root = resolve_data_root(data_dir)
     extra = settings(root, decontaminate=decontaminate, decontaminate_against=decontaminate_against or [],
                      decontaminate_ngram=decontaminate_ngram, decontaminate_max_df=decontaminate_max_df,
+                     decontaminate_min_overlap=decontaminate_min_overlap,
                      drop_truncated=drop_truncated, drop_repetitive=drop_repetitive,
                      drop_no_reasoning=drop_no_reasoning, min_rationale_words=min_rationale_words,
                      teacher_token_limit=teacher_token_limit, label=label, min_votes=min_votes,

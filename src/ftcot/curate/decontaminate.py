@@ -7,6 +7,14 @@ Two rules, each a pure function of the question texts:
 - ``ngram``: they share a word ``n``-gram of the normalised text (13 by
   default, as lm-evaluation-harness does; open-r1 uses 8).
 
+Each pair carries its ``overlap``: the share of the test question's distinctive
+n-grams (those in at most ``max_df`` test questions) that the training question
+has too, 1.0 for ``exact``. A benchmark generated from templates shares a
+13-gram between most of its questions without one being a copy of another
+(shuffled objects: every training question, at overlaps from 0.12 to 0.9); a
+copy shares nearly all of them. ``min_overlap`` (default 0: any shared n-gram,
+as lm-evaluation-harness) keeps only the pairs at or above it.
+
 The test side is indexed once (:class:`TestIndex`: n-gram → test questions), so
 checking a training set costs one dictionary lookup per training n-gram. An
 n-gram found in more than ``max_df`` test questions is template text shared by
@@ -37,6 +45,7 @@ DEFAULT_MODE = "warn"
 DEFAULT_NGRAM = 13
 # An n-gram in more test questions than this is a benchmark's template, not a leak.
 DEFAULT_MAX_DF = 10
+DEFAULT_MIN_OVERLAP = 0.0
 EXACT = "exact"
 NGRAM = "ngram"
 
@@ -71,10 +80,12 @@ class Flag:
     test_index: int
     rule: str  # EXACT or NGRAM
     ngram: str | None  # the first shared n-gram (for NGRAM)
+    overlap: float  # share of the test question's distinctive n-grams in the training question (1.0: EXACT)
 
     def to_json(self) -> dict:
         return {"train_index": self.train_index, "task": self.task, "test_task": self.test_task,
-                "test_index": self.test_index, "rule": self.rule, "ngram": self.ngram}
+                "test_index": self.test_index, "rule": self.rule, "ngram": self.ngram,
+                "overlap": round(self.overlap, 3)}
 
 
 @dataclass
@@ -85,6 +96,7 @@ class TestIndex:
     questions: list[TestQuestion] = field(default_factory=list)
     by_text: dict[str, list[int]] = field(default_factory=dict)  # normalised question -> question ids
     by_ngram: dict[str, list[int]] = field(default_factory=dict)  # n-gram -> question ids
+    grams: list[set[str]] = field(default_factory=list)  # question id -> its n-grams
 
     @classmethod
     def build(cls, questions: Iterable[TestQuestion], n: int = DEFAULT_NGRAM,
@@ -99,43 +111,51 @@ class TestIndex:
         self.questions.append(question)
         text = normalize(question.question)
         self.by_text.setdefault(text, []).append(qid)
-        for gram in ngrams(text, self.n):
+        self.grams.append(ngrams(text, self.n))
+        for gram in self.grams[qid]:
             self.by_ngram.setdefault(gram, []).append(qid)
 
-    def matches(self, question: str) -> dict[int, tuple[str, str | None]]:
-        """Test question id -> (rule, shared n-gram) for every test question ``question`` overlaps."""
+    def _distinctive(self, grams: set[str]) -> set[str]:
+        return {g for g in grams if len(self.by_ngram.get(g, ())) <= self.max_df}
+
+    def matches(self, question: str) -> dict[int, tuple[str, str | None, float]]:
+        """Test question id -> (rule, shared n-gram, overlap) for every test question ``question`` overlaps."""
         text = normalize(question)
-        found: dict[int, tuple[str, str | None]] = {qid: (EXACT, None) for qid in self.by_text.get(text, ())}
-        for gram in sorted(ngrams(text, self.n)):  # sorted: the reported n-gram does not depend on hashing
-            owners = self.by_ngram.get(gram)
-            if owners and len(owners) <= self.max_df:
-                for qid in owners:
-                    found.setdefault(qid, (NGRAM, gram))
+        found: dict[int, tuple[str, str | None, float]] = {qid: (EXACT, None, 1.0)
+                                                           for qid in self.by_text.get(text, ())}
+        mine = ngrams(text, self.n)
+        for gram in sorted(self._distinctive(mine)):  # sorted: the reported n-gram does not depend on hashing
+            for qid in self.by_ngram.get(gram, ()):
+                if qid not in found:
+                    theirs = self._distinctive(self.grams[qid])
+                    found[qid] = (NGRAM, gram, len(theirs & mine) / len(theirs))
         return found
 
 
 def find_contamination(index: TestIndex, task: str, train: Iterable[tuple[int, str]],
-                       skip: Iterable[tuple[str, int]] = ()) -> list[Flag]:
-    """Every (training question, test question) pair that overlaps; ``skip``: test questions to ignore
-    (a benchmark's own test split under another split scheme)."""
+                       skip: Iterable[tuple[str, int]] = (), min_overlap: float = DEFAULT_MIN_OVERLAP) -> list[Flag]:
+    """Every (training question, test question) pair that overlaps by ``min_overlap`` or more; ``skip``: test
+    questions to ignore (a benchmark's own test split under another split scheme)."""
     ignored = set(skip)
     flags = []
     for train_index, question in train:
-        for qid, (rule, gram) in sorted(index.matches(question).items()):
+        for qid, (rule, gram, overlap) in sorted(index.matches(question).items()):
             test = index.questions[qid]
-            if (test.task, test.index) in ignored:
+            if (test.task, test.index) in ignored or overlap < min_overlap:
                 continue
-            flags.append(Flag(train_index, task, test.task, test.index, rule, gram))
+            flags.append(Flag(train_index, task, test.task, test.index, rule, gram, overlap))
     return flags
 
 
-def summarize(flags: list[Flag], mode: str, n: int, against: list[str]) -> dict:
+def summarize(flags: list[Flag], mode: str, n: int, against: list[str],
+              min_overlap: float = DEFAULT_MIN_OVERLAP) -> dict:
     """The contamination block of curation.json: the flagged training questions (in all, per test task), the
     pairs per rule, and every flagged pair."""
     per_task = Counter(test_task for test_task, _ in {(f.test_task, f.train_index) for f in flags})
     return {
         "mode": mode,
         "ngram": n,
+        "min_overlap": min_overlap,
         "against": against,
         "flagged_questions": len({f.train_index for f in flags}),
         "pairs": len(flags),
@@ -201,6 +221,7 @@ class Decontamination:
     against: tuple[str, ...] = ()  # the user's test files
     data_root: Path | None = None
     max_df: int = DEFAULT_MAX_DF
+    min_overlap: float = DEFAULT_MIN_OVERLAP
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -210,6 +231,9 @@ class Decontamination:
                              f"8 as open-r1).")
         if self.max_df < 1:
             raise FtcotError(f"--decontaminate-max-df {self.max_df}: must be 1 or more.")
+        if not 0 <= self.min_overlap <= 1:  # also refuses NaN
+            raise FtcotError(f"--decontaminate-min-overlap {self.min_overlap}: must be from 0 (any shared n-gram) "
+                             f"to 1 (every distinctive n-gram of the test question).")
         for name in self.against:  # refused before any work
             read_test_file(Path(name))
 
@@ -226,14 +250,15 @@ class Decontamination:
         own: list[TestQuestion] = []
         if root is not None:
             flags += find_contamination(benchmark_index(Path(root), self.n, self.max_df), task.key, train,
-                                        skip=self._own_default_test(task, scheme))
+                                        self._own_default_test(task, scheme), self.min_overlap)
         if task.key not in BUILTIN_TASKS or scheme != "default" or root is None:
             # The task's own test split: a user's file, or a benchmark under another split scheme.
             own = [TestQuestion(task.key, i, task.samples[i].question)
                    for i in _test_indices(task, scheme) if i in task.samples]
         extra = [q for name in self.against for q in read_test_file(Path(name))]
         if own or extra:
-            flags += find_contamination(TestIndex.build(own + extra, self.n, self.max_df), task.key, train, skip)
+            flags += find_contamination(TestIndex.build(own + extra, self.n, self.max_df), task.key, train, skip,
+                                        self.min_overlap)
         return sorted(flags, key=lambda f: (f.train_index, f.test_task, f.test_index))
 
     @staticmethod

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.curate.decontaminate import DEFAULT_MAX_DF, DEFAULT_MODE, DEFAULT_NGRAM, Decontamination, Flag, summarize
+from ftcot.curate.decontaminate import (DEFAULT_MAX_DF, DEFAULT_MIN_OVERLAP, DEFAULT_MODE, DEFAULT_NGRAM,
+                                        Decontamination, Flag, summarize)
 from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
 from ftcot.curate.labels import MIN_VOTES, check_label_mode
 
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "decontaminate_against": [],
     "decontaminate_ngram": DEFAULT_NGRAM,
     "decontaminate_max_df": DEFAULT_MAX_DF,
+    "decontaminate_min_overlap": DEFAULT_MIN_OVERLAP,
     "drop_truncated": False,
     "drop_repetitive": False,
     "drop_no_reasoning": True,  # drops none of the recorded text-davinci-002 training rationales
@@ -55,7 +57,7 @@ def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
                              token_limit=value["teacher_token_limit"])
     decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
                                       tuple(str(p) for p in value["decontaminate_against"]), data_root,
-                                      value["decontaminate_max_df"])
+                                      value["decontaminate_max_df"], value["decontaminate_min_overlap"])
     return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value["label"]),
             "min_votes": value["min_votes"], "rationalized": bool(value["rationalized"])}
 
@@ -105,7 +107,7 @@ def report(task, train_indices: list[int], records: list[dict], examples: list, 
         block["contamination"] = {"mode": "off"}
     else:
         block["contamination"] = summarize(flags, decontamination.mode, decontamination.n,
-                                           list(decontamination.against))
+                                           list(decontamination.against), decontamination.min_overlap)
     return block
 
 

@@ -199,6 +199,7 @@ class CurateConfig(_Strict):
     decontaminate_against: list[str] = Field(default_factory=list, description="Test files (JSONL/CSV, 'question')")
     decontaminate_ngram: int = Field(13, ge=1)
     decontaminate_max_df: int = Field(10, ge=1)
+    decontaminate_min_overlap: float = Field(0.0, ge=0, le=1)
     drop_truncated: bool = False
     drop_repetitive: bool = False
     drop_no_reasoning: bool = True
