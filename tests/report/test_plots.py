@@ -172,3 +172,16 @@ def test_same_inputs_same_bytes_whatever_the_matplotlibrc(tmp_path):
     with matplotlib.rc_context({"lines.linewidth": 6, "axes.facecolor": "yellow", "font.size": 20}):
         second = draw(tmp_path / "b")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_a_legend_too_wide_for_its_figure_gets_fewer_columns():
+    """One panel and the legend of results/gemma_offline's training-size plot: in three columns it was cut at
+    both edges of the PNG."""
+    names = ["gemma-270m, Fine-tune", "gemma-270m, Fine-tune-CoT", "Random"]
+    for labels, columns in ((names, 2), (["a", "b", "Random"], 3)):
+        with plots._style():
+            figure, [ax] = plots._figure(1)
+            handles = [ax.plot([0, 1], [0, 1], label=label)[0] for label in labels]
+            legend = plots._fit_legend(figure, handles, labels, 3)
+            assert legend.get_window_extent(figure.canvas.get_renderer()).width <= figure.bbox.width  # Agg's
+            assert len(figure.legends) == 1 and legend._ncols == columns

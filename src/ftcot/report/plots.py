@@ -23,7 +23,9 @@ from pathlib import Path
 
 import matplotlib.style
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ftcot.errors import FtcotError
@@ -81,13 +83,27 @@ def _save(figure: Figure, path: Path, legend_columns: int = 3) -> Path:
     # The Random baseline is a reference for everything else: last, wherever it was first drawn.
     labels.sort(key=lambda label: label == "Random")
     if labels:
-        # "outside" puts the legend in its own band of the constrained layout, never over data.
-        figure.legend([handles[label] for label in labels], labels, loc="outside lower center",
-                      ncols=min(legend_columns, len(labels)), frameon=False)
+        _fit_legend(figure, [handles[label] for label in labels], labels, legend_columns)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=DPI, metadata=PNG_METADATA)
     return path
+
+
+def _fit_legend(figure: Figure, handles: list, labels: list[str], columns: int) -> Legend:
+    """The figure's legend below the panels, in as many of ``columns`` as fit its width: a wider legend is cut
+    at both edges (one panel, long student names)."""
+    def legend(ncols: int) -> Legend:
+        # "outside" puts the legend in its own band of the constrained layout, never over data.
+        return figure.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
+
+    renderer = FigureCanvasAgg(figure).get_renderer()  # the canvas savefig draws PNGs with
+    for ncols in range(min(columns, len(labels)), 1, -1):
+        wide = legend(ncols)
+        if wide.get_window_extent(renderer).width <= figure.bbox.width:
+            return wide
+        wide.remove()
+    return legend(1)
 
 
 def _style():
