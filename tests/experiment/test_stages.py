@@ -155,3 +155,25 @@ def test_the_report_draws_the_main_tables_training_curves_first(data_root, tmp_p
     drawn = [caption for caption, _ in results._plots(experiment, results.Results()) if caption.startswith("Training")]
     assert len(drawn) == 4 and all("seed 0" in c for c in drawn)
     assert sum("date_understanding" in c for c in drawn) == 2  # seeds 1-2 of coin flip do not push date out
+
+
+def test_students_trained_on_subsets_are_drawn_in_the_training_size_plot_only(data_root, tmp_path, monkeypatch):
+    """results/gemma_offline's student-size plot once averaged the 8/32/128-question students into the whole
+    training set's point (date Fine-tune 28 instead of 40.5)."""
+    from ftcot.experiment import results
+    from ftcot.report import plots
+    from ftcot.report.results import ResultRow
+
+    students = [{"spec": "tiny-gpt2", "parameters": 1e6}, {"spec": "tiny-t5", "parameters": 2e6}]
+    tasks = [{"spec": "coin_flip", "train_sizes": [8, "all"]}]
+    experiment = Experiment(parse_config({**BASE, "tasks": tasks, "students": students, "teacher_row": False}),
+                            tmp_path, data_root)
+    rows = [ResultRow("ft", s, "", "coin_flip", None, 0, 150, accuracy, size)
+            for s in ("tiny-gpt2", "tiny-t5") for size, accuracy in ((None, 60.0), (8, 10.0))]
+    drawn = {}
+    for name in ("plot_accuracy_by_task", "plot_accuracy_vs_student_size", "plot_accuracy_vs_train_size"):
+        monkeypatch.setattr(plots, name, lambda given, *_, name=name, **__: drawn.setdefault(name, given))
+    results._plots(experiment, results.Results(rows=rows))
+    assert {r.accuracy for r in drawn["plot_accuracy_by_task"]} == {60.0}
+    assert {r.accuracy for r in drawn["plot_accuracy_vs_student_size"]} == {60.0}
+    assert sorted(size for _, size in drawn["plot_accuracy_vs_train_size"]) == [8, 8, 350, 350]

@@ -171,25 +171,25 @@ def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:
     directory = run.out / "plots"
     directory.mkdir(exist_ok=True)
     made: list[tuple[str, Path | None]] = []
-    if results.rows or results.teacher_rows:
+    # Students trained on a subset of the training questions are the training-size plot's; in the others
+    # their accuracies would be averaged into the whole set's (one line per method) or crowd the bars.
+    rows = [r for r in results.rows if r.train_size is None]
+    if rows or results.teacher_rows:
         made.append(("Test accuracy per task and method",
-                     plots.plot_accuracy_by_task(results.rows, directory / "accuracy_by_task.png",
-                                                 results.teacher_rows)))
-    made.append(("Diverse reasoning: accuracy vs D", plots.plot_accuracy_vs_d(results.rows,
-                                                                               directory / "accuracy_vs_D.png")))
+                     plots.plot_accuracy_by_task(rows, directory / "accuracy_by_task.png", results.teacher_rows)))
+    made.append(("Diverse reasoning: accuracy vs D", plots.plot_accuracy_vs_d(rows, directory / "accuracy_vs_D.png")))
     sizes = {s.label: s.parameters for s in run.config.students if s.parameters}
-    fine_tuned = [r for r in results.rows if r.student in sizes]
+    fine_tuned = [r for r in rows if r.student in sizes]
     if len(sizes) > 1 and fine_tuned:
         made.append(("Accuracy vs student size", plots.plot_accuracy_vs_student_size(
             fine_tuned, sizes, directory / "accuracy_vs_student_size.png")))
     subsets = [(r, r.train_size) for r in results.rows if r.train_size is not None]
     # A task's whole training split ("all" among its train_sizes) is the last point of its subset lines.
     whole = _training_questions(run, {r.task for r, _ in subsets})
-    subsets += [(r, whole[r.task]) for r in results.rows
-                if r.train_size is None and r.task in whole and r.method in FINE_TUNING_METHODS]
+    subsets += [(r, whole[r.task]) for r in rows if r.task in whole and r.method in FINE_TUNING_METHODS]
     made.append(("Accuracy vs training-set size", plots.plot_accuracy_vs_train_size(
         subsets, directory / "accuracy_vs_train_size.png")))
-    made.append(("Accuracy per teacher", plots.plot_accuracy_by_teacher(results.rows,
+    made.append(("Accuracy per teacher", plots.plot_accuracy_by_teacher(rows,
                                                                         directory / "accuracy_by_teacher.png")))
     # In run order, which puts the main table's trainings first (plan order put every seed and subset of
     # the first tasks ahead of the later tasks' seed 0).
