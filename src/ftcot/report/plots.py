@@ -159,7 +159,8 @@ def _line_panels(series: Mapping[str, Mapping[str, Mapping[float, Cell]]], path:
                 ax.xaxis.set_major_locator(FixedLocator(sorted(xs_all)))
                 ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(tick_format or (lambda x, _: f"{x:g}")))
-            ax.set_ylim(bottom=0)
+            # An accuracy's interval ends at 0 and 100 (two seeds' t-intervals are wide enough to pass both).
+            ax.set_ylim(0, min(ax.get_ylim()[1], 100))
             ax.set_title(task_title(task))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ACCURACY_LABEL)
