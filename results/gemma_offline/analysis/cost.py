@@ -32,20 +32,20 @@ quiet_rate = {student: statistics.median(rate(t) for _, _, _, t in stages if t a
               for student in {t["student"] for _, _, _, t in stages if t}}
 
 
-def part(kind: str, label: str) -> str:
+def part(label: str) -> str:
     student = "smollm2-135m" if "smollm2" in label else "gemma-270m"
-    if kind == "evaluate" and "as is" in label:
+    if "as is" in label:
         return f"{student} prompting baselines"
     if "questions (seed" in label:
         return f"{student} training-set subsets"
-    if " seed 0 " not in label and kind == "train":
-        return f"{student} further seeds"
-    return f"{student} {kind}"
+    if " seed 0 " not in label:
+        return f"{student} seeds 1-2"
+    return f"{student} main table (seed 0)"
 
 
 wall, quiet, shared, peak = collections.Counter(), collections.Counter(), collections.Counter(), 0.0
 for kind, label, seconds, train in stages:
-    key = part(kind, label)
+    key = part(label)
     wall[key] += seconds
     estimate = seconds
     if train:
@@ -60,4 +60,6 @@ print(f"{'part':42} {'measured h':>10} {'quiet h':>8} {'shared trainings':>17}")
 for key in sorted(wall):
     print(f"{key:42} {wall[key] / 3600:10.2f} {quiet[key] / 3600:8.2f} {shared[key]:17}")
 print(f"{'all':42} {sum(wall.values()) / 3600:10.2f} {sum(quiet.values()) / 3600:8.2f} {sum(shared.values()):17}")
-print(f"peak RSS of a training: {peak:.1f} GB")
+# Trainings before the per-stage reset (session 8) recorded the run process's peak so far, so this is the
+# peak of the `ftcot run` process over the experiment.
+print(f"peak RSS: {peak:.1f} GB")
