@@ -60,6 +60,6 @@ print(f"{'part':42} {'measured h':>10} {'quiet h':>8} {'shared trainings':>17}")
 for key in sorted(wall):
     print(f"{key:42} {wall[key] / 3600:10.2f} {quiet[key] / 3600:8.2f} {shared[key]:17}")
 print(f"{'all':42} {sum(wall.values()) / 3600:10.2f} {sum(quiet.values()) / 3600:8.2f} {sum(shared.values()):17}")
-# Trainings before the per-stage reset (session 8) recorded the run process's peak so far, so this is the
-# peak of the `ftcot run` process over the experiment.
+# A training records the peak of its process so far (ru_maxrss), and `ftcot run` runs every stage in one
+# process: this is the run process's peak over the experiment, not one stage's.
 print(f"peak RSS: {peak:.1f} GB")

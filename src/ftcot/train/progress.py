@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -12,24 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
-def reset_peak_rss() -> None:
-    """Start :func:`peak_rss_gb` over, where Linux allows it (writing 5 to clear_refs resets VmHWM): ``ftcot
-    run`` trains and evaluates many stages in one process, whose lifetime peak is the largest of them all."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux, or not allowed: the peak stays the process's
-
-
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process since :func:`reset_peak_rss` (Linux's VmHWM), else since it
-    started (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        pass
+    """Peak resident memory of this process so far (Linux reports KiB).
+
+    Under ``ftcot run`` that is the largest stage's so far, not this training's. Not reset per training on
+    purpose: resetting Linux's peak (``/proc/self/clear_refs``) also lowers ru_maxrss, so ``/usr/bin/time``
+    of a whole run would report only what followed the last reset."""
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 

@@ -51,7 +51,7 @@ from ftcot.train.config import TrainConfig
 from ftcot.train.data import (DataDir, Tokenized, collate, length_grouped_batches, read_data_dir, tokenize,
                               weigh_tasks)
 from ftcot.train.metrics_log import MetricsLog
-from ftcot.train.progress import TrainProgress, peak_rss_gb, reset_peak_rss, summary_table
+from ftcot.train.progress import TrainProgress, peak_rss_gb, summary_table
 
 LOCK_FILE = ".lock"  # one training per CKPT_DIR (see ftcot.dir_lock)
 
@@ -120,7 +120,6 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
 def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: str | None = None,
           answer_type: str | None = None, console: Console | None = None) -> dict:
     """Fine-tune ``config.student`` on DATA_DIR into CKPT_DIR ``out``; returns the train.json record."""
-    reset_peak_rss()  # the record's peak_rss_gb is this training's, not the largest earlier stage's
     out, data_dir = Path(out), Path(data_dir)
     data = read_data_dir(data_dir)
     task_name = task or data.task
