@@ -5,11 +5,12 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.image
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from ftcot.errors import FtcotError
 from ftcot.report import plots
-from ftcot.report.results import ResultRow
+from ftcot.report.results import Cell, ResultRow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -185,3 +186,15 @@ def test_a_legend_too_wide_for_its_figure_gets_fewer_columns():
             legend = plots._fit_legend(figure, handles, labels, 3)
             assert legend.get_window_extent(figure.canvas.get_renderer()).width <= figure.bbox.width  # Agg's
             assert len(figure.legends) == 1 and legend._ncols == columns
+
+
+def test_a_value_label_on_a_bar_near_100_stays_inside_its_panel():
+    """results/gemma_offline: coin flip Fine-tune-CoT's "96.4" was drawn across the panel's top edge."""
+    with plots._style():
+        figure, [ax] = plots._figure(1)
+        plots._grouped_bars(ax, ["coin_flip"], {"ft_cot": {"coin_flip": Cell(99.0, 0.0, 1)}},
+                            {"ft_cot": "C0"}, 1)
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        [label] = [t for t in ax.texts if t.get_text() == "99.0"]
+        assert label.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y1
+        assert ax.get_yticks()[-1] == 100  # the scale still reads as a percentage

@@ -313,7 +313,9 @@ def _grouped_bars(ax: Axes, tasks: Sequence[str], bars: Mapping[str, Mapping[str
     titles = [textwrap.fill(task_title(t), max(10, 120 // slots), break_long_words=False) for t in tasks]
     ax.set_xticks(range(len(tasks)), titles)
     ax.set_xlim(-0.6, slots - 0.4)
-    ax.set_ylim(0, 100)
+    # Headroom above 100 so a value label on a bar near 100 stays inside the panel (it overlapped the frame).
+    ax.set_ylim(0, 108)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel(ACCURACY_LABEL)
     ax.grid(axis="x", visible=False)
 
