@@ -198,3 +198,13 @@ def test_a_value_label_on_a_bar_near_100_stays_inside_its_panel():
         [label] = [t for t in ax.texts if t.get_text() == "99.0"]
         assert label.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y1
         assert ax.get_yticks()[-1] == 100  # the scale still reads as a percentage
+
+
+def test_a_value_label_sits_above_its_error_bar():
+    with plots._style():
+        figure, [ax] = plots._figure(1)
+        plots._grouped_bars(ax, ["coin_flip"], {"ft": {"coin_flip": Cell(54.0, 21.7, 3)}}, {"ft": "C0"}, 1)
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        [label] = [t for t in ax.texts if t.get_text() == "54.0"]
+        whisker_top = ax.transData.transform((0, 54.0 + 21.7))[1]
+        assert label.get_window_extent(renderer).y0 >= whisker_top

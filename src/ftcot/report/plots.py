@@ -298,7 +298,10 @@ def _grouped_bars(ax: Axes, tasks: Sequence[str], bars: Mapping[str, Mapping[str
         present = [cells[task] for task in tasks if task in cells]
         drawn = ax.bar(xs, [c.mean for c in present], width, label=label, color=colours[label])
         if len(bars) * len(tasks) <= 24:  # values on the bars while they stay legible
-            ax.bar_label(drawn, fmt="%.1f", fontsize=8, padding=2)
+            labels = ax.bar_label(drawn, fmt="%.1f", fontsize=8, padding=2)
+            for label, x, cell in zip(labels, xs, present, strict=True):
+                # Above the error bar, not crossed by it; a t-interval can pass 100 (two seeds': 117).
+                label.xy = (x, min(cell.mean + cell.half_width, 100))
         with_interval = [(x, c) for x, c in zip(xs, present, strict=True) if c.seeds > 1]
         if with_interval:
             ax.errorbar([x for x, _ in with_interval], [c.mean for _, c in with_interval],
