@@ -20,16 +20,15 @@ for done in sorted(archive.glob("stages/*/*/done.json")):
     stage = json.loads((done.parent / "stage.json").read_text())
     record = json.loads(done.read_text())
     train = done.parent / "train.json"
-    stages.append((done.parent.parent.name, stage["label"], record["seconds"],
-                   json.loads(train.read_text()) if train.is_file() else None))
+    stages.append((stage["label"], record["seconds"], json.loads(train.read_text()) if train.is_file() else None))
 
 
 def rate(train: dict) -> float:
     return statistics.median(e["train_tokens_per_s"] for e in train["epochs"])
 
 
-quiet_rate = {student: statistics.median(rate(t) for _, _, _, t in stages if t and t["student"] == student)
-              for student in {t["student"] for _, _, _, t in stages if t}}
+quiet_rate = {student: statistics.median(rate(t) for _, _, t in stages if t and t["student"] == student)
+              for student in {t["student"] for _, _, t in stages if t}}
 
 
 def part(label: str) -> str:
@@ -44,7 +43,7 @@ def part(label: str) -> str:
 
 
 wall, quiet, shared, peak = collections.Counter(), collections.Counter(), collections.Counter(), 0.0
-for kind, label, seconds, train in stages:
+for label, seconds, train in stages:
     key = part(label)
     wall[key] += seconds
     estimate = seconds
