@@ -55,6 +55,11 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8, "all", 8]}]}, ["train_sizes", "'8' is listed twice"]),
     ({"students": [{"spec": "tiny-gpt2", "methods": ["zs"]}]}, ["student 'tiny-gpt2' lists method 'zs'"]),
     ({"students": [{"spec": "tiny-gpt2", "seeds": []}]}, ["students[0]", "seeds", "at least 1"]),
+    ({"tasks": [{"spec": "coin_flip", "teachers": ["gpt"]}]}, ["task 'coin_flip' lists teacher 'gpt'",
+                                                               "replay:text-davinci-002"]),
+    ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {16: [0]}}]}, ["size 16", "train_sizes"]),
+    ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {8: [3]}}]}, ["seed 3", "subset"]),
+    ({"teachers": [{"spec": "replay:text-davinci-002", "method": "zs"}]}, ["teachers[0].method", "'zs'"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})

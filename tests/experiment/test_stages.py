@@ -177,3 +177,24 @@ def test_students_trained_on_subsets_are_drawn_in_the_training_size_plot_only(da
     assert {r.accuracy for r in drawn["plot_accuracy_by_task"]} == {60.0}
     assert {r.accuracy for r in drawn["plot_accuracy_vs_student_size"]} == {60.0}
     assert sorted(size for _, size in drawn["plot_accuracy_vs_train_size"]) == [8, 8, 350, 350]
+
+
+def test_a_task_may_name_its_teachers_and_fewer_seeds_at_a_size(data_root, tmp_path):
+    teachers = ["replay:text-davinci-002", {"spec": "hf:some/student", "name": "student", "method": "ft_cot"}]
+    tasks = [{"spec": "coin_flip", "teachers": ["student"], "seeds": [0, 1, 2], "train_sizes": [8, 16],
+              "seeds_by_size": {16: [0]}}, "date_understanding"]
+    plan = _plan(data_root, tmp_path, tasks=tasks, teachers=teachers, methods=["ft_cot"], teacher_row=False)
+    taught = {(s.inputs["task"]["key"], s.runtime["teacher"], s.inputs["method"]) for s in plan.of_kind("teach")}
+    assert taught == {("coin_flip", "student", "ft_cot"), ("date_understanding", "replay:text-davinci-002", "zs_cot"),
+                      ("date_understanding", "student", "ft_cot")}
+    coin = {(c.seed, c.train_size) for c in plan.cells if c.task == "coin_flip"}
+    assert coin == {(0, 8), (1, 8), (2, 8), (0, 16)}
+    # Only the questions some cell trains on are taught: seeds 1 and 2 draw no 16-question subset.
+    train = load_task("coin_flip", data_root).split_indices("train")
+    wanted = {i for seed in (0, 1, 2) for i in question_subset(train, 8, seed, "coin_flip")} \
+        | set(question_subset(train, 16, 0, "coin_flip"))
+    [teach] = [s for s in plan.of_kind("teach") if s.inputs["task"] == {"key": "coin_flip"}]
+    assert set(teach.questions) == wanted
+    # A zs_cot teacher keeps the teach key it had before teachers had a method.
+    plain = _plan(data_root, tmp_path, tasks=["date_understanding"], methods=["ft_cot"], teacher_row=False)
+    assert _keys(plain, "teach") <= _keys(plan, "teach")

@@ -42,7 +42,7 @@ def teach_command(
     teacher: Annotated[Optional[str], typer.Option(help="openai:MODEL, hf:MODEL_OR_PATH, gemma-270m, replay:NAME_OR_PATH")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory: the store lives here; rerun to resume or top up")] = None,
     split: Annotated[str, typer.Option(help="train, test or all (only train becomes training data)")] = "train",
-    method: Annotated[str, typer.Option(help="zs_cot (two-stage Zero-shot-CoT), zs or fs_cot")] = "zs_cot",
+    method: Annotated[str, typer.Option(help="zs_cot (two-stage Zero-shot-CoT), zs, fs_cot, or ft_cot (a Fine-tune-CoT student as the teacher: its own prompt)")] = "zs_cot",
     samples: Annotated[int, typer.Option(help="Rationales per question, D (zs_cot; needs --temperature > 0 when > 1)")] = 1,
     temperature: Annotated[float, typer.Option(help="Stage-1 sampling temperature (paper: 0.7 for diverse reasoning)")] = 0.0,
     max_tokens: Annotated[Optional[int], typer.Option(help="Max tokens of the rationale / completion (default 128; zs 32)")] = None,

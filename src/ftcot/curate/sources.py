@@ -40,13 +40,14 @@ def _run_dir_records(run_dir: Path, rationale: str | None = None) -> tuple[list[
 
 def _store_records(run_dir: Path, rationale: str | None = None) -> tuple[list[dict], str]:
     from ftcot.teach.export import chain_record, plan_of
+    from ftcot.teach.plan import RATIONALE_METHODS
     from ftcot.teach.store import TeachStore
 
     with TeachStore.open_readonly(run_dir) as store:
         plan = plan_of(store, rationale)
-        if not plan.two_stage:
+        if plan.settings.method not in RATIONALE_METHODS:
             raise FtcotError(f"{run_dir}: a '{plan.settings.method}' run has no rationales; "
-                             f"curate a zs_cot run (ftcot teach --method zs_cot).")
+                             f"curate a zs_cot run (ftcot teach --method zs_cot) or a student's ft_cot run.")
         records = [
             {**chain_record(chain, plan), "record_id": chain.first.key,
              "reasoning_tokens": chain.first.completion_tokens}

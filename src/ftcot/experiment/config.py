@@ -67,6 +67,12 @@ class TaskConfig(_Strict):
     seeds: Optional[Seeds] = Field(None, min_length=1, description="This task's training seeds (default: seeds)")
     train_sizes: Optional[TrainSizes] = Field(None, min_length=1,
                                               description="This task's training-set sizes (default: train_sizes)")
+    seeds_by_size: dict[Annotated[Union[int, str], PlainValidator(_train_size)], Seeds] = Field(
+        default_factory=dict, description="Fewer seeds at some training-set sizes, e.g. {128: [0]} (each a subset "
+                                          "of the seeds); the other sizes train every seed")
+    teachers: Optional[Annotated[list[str], AfterValidator(_unique)]] = Field(
+        None, min_length=1, description="Labels of the experiment's teachers that teach this task (default: all), "
+                                        "e.g. a student fine-tuned on this very task")
 
 
 def _train_overrides_model() -> type[BaseModel]:
@@ -92,6 +98,11 @@ def _public_urls(base_url: str | list[str] | None) -> str | list[str] | None:
 class TeacherConfig(_Strict):
     spec: str = Field(description="openai:MODEL, hf:MODEL_OR_PATH, gemma-270m or replay:text-davinci-002")
     name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
+    # Not in identity(): the teach stage's own input "method" (zs_cot stages keep their keys).
+    method: Literal["zs_cot", "ft_cot"] = Field(
+        "zs_cot", description="How the teacher is asked: zs_cot (Zero-shot-CoT, two stages) or ft_cot (a "
+                              "Fine-tune-CoT student as the teacher, e.g. one exported by ftcot export model: its "
+                              "own 'question ###' prompt, rationale and answer in one completion)")
     base_url: Optional[Union[str, list[str]]] = Field(
         None, description="The server's /v1 URL; a list: several servers of this one teacher (least loaded first, "
                           "a server that dies hands its requests on)")
@@ -280,6 +291,21 @@ class ExperimentConfig(_Strict):
             if extra:
                 raise ValueError(f"student '{student.label}' lists method '{extra[0]}', which methods does not; "
                                  f"a student's methods are a subset of the experiment's")
+        labels = [t.label for t in self.teachers]
+        for task in self.tasks:
+            unknown = [t for t in task.teachers or [] if t not in labels]
+            if unknown:
+                raise ValueError(f"task '{task.spec}' lists teacher '{unknown[0]}', which teachers does not "
+                                 f"(teachers: {', '.join(labels) or 'none'})")
+            sizes = task.train_sizes or self.train_sizes or ["all"]
+            for size, seeds in task.seeds_by_size.items():
+                if size not in sizes:
+                    raise ValueError(f"task '{task.spec}': seeds_by_size names size {size}, which is not among "
+                                     f"its train_sizes ({', '.join(map(str, sizes))})")
+                extra = [seed for seed in seeds if seed not in (task.seeds or self.seeds)]
+                if extra:
+                    raise ValueError(f"task '{task.spec}': seeds_by_size[{size}] lists seed {extra[0]}, which its "
+                                     f"seeds do not; list a subset of them")
         for kind, items in (("teacher", self.teachers), ("student", self.students)):
             labels = [item.label for item in items]
             if len(set(labels)) < len(labels):
@@ -299,6 +325,14 @@ class ExperimentConfig(_Strict):
 
     def methods_of(self, student: StudentConfig) -> list[str]:
         return [m for m in self.methods if student.methods is None or m in student.methods]
+
+    def teachers_of(self, task: TaskConfig) -> list[TeacherConfig]:
+        return [t for t in self.teachers if task.teachers is None or t.label in task.teachers]
+
+    def trains_at(self, task: TaskConfig, seed: int, size: int | None) -> bool:
+        """Whether ``seed`` trains at training-set size ``size`` (None: the whole split) of ``task``."""
+        seeds = task.seeds_by_size.get("all" if size is None else size)
+        return seeds is None or seed in seeds
 
     def train_sizes_of(self, task: TaskConfig) -> list[int | None]:
         """The task's training-set sizes; None is the whole training split."""

@@ -67,7 +67,7 @@ def collect(run: Experiment) -> Results:
         # With D = 1 a scored chain is an answered question; a stage with failed items answered fewer.
         planned = report.questions if report.scored < report.questions else None
         if report.accuracy is not None:
-            results.teacher_rows.append(ResultRow("zs_cot", teacher, teacher, task, None, 0, report.scored,
+            results.teacher_rows.append(ResultRow(stage.inputs["method"], teacher, teacher, task, None, 0, report.scored,
                                                   round(100 * report.accuracy, 4), planned=planned))
         if planned is not None:
             results.notes.append(

@@ -131,7 +131,7 @@ class Experiment:
                     from ftcot.teach.batch import batch_teacher
 
                     batch_teacher(backend)  # hf: and replay: teachers have no Batch API
-                resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
+                resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method,
                                  stage.samples, stage.inputs["temperature"], teacher.max_tokens,
                                  concurrency=teacher.concurrency, max_cost=teacher.max_cost)
             except FtcotError as exc:
@@ -233,7 +233,7 @@ def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
         return _teach_beyond_the_paper(run, stage, directory, teacher, secrets)
     with TeachStore.open(directory) as store:
         store.lock_for_writing()
-        summary = teach(task, stage.inputs["split"], backend, "zs_cot", stage.samples, stage.inputs["temperature"],
+        summary = teach(task, stage.inputs["split"], backend, teacher.method, stage.samples, stage.inputs["temperature"],
                         teacher.max_tokens, teacher.concurrency, teacher.max_cost, store, progress=True,
                         secrets=secrets, console=run.console, only=stage.questions)
         report = report_from_store(store, task.spec)
@@ -259,7 +259,7 @@ def _teach_batch(run: Experiment, stage: Stage, directory: Path, teacher: Teache
     task = run.task(stage.inputs["task"])
     with TeachStore.open(directory) as store:
         store.lock_for_writing()
-        summary = teach_batch(task, stage.inputs["split"], backend, "zs_cot", stage.samples,
+        summary = teach_batch(task, stage.inputs["split"], backend, teacher.method, stage.samples,
                               stage.inputs["temperature"], teacher.max_tokens, teacher.max_cost, store, progress=True,
                               secrets=secrets, console=run.console, only=stage.questions,
                               api_key_env=teacher.api_key_env, poll_interval_s=teacher.poll_interval_s)
@@ -329,10 +329,10 @@ def estimate_teach(run: Experiment, stage: Stage) -> Any:
         if teacher.batch:  # at batch prices, requests already in open batches not counted again
             from ftcot.teach.batch import teach_batch
 
-            return teach_batch(run.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot",
+            return teach_batch(run.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method,
                                stage.samples, stage.inputs["temperature"], teacher.max_tokens, None, store,
                                dry_run=True, only=stage.questions)
-        return teach(run.task(stage.inputs["task"]), stage.inputs["split"], backend, "zs_cot", stage.samples,
+        return teach(run.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method, stage.samples,
                      stage.inputs["temperature"], teacher.max_tokens, teacher.concurrency, None, store,
                      dry_run=True, only=stage.questions)
     finally:

@@ -194,7 +194,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
     scheme = config.split_scheme
     sizes = config.train_sizes_of(task)
     seeds_of = {student.label: config.seeds_of(task, student) for student in config.students}
-    rationales = {teacher.label: teacher.rationale for teacher in config.teachers}
+    teachers = config.teachers_of(task)
+    rationales = {teacher.label: teacher.rationale for teacher in teachers}
     # A task whose training questions are not in the data (AQuA's train file) has prompting cells and
     # the teacher row, which need test questions only, and no fine-tuning cells.
     no_train = loaded.unavailable("train", scheme)
@@ -202,14 +203,14 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
     if None not in sizes and not no_train:
         train = loaded.split_indices("train", scheme)
         train_questions = {i for size in sizes for seeds in seeds_of.values() for seed in seeds
-                           for i in question_subset(train, size, seed, name)}
+                           if config.trains_at(task, seed, size) for i in question_subset(train, size, seed, name)}
 
     def teach(teacher: TeacherConfig, temperature: float, samples: int, with_test: bool) -> Stage:
         # Sampled stages never need the test questions; the greedy one does for the teacher row.
         split = "test" if no_train else "all" if with_test or scheme != "default" else "train"
         questions = None if train_questions is None or no_train else sorted(
             train_questions | (set(loaded.split_indices("test", scheme)) if with_test else set()))
-        inputs = {"task": identity, "teacher": teacher.identity(), "method": "zs_cot", "split": split,
+        inputs = {"task": identity, "teacher": teacher.identity(), "method": teacher.method, "split": split,
                   "temperature": temperature}
         return plan.add(_stage("teach", inputs, f"{name}, {teacher.label} T={temperature:g}", samples=samples,
                                questions=questions, teacher=teacher.label))
@@ -257,7 +258,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
     greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss")
                                                                 for m in config.methods))
     # An adaptive teacher trains on its sampled stage: its greedy one only when the teacher row reads it.
-    greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in config.teachers
+    greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in teachers
               if config.teacher_row or not t.adaptive} if greedy_needed else {}
     if config.teacher_row:
         plan.teacher_rows += [(stage.key, label, name) for label, stage in greedy.items()]
@@ -280,17 +281,17 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 # An adaptive teacher's rationales: sampled at the diverse temperature until K correct or M.
                 sampled = config.diverse.temperature if config.diverse else PAPER_TEMPERATURE
                 sources = [((t.label, teach(t, sampled, t.max_samples, False) if t.adaptive else greedy[t.label]),
-                            None) for t in config.teachers]
+                            None) for t in teachers]
                 diverse = config.diverse.of(name) if config.diverse is not None and method == "ft_cot" else []
                 if diverse:
                     # An adaptive teacher's sampled stage is its adaptive one (the same key): its first D
                     # rationales would be adaptive data, not a fixed D's.
-                    for t in config.teachers:
+                    for t in teachers:
                         if t.adaptive:
                             plan.skip(name, method, f"diverse D: {t.label} samples adaptively (until_correct), so "
                                                     f"it has no fixed-D data; its cell is the adaptive one")
                     sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
-                                for t in config.teachers if not t.adaptive for D in diverse]
+                                for t in teachers if not t.adaptive for D in diverse]
             labels = config.curate.labels() if method != "ft" else ["gold"]
             for (source, D), label in ((s, label) for s in sources for label in labels):
                 if label != "gold" and (D if D is not None else source[1].samples) < config.curate.min_votes:
@@ -302,7 +303,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 # Another label is another data source: the teacher's column says which.
                 teacher = (source[0] if source else "") + (f" ({label} labels)" if label != "gold" else "")
                 for seed in seeds:
-                    for size in sizes:
+                    for size in (size for size in sizes if config.trains_at(task, seed, size)):
                         model = train(curate(method, source, D, size, seed, label), student, seed)
                         cell(evaluate(model, method), method, student, teacher, D, seed, size)
 

@@ -4,7 +4,8 @@ One object per chain (question × sample number), sorted by sample index and
 sample number, with the fields of ``data/README.md`` — ``sample_index``,
 ``question``, ``answer``, ``prompt``, ``reasoning_completion``,
 ``answer_prompt``, ``answer_completion`` (the last three only for zs_cot, as in
-the shared zs files; a reasoning model's ``reasoning_completion`` is the part its
+the shared zs files; an ft_cot chain has ``reasoning_completion`` and ``answer_completion``, its one
+completion split at its last ``-->``; a reasoning model's ``reasoning_completion`` is the part its
 ``rationale`` setting names, :mod:`ftcot.teach.reasoning`) — plus ``sample_number``, ``teacher``, ``finish_reason``
 (of the rationale for zs_cot; of the only completion otherwise), ``method``
 and ``split``. Incomplete chains (a stopped or failed run) are left out and
@@ -22,7 +23,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError
 from ftcot.jsonl import write_jsonl
-from ftcot.teach.plan import Chain, Plan, settings_of
+from ftcot.teach.plan import Chain, Plan, settings_of, split_ft_cot
 from ftcot.teach.reasoning import check_rationale_source, rationale_text
 from ftcot.teach.store import TeachStore
 
@@ -44,6 +45,9 @@ def chain_record(chain: Chain, plan: Plan) -> dict[str, Any]:
         rationale = rationale_text(chain.first.text, chain.first.reasoning, plan.settings.rationale)
         record.update(reasoning_completion=rationale, answer_prompt=chain.second.prompt,
                       answer_completion=chain.second.text)
+    elif plan.settings.method == "ft_cot":  # a Fine-tune-CoT student's one completion: rationale --> answer
+        rationale, answer = split_ft_cot(chain.first.text)
+        record.update(reasoning_completion=rationale, answer_completion=answer)
     else:
         record["answer_completion"] = chain.first.text
     record.update(sample_number=chain.sample_number, teacher=chain.first.teacher,

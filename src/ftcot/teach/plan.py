@@ -6,7 +6,9 @@ the keys its export and report look up.
 
 A *chain* is one sample of one question: for Zero-shot-CoT the stage-1
 rationale (sample number 0..D-1) and the greedy stage-2 answer to it; for
-zero-shot and Few-shot-CoT the single greedy completion.
+zero-shot and Few-shot-CoT the single greedy completion; for ``ft_cot`` (a
+Fine-tune-CoT student as the teacher: its own ``question ###`` prompt) the single
+completion ``rationale --> answer``, sampled D times like a Zero-shot-CoT rationale.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_pr
 from ftcot.teach.reasoning import check_rationale_source, visible_answer
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
+from ftcot.templates import get_template
 
-METHODS = ("zs_cot", "zs", "fs_cot")
-# Kojima et al.: 128 tokens for anything with a rationale, 32 for a direct answer.
-DEFAULT_MAX_TOKENS = {"zs_cot": 128, "zs": 32, "fs_cot": 128}
+METHODS = ("zs_cot", "zs", "fs_cot", "ft_cot")
+# Methods whose completion carries a rationale, so a run of them can be sampled D times and curated.
+RATIONALE_METHODS = ("zs_cot", "ft_cot")
+# Kojima et al.: 128 tokens for anything with a rationale, 32 for a direct answer. A Fine-tune-CoT
+# student writes its rationale and answer in one completion: the budget ftcot evaluate gives it.
+DEFAULT_MAX_TOKENS = {"zs_cot": 128, "zs": 32, "fs_cot": 128, "ft_cot": 256}
+# Where an ft_cot completion's answer starts (the Fine-tune-CoT template's answer prefix).
+FT_COT_ARROW = "-->"
 ANSWER_MAX_TOKENS = 32
 # A Few-shot-CoT completion that runs on would invent the next exemplar; stopping
 # at the next "Q:" saves those tokens and cannot move the first "The answer is".
@@ -74,9 +82,9 @@ def validate(settings: TeachSettings) -> None:
         raise FtcotError(f"--temperature must be 0 or more (got {settings.temperature:g}).")
     if settings.max_tokens < 1:
         raise FtcotError(f"--max-tokens must be at least 1 (got {settings.max_tokens}).")
-    if settings.method != "zs_cot" and (settings.samples != 1 or settings.temperature != 0):
+    if settings.method not in RATIONALE_METHODS and (settings.samples != 1 or settings.temperature != 0):
         raise FtcotError(f"--method {settings.method} is one greedy completion per question; "
-                         f"--samples and --temperature apply to zs_cot only.")
+                         f"--samples and --temperature apply to {' and '.join(RATIONALE_METHODS)} only.")
     if settings.samples > 1 and settings.temperature == 0:
         raise FtcotError(f"--samples {settings.samples} at --temperature 0 would pay {settings.samples} times "
                          f"for the same greedy rationale; sample with --temperature 0.7 (the paper's) or use --samples 1.")
@@ -121,6 +129,8 @@ class Plan:
             return reasoning_prompt(question)
         if method == "zs":
             return zero_shot_prompt(question, self.settings.trigger)
+        if method == "ft_cot":
+            return get_template("ft_cot").format_prompt(question)
         return few_shot_cot_prompt(question, self.settings.exemplars or "")
 
     def sample_numbers(self) -> range:
@@ -172,6 +182,12 @@ class Plan:
                 if first is not None and self.two_stage:
                     second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index))
                 yield Chain(question, number, first, second)
+
+
+def split_ft_cot(text: str) -> tuple[str, str]:
+    """An ft_cot completion's rationale and answer part: around its last ``-->`` (no arrow: no answer)."""
+    rationale, arrow, answer = text.rpartition(FT_COT_ARROW)
+    return (rationale, answer) if arrow else (text, "")
 
 
 def settings_of(store: TeachStore) -> TeachSettings:
