@@ -88,7 +88,7 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
     """
     from ftcot.data_root import resolve_data_root
     from ftcot.tasks import load_task
-    from ftcot.teach.backends import make_teacher, teacher_secrets
+    from ftcot.teach.backends import make_teacher, require_credentials, teacher_secrets
     from ftcot.teach.engine import resolve_settings
     from ftcot.teach.engine import teach as run_teacher
     from ftcot.teach.report import report_from_store
@@ -104,6 +104,7 @@ def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", metho
                            **options)
     # The key and any credentials in the URL: the same redaction as the command's.
     secrets = teacher_secrets(teacher, api_key_env, base_url)
+    require_credentials(backend)
     # Validate before touching `out`: a bad setting must not leave an empty run behind.
     resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
                      max_cost=max_cost, rationale=rationale)

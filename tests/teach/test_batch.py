@@ -25,8 +25,9 @@ from ftcot.errors import FtcotError
 from ftcot.tasks import Task, load_task
 from ftcot.teach.backends import make_teacher
 from ftcot.teach.backends.openai_compat import build_chat_payload
-from ftcot.teach.batch import (BatchAPIError, BatchClient, first_stage_items, open_batches, parse_output_line,
-                               reservation, teach_batch)
+from ftcot.teach.batch import BatchAPIError, BatchClient, open_batches, parse_output_line, teach_batch
+from ftcot.teach.budget import reservation
+from ftcot.teach.plan import plan_requests
 from ftcot.teach.engine import teach
 from ftcot.teach.plan import Plan, settings_of
 from ftcot.teach.pricing import PriceTable
@@ -349,7 +350,7 @@ def test_dry_run_and_max_cost_use_batch_prices(tmp_path, data_root, server):
     assert batches.requests == [] and not (tmp_path / "run").exists()
 
     # A cap that fits two stage-1 requests at batch prices (one at list prices): two are sent, no more.
-    items, _ = first_stage_items(Plan(settings_for(task)), task.split("test"), None, True)
+    items = plan_requests(Plan(settings_for(task)), task.split("test"), None, True).first
     listed, batch = PriceTable().price_for(MODEL), PriceTable().batch_prices().price_for(MODEL)
     cap = reservation(items[0].request, batch) + reservation(items[1].request, batch) \
         + reservation(items[2].request, batch) / 2

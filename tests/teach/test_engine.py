@@ -269,7 +269,7 @@ def test_few_shot_cot_for_shuffled_objects_is_a_clear_error(tmp_path, data_root,
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"samples": 2}, "same greedy rationale"),
-    ({"method": "zs", "temperature": 0.7}, "zs_cot only"),
+    ({"method": "zs", "temperature": 0.7}, "apply to zs_cot and ft_cot only"),
     ({"method": "nope"}, "Unknown method 'nope'"),
     ({"samples": 0}, "at least 1"),
     ({"concurrency": 0}, "at least 1"),

@@ -99,7 +99,7 @@ def stage_table(outcomes: list[StageOutcome]) -> Table:
 def print_plan(experiment: Experiment) -> None:
     from ftcot.experiment.runner import estimate_teach
 
-    experiment.check()
+    experiment.check(sending=False)
     table = Table(title=escape(f"Plan of {experiment.config.name} → {experiment.out}"))
     for column in ("#", "stage", "", "status", "teacher requests", "est. cost"):
         table.add_column(column)

@@ -88,7 +88,7 @@ def teach_command(
     assert task is not None and teacher is not None and out is not None
 
     from ftcot.tasks import load_task
-    from ftcot.teach.backends import make_teacher, teacher_secrets
+    from ftcot.teach.backends import make_teacher, require_credentials, teacher_secrets
     from ftcot.teach.engine import resolve_settings, teach
     from ftcot.teach.pricing import PriceTable
     from ftcot.teach.report import report_from_store
@@ -104,6 +104,8 @@ def teach_command(
     backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=data_root,
                            **options)
     secrets = teacher_secrets(teacher, api_key_env, base_url)
+    if not dry_run:  # a dry run sends nothing and needs no key
+        require_credentials(backend)
     # Validate before touching RUN_DIR: a bad flag must not leave an empty run behind.
     settings, _ = resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens,
                                    concurrency=concurrency, max_cost=max_cost, prices=price_table,

@@ -119,14 +119,18 @@ class Experiment:
             return False
         return True
 
-    def check(self) -> None:
+    def check(self, sending: bool = True) -> None:
         """Refuse what cannot run before anything runs: a teacher asked for what it cannot do (a replay
-        teacher sampling D > 1), a bad split or budget — each a one-line error naming the stage."""
+        teacher sampling D > 1), a bad split or budget, and (``sending``) a missing API key — each a one-line
+        error naming the stage. The plan (``sending=False``) sends nothing and needs no key."""
+        from ftcot.teach.backends import require_credentials
         from ftcot.teach.engine import resolve_settings
 
         for stage in self.plan.of_kind("teach"):
             try:
-                teacher, backend, _ = _teacher(self, stage)  # a bad base_url or a missing key: named here
+                teacher, backend, _ = _teacher(self, stage)  # a bad base_url: named here
+                if sending:
+                    require_credentials(backend)
                 if teacher.batch:
                     from ftcot.teach.batch import batch_teacher
 

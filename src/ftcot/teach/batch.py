@@ -98,10 +98,11 @@ from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.openai_rest import RestAPIError, RestClient, retryable_status
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
+from ftcot.teach.budget import Budget, run_root, spent_in
 from ftcot.teach.engine import (TeachSummary, check_same_run, questions_of, record_run, resolve_settings,
                                 stored_rows)
-from ftcot.teach.plan import ANSWER, Plan, TeachSettings
-from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
+from ftcot.teach.plan import Plan, PlannedRequest, Target, TeachSettings, plan_requests
+from ftcot.teach.pricing import PriceTable
 from ftcot.teach.records import Completion, CompletionRequest, Teacher
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
@@ -113,7 +114,6 @@ MAX_REQUESTS_PER_BATCH = 50_000  # OpenAI's limit per batch
 MAX_BATCH_BYTES = 190 * 2**20  # OpenAI's input file limit is 200 MB
 DEFAULT_POLL_INTERVAL_S = 30.0
 DEFAULT_SUBMISSIONS = 3  # batches per stage and run: the first and two resubmissions of what came back retryable
-_RESERVE_CHARS_PER_TOKEN = 2  # as the engine's cost reservation
 _STORE_EVERY = 500  # output lines per store transaction
 
 _SCHEMA = """
@@ -146,23 +146,8 @@ CREATE TABLE IF NOT EXISTS batch_requests (
 # --- records and pure helpers (no network) ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where one choice of a request goes in the store."""
-
-    key: str
-    stage: str
-    sample_index: int
-    sample_number: int
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One line of a batch: a request and the store rows its choices fill."""
-
-    custom_id: str
-    request: CompletionRequest
-    targets: tuple[Target, ...]
+# A batch line is a planned request; its custom_id is the store key of its first choice.
+BatchItem = PlannedRequest  # noqa: the name the ledger and input files use
 
 
 @dataclass(frozen=True)
@@ -201,7 +186,7 @@ def batch_endpoint(chat: bool) -> str:
 
 def input_line(item: BatchItem, body: dict[str, Any], url: str) -> str:
     """One line of a batch input file (OpenAI's request input object)."""
-    return json.dumps({"custom_id": item.custom_id, "method": "POST", "url": url, "body": body},
+    return json.dumps({"custom_id": item.key, "method": "POST", "url": url, "body": body},
                       ensure_ascii=False, separators=(",", ":"))
 
 
@@ -246,13 +231,6 @@ def parse_output_line(line: dict[str, Any], chat: bool) -> LineResult:
     return LineResult(custom_id, None, status, f"HTTP {status}: {message}", retryable_status(status), request_id)
 
 
-def reservation(request: CompletionRequest, price: Price | None) -> float:
-    """An upper bound of a request's cost, as the engine reserves it."""
-    if price is None:
-        return 0.0
-    return price.cost(math.ceil(len(request.prompt) / _RESERVE_CHARS_PER_TOKEN), request.max_tokens * request.n)
-
-
 def _request_json(request: CompletionRequest) -> str:
     return json.dumps(dataclasses.asdict(request), separators=(",", ":"))
 
@@ -261,65 +239,6 @@ def _request_from_json(text: str) -> CompletionRequest:
     data = json.loads(text)
     data["stop"] = tuple(data.get("stop") or ())
     return CompletionRequest(**data)
-
-
-# --- which requests a stage still needs --------------------------------------------------------
-
-
-def _stored(store: TeachStore | None, keys: Iterable[str]) -> dict[str, StoredCompletion]:
-    return store.get_many(keys) if store is not None else {}
-
-
-def first_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStore | None, supports_n: bool,
-                      skip: Collection[str] = ()) -> tuple[list[BatchItem], set[str]]:
-    """Stage-1 requests (rationales, or the one-stage completion) for what is missing; (items, stored keys).
-
-    Grouped as the engine groups them: with ``supports_n`` one request per question with
-    ``n`` = the missing samples (the prompt is paid once), else one per sample. Keys in ``skip``
-    (in an open batch, or given up on by this run) are left out.
-    """
-    items: list[BatchItem] = []
-    stored_keys: set[str] = set()
-    for sample in questions:
-        prompt = plan.first_prompt(sample.question)
-        keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
-        stored = _stored(store, keys.values())
-        stored_keys.update(stored)
-        missing = [m for m, key in keys.items() if key not in stored and key not in skip]
-        groups = [missing] if supports_n and len(missing) > 1 else [[m] for m in missing]
-        for group in groups:
-            targets = tuple(Target(keys[m], plan.first_stage, sample.index, m) for m in group)
-            items.append(BatchItem(targets[0].key, plan.first_request(prompt, group, sample.index), targets))
-    return items, stored_keys
-
-
-def second_stage_items(plan: Plan, questions: Sequence[Sample], store: TeachStore | None,
-                       skip: Collection[str] = ()) -> tuple[list[BatchItem], set[str]]:
-    """Stage-2 requests (Zero-shot-CoT answers) for the stored rationales without one; (items, stored keys).
-
-    Identical rationales share one greedy answer (one key), so one request.
-    """
-    items: list[BatchItem] = []
-    seen: set[str] = set()
-    stored_keys: set[str] = set()
-    for sample in questions:
-        prompt = plan.first_prompt(sample.question)
-        keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
-        rationales = _stored(store, keys.values())
-        seconds: dict[str, tuple[int, str]] = {}
-        for number, key in keys.items():
-            if key in rationales:
-                second = plan.second_prompt(prompt, rationales[key].text)
-                seconds.setdefault(plan.second_key(second, sample.index), (number, second))
-        answered = _stored(store, seconds)
-        stored_keys.update(answered)
-        for key, (number, second) in seconds.items():
-            if key in answered or key in skip or key in seen:
-                continue
-            seen.add(key)
-            items.append(BatchItem(key, plan.second_request(second, sample.index),
-                                   (Target(key, ANSWER, sample.index, number),)))
-    return items, stored_keys
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -430,7 +349,7 @@ class BatchLedger:
             row_id = int(cursor.lastrowid)
             self._db.executemany(
                 "INSERT INTO batch_requests (batch, custom_id, request, targets) VALUES (?, ?, ?, ?)",
-                [(row_id, item.custom_id, _request_json(item.request),
+                [(row_id, item.key, _request_json(item.request),
                   json.dumps([dataclasses.astuple(t) for t in item.targets])) for item in items])
             self._db.execute("COMMIT")
         except BaseException:
@@ -460,8 +379,9 @@ class BatchLedger:
         assert self._db is not None
         rows = self._db.execute("SELECT custom_id, request, targets FROM batch_requests WHERE batch = ? "
                                 "ORDER BY rowid", (row_id,))
-        return {row["custom_id"]: BatchItem(row["custom_id"], _request_from_json(row["request"]),
-                                            tuple(Target(*t) for t in json.loads(row["targets"]))) for row in rows}
+        return {row["custom_id"]: PlannedRequest(_request_from_json(row["request"]),
+                                                 tuple(Target(*t) for t in json.loads(row["targets"])))
+                for row in rows}
 
     def open_keys(self) -> set[str]:
         """Store keys of every request in a batch not collected yet (paid for, or about to be)."""
@@ -568,14 +488,16 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     questions = questions_of(task, split, only)
     if store is not None:
         check_same_run(store, settings)
+    budget = Budget(max_cost, price, spent_in(run_root(store.path.parent)) if store is not None else 0.0)
     if dry_run:
         ledger = BatchLedger.open(store)
         try:
-            return _dry_run(settings, questions, store, price, backend.supports_n, ledger.open_keys())
+            return _dry_run(settings, questions, store, budget, backend.supports_n, ledger.open_keys())
         finally:
             ledger.close()
     if store is None or not store.writable:
         raise ValueError("teach_batch() needs a store open for writing")
+    backend.require_credentials()
     api_key = os.environ.get(api_key_env or "OPENAI_API_KEY") or None
     secrets = [*secrets, *([api_key] if api_key else [])]
     record_run(store, task, questions, settings)
@@ -583,8 +505,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     http = client or BatchClient(backend.base_url, api_key, secrets=secrets)
     ledger = BatchLedger.open(store)
     try:
-        run = _BatchRun(settings, questions, backend, store, ledger, http, price, max_cost, secrets,
-                        poll_interval_s, max_requests, max_submissions, console or Console(stderr=True), progress)
+        run = _BatchRun(settings, questions, backend, store, ledger, http, budget, secrets, poll_interval_s, max_requests, max_submissions, console or Console(stderr=True), progress)
         return run.main()
     finally:
         ledger.close()
@@ -594,27 +515,28 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
 
 class _BatchRun:
     def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: OpenAICompatTeacher,
-                 store: TeachStore, ledger: BatchLedger, client: BatchClient, price: Price | None,
-                 max_cost: float | None, secrets: Sequence[str], poll_interval_s: float, max_requests: int,
+                 store: TeachStore, ledger: BatchLedger, client: BatchClient, budget: Budget,
+                 secrets: Sequence[str], poll_interval_s: float, max_requests: int,
                  max_submissions: int, console: Console, show_progress: bool) -> None:
         self.settings, self.plan, self.questions = settings, Plan(settings), questions
         self.teacher, self.store, self.ledger, self.client = teacher, store, ledger, client
-        self.price, self.max_cost, self.secrets = price, max_cost, secrets
+        self.budget, self.secrets = budget, secrets
+        self.reserved: list[float] = []  # reservations of the requests in batches now (released once collected)
         self.poll_interval_s, self.max_requests, self.max_submissions = poll_interval_s, max_requests, max_submissions
         self.console = console
         self.endpoint = batch_endpoint(teacher.chat)
         self.base_url = public_url(teacher.base_url)
-        self.spent = 0.0
         self.stopping = False
         self.failed_keys: set[str] = set()
         self.given_up: set[str] = set()  # keys refused for good by this run's batches: not resubmitted now
         self._failures: list[Failure] = []  # noted, not yet recorded in the store
+        self._spending: list[tuple[str, float]] = []  # what the rows not yet stored cost
         self.new_keys: set[str] = set()  # keys this run stored
         self.summary = BatchTeachSummary(
             task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
             samples=settings.samples, temperature=settings.temperature, questions=len(questions),
-            chains=len(questions) * settings.samples, complete_chains=0, max_cost_usd=max_cost,
-            cost_usd=0.0 if price is not None else None)
+            chains=len(questions) * settings.samples, complete_chains=0, max_cost_usd=budget.cap,
+            cost_usd=0.0 if budget.price is not None else None, spent_before_usd=budget.spent_before)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
                                  disable=not show_progress, transient=False)
@@ -633,10 +555,9 @@ class _BatchRun:
         try:
             with self.progress:
                 self.resume()
-                self.stage(lambda skip: first_stage_items(self.plan, self.questions, self.store,
-                                                          self.teacher.supports_n, skip))
+                self.stage(lambda skip: self.requests(skip).first)
                 if self.plan.two_stage:
-                    self.stage(lambda skip: second_stage_items(self.plan, self.questions, self.store, skip))
+                    self.stage(lambda skip: self.requests(skip).second)
         except KeyboardInterrupt:
             # Everything sent is recorded: the batches run on, and the next run polls them.
             self.summary.interrupted = True
@@ -672,12 +593,16 @@ class _BatchRun:
         if pending:
             self.given_up |= self.wait(pending)
 
-    def stage(self, build: Callable[[Collection[str]], tuple[list[BatchItem], set[str]]]) -> None:
+    def requests(self, skip: Collection[str]):
+        """The run's plan now: what the store lacks, less ``skip`` (the one plan every executor consumes)."""
+        return plan_requests(self.plan, self.questions, self.store, self.teacher.supports_n, skip)
+
+    def stage(self, build: Callable[[Collection[str]], list[PlannedRequest]]) -> None:
         """Send a stage's missing requests as batches, wait, collect; resubmit what came back retryable."""
+        if not self.summary.cached:  # found stored before this run (less what it collected from resumed batches)
+            self.summary.cached = self.requests(()).stored - len(self.new_keys)
         for submission in range(self.max_submissions):
-            items, stored = build(self.given_up)
-            if submission == 0:  # found stored, less what this run collected from batches it resumed
-                self.summary.cached += len(stored - self.new_keys)
+            items = build(self.given_up)
             if not items:
                 return
             if self.stopping:  # the cost cap: counted here only for a stage it stopped before it began
@@ -695,20 +620,21 @@ class _BatchRun:
                                          self.base_url, [item for item, _ in chunk])
                 records.append(self.create(row_id, "\n".join(line for _, line in chunk) + "\n"))
             self.given_up |= self.wait(records)
+            self.budget.release(sum(self.reserved))  # collected: charged at what they cost
+            self.reserved = []
         # What is still missing after the last submission stays failed (recorded); the next run retries it.
 
-    def within_budget(self, items: list[BatchItem]) -> list[BatchItem]:
-        if self.max_cost is None:
-            return items
-        reserved = self.spent
+    def within_budget(self, items: list[PlannedRequest]) -> list[PlannedRequest]:
+        """The items the budget lets go out, in order (as in the request loop: the first one refused stops
+        the run, no cheaper one after it is sent). Reserved until their batches are collected."""
         for position, item in enumerate(items):
-            reserved += reservation(item.request, self.price)
-            if reserved > self.max_cost:
-                # As in the engine: stop here rather than skip to cheaper requests.
+            amount = self.budget.reserve(item.request)
+            if amount is None:
                 self.stopping = True
                 self.summary.stopped_by_cost_cap = True
                 self.summary.not_sent += len(items) - position
                 return items[:position]
+            self.reserved.append(amount)
         return items
 
     def create(self, row_id: int, content: str) -> BatchRecord:
@@ -719,7 +645,13 @@ class _BatchRun:
             raise BatchAPIError(f"POST {self.client.public_base_url}/files: the reply has no file id")
         # From here the batch may exist on the server: a run stopped before the reply looks for it there.
         self.ledger.update(row_id, input_file_id=file_id, status="uploaded", create_sent=1)
-        batch = self.client.create_batch(file_id, self.endpoint)
+        try:
+            batch = self.client.create_batch(file_id, self.endpoint)
+        except BatchAPIError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and not retryable_status(exc.status):
+                # Refused: no batch exists, nothing is paid. An open row would refuse every later run.
+                self.ledger.update(row_id, collected=1, status="refused", error=self.clean(str(exc)))
+            raise
         batch_id = batch.get("id")
         if not isinstance(batch_id, str) or not batch_id:
             raise BatchAPIError(f"POST {self.client.public_base_url}/batches: the reply has no batch id")
@@ -782,7 +714,7 @@ class _BatchRun:
                         given_up.update(t.key for t in item.targets)
                     self.fail(item.targets, result.status, result.message, result.retryable)
                     continue
-                rows += self.rows(item, result)
+                rows += self.rows(record, item, result)
                 if len(rows) >= _STORE_EVERY:
                     self.store_rows(rows)
                     rows = []
@@ -839,30 +771,31 @@ class _BatchRun:
                     for e in errors or [] if isinstance(e, dict)]
         return "; ".join(messages[:3]) or "the server gave no reason"
 
-    def rows(self, item: BatchItem, result: LineResult) -> list[StoredCompletion]:
-        """Store rows for one answered line, as the engine stores a reply (prompt billed once)."""
+    def rows(self, record: BatchRecord, item: PlannedRequest, result: LineResult) -> list[StoredCompletion]:
+        """Store rows for one answered line, as the engine stores a reply (prompt billed once); its cost is
+        charged to the budget and recorded with them."""
         request, completions = item.request, result.completions or []
         rows = stored_rows(self.settings.teacher, request, item.targets, completions,
                            request_id=result.request_id, elapsed=0.0)
         if len(completions) < len(item.targets):
             self.fail(item.targets[len(completions):], 200,
                       f"the teacher returned {len(completions)} completions for n={request.n}", True)
-        return rows
-
-    def store_rows(self, rows: list[StoredCompletion]) -> None:
-        if not rows:
-            return
-        new = self.store.add_completions(rows)
-        self.new_keys.update(row.key for row in rows)
         prompt_tokens = sum(r.prompt_tokens for r in rows)
         completion_tokens = sum(r.completion_tokens for r in rows)
-        cost = self.price.cost(prompt_tokens, completion_tokens) if self.price is not None else 0.0
-        self.spent += cost
-        self.summary.new += new
+        cost = self.budget.charge(prompt_tokens, completion_tokens)
+        self._spending.append((f"batch {record.batch_id}: {item.key}", cost))
         self.summary.prompt_tokens += prompt_tokens
         self.summary.completion_tokens += completion_tokens
         if self.summary.cost_usd is not None:
             self.summary.cost_usd += cost
+        return rows
+
+    def store_rows(self, rows: list[StoredCompletion]) -> None:
+        if not rows and not self._spending:
+            return
+        self.summary.new += self.store.add_completions(rows, self._spending)
+        self._spending = []
+        self.new_keys.update(row.key for row in rows)
 
     def fail(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
         """Note failed items; :meth:`store_failures` records them (one transaction per batch, not per item)."""
@@ -876,36 +809,16 @@ class _BatchRun:
             self.summary.failure_examples.append(f"sample {targets[0].sample_index}: {message}")
 
 
-def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None, price: Price | None,
+def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None, budget: Budget,
              supports_n: bool, open_keys: set[str]) -> BatchTeachSummary:
-    """What a batch run would send now, at batch prices; requests in open batches are not counted."""
-    plan = Plan(settings)
-    summary = BatchTeachSummary(
+    """What a batch run would send now, at batch prices: the plan priced (requests in open batches are not
+    counted: they are paid for)."""
+    requests = plan_requests(Plan(settings), questions, store, supports_n, open_keys)
+    prompt_tokens, completion_tokens, cost = requests.estimate(budget.price)
+    return BatchTeachSummary(
         task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
         samples=settings.samples, temperature=settings.temperature, questions=len(questions),
-        chains=len(questions) * settings.samples, complete_chains=0, dry_run=True, cost_usd=None)
-    first, _ = first_stage_items(plan, questions, store, supports_n, open_keys)
-    requests = len(first)
-    prompt_tokens = sum(estimate_tokens(i.request.prompt) for i in first)
-    completion_tokens = sum(i.request.max_tokens * i.request.n for i in first)
-    if plan.two_stage:
-        # One answer per new rationale, its prompt ≈ stage 1 + rationale + trigger (as the engine estimates).
-        trigger_tokens = estimate_tokens(" " + settings.trigger)
-        for item in first:
-            answers = len(item.targets)
-            requests += answers
-            prompt_tokens += answers * (estimate_tokens(item.request.prompt) + settings.max_tokens + trigger_tokens)
-            completion_tokens += answers * settings.answer_max_tokens
-        second, _ = second_stage_items(plan, questions, store, open_keys)
-        requests += len(second)
-        prompt_tokens += sum(estimate_tokens(i.request.prompt) for i in second)
-        completion_tokens += sum(i.request.max_tokens for i in second)
-    if store is not None:
-        summary.complete_chains = sum(chain.complete for chain in plan.chains(
-            store, [q for q in store.questions() if q.sample_index in {s.index for s in questions}]))
-    summary.open_requests = len(open_keys)
-    summary.estimated_requests = requests
-    summary.estimated_prompt_tokens = prompt_tokens
-    summary.estimated_completion_tokens = completion_tokens
-    summary.estimated_cost_usd = price.cost(prompt_tokens, completion_tokens) if price is not None else None
-    return summary
+        chains=requests.chains, complete_chains=requests.complete_chains, dry_run=True, cost_usd=None,
+        max_cost_usd=budget.cap, spent_before_usd=budget.spent_before, open_requests=len(open_keys),
+        estimated_requests=requests.requests, estimated_prompt_tokens=prompt_tokens,
+        estimated_completion_tokens=completion_tokens, estimated_cost_usd=cost)

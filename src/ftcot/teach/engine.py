@@ -1,7 +1,8 @@
-"""The teach engine: ask the teacher for what the store is missing, and store it as it arrives.
+"""The request loop: ask the teacher for what the store is missing, and store it as it arrives.
 
-For each question the engine builds the prompts (:mod:`ftcot.teach.plan`),
-looks their keys up in the store, and sends only the missing ones:
+The run's :class:`~ftcot.teach.plan.RequestPlan` (:func:`~ftcot.teach.plan.plan_requests`:
+the Batch API executor and the dry run consume the same one) lists what is missing;
+this executor sends it:
 
 - **Zero-shot-CoT** — stage 1 (rationale, ``max_tokens`` 128 by default, at
   temperature T, D samples), then for each rationale stage 2 (greedy, 32
@@ -19,24 +20,27 @@ looks their keys up in the store, and sends only the missing ones:
   own connection, so the event loop never waits on an fsync). A ``kill -9``
   cannot tell that apart from one commit each: a reply is acted on only once
   it is committed.
-- **Paid once** — a key is asked for by one request at a time: another
-  question that needs the same key (MultiArith has questions with the same
-  text; two sampled rationales can be the same) waits for that request's reply
-  instead of sending its own, and a stored key is never asked for again.
+- **Paid once** — the plan asks for each key once, whichever questions need
+  it (MultiArith has questions with the same text), and never for a stored
+  one; a stage-2 key that two new rationales share (they came out the same) is
+  asked for by one request while the other waits for its reply.
 - **Failures** — a :class:`TeacherError` fails that item (recorded in the
   store; the next run asks again) and the run goes on, except a 401 or 403:
   the credentials are refused, every other request would be too, so no new
   request is sent. Anything unexpected stops new requests, waits for the
   in-flight ones, and then stops the run with one line. Failure messages go
   through :func:`ftcot.api_replies.redact` (no key, no URL credentials).
-- **Cost cap** — before each request, its cost is reserved at an upper bound
-  (prompt at 2 characters per token, completion at ``max_tokens × n``); a
-  request whose reservation would take spent + in flight past ``max_cost`` is
-  not sent, and no request after it. Everything received is kept.
+- **Cost cap** — ``max_cost`` is the run directory's (:mod:`ftcot.teach.budget`):
+  what earlier runs, rounds and rationalization spent counts. Each request's
+  cost is reserved at an upper bound before it is sent; one that would pass the
+  cap is not sent, and no request after it. Everything received is kept, and
+  its cost recorded with it.
 - **Ctrl-C** — the first one stops new requests and waits for those in
   flight (they are paid for); a second one aborts.
-- **Dry run** — counts the requests a run would send now and estimates their
-  tokens (4 characters per token) and cost; it sends nothing and writes nothing.
+- **Dry run** — the plan priced (:meth:`~ftcot.teach.plan.RequestPlan.estimate`);
+  it sends nothing, writes nothing and needs no API key.
+- **Inside a running event loop** (Jupyter) the run goes on a loop of its own
+  in a thread (:func:`run_coroutine`).
 """
 
 from __future__ import annotations
@@ -60,16 +64,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ftcot.api_replies import redact
 from ftcot.errors import FtcotError
 from ftcot.tasks import Sample, Task
-from ftcot.teach.plan import ANSWER, DEFAULT_MAX_TOKENS, Plan, TeachSettings, settings_of, validate
-from ftcot.teach.pricing import Price, PriceTable, estimate_tokens
+from ftcot.teach.backends import require_credentials
+from ftcot.teach.budget import Budget, run_root, spent_in
+from ftcot.teach.plan import (ANSWER, DEFAULT_MAX_TOKENS, Plan, PlannedRequest, Target, TeachSettings, plan_requests,
+                              settings_of, validate)
+from ftcot.teach.pricing import Price, PriceTable
 from ftcot.teach.prompts import method_exemplars
 from ftcot.teach.records import Completion, CompletionRequest, Teacher, TeacherError
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
 DEFAULT_CONCURRENCY = 16
-# Upper-bound prompt tokens for the cost reservation: real tokenizers rarely go
-# below 2 characters per token on text; the dry-run estimate uses 4 (typical).
-_RESERVE_CHARS_PER_TOKEN = 2
 # Stage-2 requests go first (see the module docstring).
 _STAGE2_FIRST, _STAGE1_NEXT = 0, 1
 # A reply keeps its slot until it is committed, so at most `concurrency` paid replies are
@@ -103,7 +107,8 @@ class TeachSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None: the teacher's price is unknown
-    max_cost_usd: float | None = None
+    max_cost_usd: float | None = None  # the run directory's cap, across invocations
+    spent_before_usd: float = 0.0  # what the run directory had spent before this run
     elapsed_s: float = 0.0
     dry_run: bool = False
     estimated_requests: int = 0
@@ -137,9 +142,13 @@ class TeachSummary:
             f"{self.failed} failed; {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, "
             f"cost {cost}; {self.elapsed_s:.1f} s.",
         ]
+        if self.spent_before_usd and self.cost_usd is not None:
+            lines.append(f"the run directory has spent ${self.spent_before_usd + self.cost_usd:.4f} in all "
+                         f"(${self.spent_before_usd:.4f} before this run).")
         if self.stopped_by_cost_cap:
-            lines.append(f"stopped at the --max-cost cap (${self.max_cost_usd:g}): {self.not_sent} requests not "
-                         f"sent; everything received is stored, rerun with a higher cap to finish.")
+            lines.append(f"stopped at the --max-cost cap (${self.max_cost_usd:g} for the run directory, earlier runs "
+                         f"included): {self.not_sent} requests not sent; everything received is stored, rerun with "
+                         f"a higher cap to finish.")
         elif self.interrupted:
             lines.append(f"interrupted: {self.not_sent} requests not sent; rerun the same command to finish.")
         elif self.credentials_refused:
@@ -173,6 +182,8 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
     split to those sample indices (an experiment that trains on a subset pays
     for that subset only). ``rationale`` says which part of a reasoning model's
     reply a chain exports (:mod:`ftcot.teach.reasoning`); it changes no request.
+    ``max_cost`` caps what the store's run directory spends in all
+    (:mod:`ftcot.teach.budget`): what earlier runs spent counts.
     """
     settings, price = resolve_settings(task, split, teacher, method, samples, temperature, max_tokens,
                                        concurrency=concurrency, max_cost=max_cost, prices=prices,
@@ -180,14 +191,31 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
     questions = questions_of(task, split, only)
     if store is not None:
         check_same_run(store, settings)
+    budget = Budget(max_cost, price, spent_in(run_root(store.path.parent)) if store is not None else 0.0)
     if dry_run:
-        return _dry_run(settings, questions, store, price, teacher.supports_n)
+        return _dry_run(settings, questions, store, budget, teacher.supports_n)
     if store is None or not store.writable:
         raise ValueError("teach() needs a store open for writing")
+    require_credentials(teacher)
     record_run(store, task, questions, settings)
-    run = _Run(settings, questions, teacher, store, price, concurrency, max_cost, secrets)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(run.main(console or Console(stderr=True), progress))
+    run = _Run(settings, questions, teacher, store, budget, concurrency, secrets)
+    return run_coroutine(run.main(console or Console(stderr=True), progress))
+
+
+def run_coroutine(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end on a fresh event loop (uvloop's where installed), also when the caller
+    is inside a running one (Jupyter, an async application): then in a thread of its own, so the caller's
+    loop is neither blocked by a nested ``run`` nor needed by ours."""
+    def run() -> Any:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(coroutine)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ftcot-teach") as pool:
+        return pool.submit(run).result()
 
 
 def event_loop_factory() -> Any:
@@ -225,8 +253,10 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
     validate(settings)
     if concurrency < 1:
         raise FtcotError(f"--concurrency must be at least 1 (got {concurrency}).")
-    if max_cost is not None and max_cost < 0:
-        raise FtcotError(f"--max-cost must be 0 or more (got {max_cost:g}).")
+    if not math.isfinite(settings.temperature):
+        raise FtcotError(f"--temperature must be a finite number (got {temperature}).")
+    if max_cost is not None and not (math.isfinite(max_cost) and max_cost >= 0):
+        raise FtcotError(f"--max-cost must be a finite number of USD, 0 or more (got {max_cost}).")
     price = (prices or PriceTable()).price_for(teacher.name)
     if max_cost is not None and price is None:
         raise FtcotError(f"--max-cost needs a price for '{teacher.name}', which the built-in table lacks; "
@@ -303,24 +333,13 @@ class _Slots:
         self._free += 1
 
 
-@dataclass
-class _Target:
-    """Where one choice of a request goes in the store."""
-
-    key: str
-    stage: str
-    sample_index: int
-    sample_number: int
-
-
-def stored_rows(teacher: str, request: CompletionRequest, targets: Sequence[Any], completions: list[Completion],
+def stored_rows(teacher: str, request: CompletionRequest, targets: Sequence[Target], completions: list[Completion],
                 *, request_id: str, elapsed: float) -> list[StoredCompletion]:
     """The store rows of one answered request, in target order (a short reply leaves the last targets out).
 
-    ``targets`` carry ``key``, ``stage``, ``sample_index`` and ``sample_number``. The prompt is
-    billed once per request, whatever n was, so only the first row carries its tokens; a
-    completion without its own latency gets ``elapsed``. The request loop and ``--batch`` both
-    store through this, so the two kinds of run write the same rows.
+    The prompt is billed once per request, whatever n was, so only the first row carries its tokens; a
+    completion without its own latency gets ``elapsed``. The request loop and ``--batch`` both store
+    through this, so the two kinds of run write the same rows.
     """
     now = time.time()
     prompt_tokens = max((c.prompt_tokens for c in completions), default=0)
@@ -335,32 +354,31 @@ def stored_rows(teacher: str, request: CompletionRequest, targets: Sequence[Any]
 
 
 class _Run:
+    """The request loop: sends a :class:`RequestPlan`'s requests, and each new rationale's answer."""
+
     def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: Teacher, store: TeachStore,
-                 price: Price | None, concurrency: int, max_cost: float | None, secrets: Sequence[str]) -> None:
+                 budget: Budget, concurrency: int, secrets: Sequence[str]) -> None:
         self.plan = Plan(settings)
         self.settings = settings
         self.questions = questions
         self.teacher = teacher
         self.store = store
-        self.price = price
-        self.max_cost = max_cost
+        self.budget = budget
         self.secrets = secrets
         self.slots = _Slots(concurrency)
-        # Every key being asked for now, whichever question asked: a second asker waits for
-        # the first one's reply instead of paying for the same request again.
+        # Every key being asked for now: a stage-2 key that a new rationale needs while another request
+        # asks for it (two samples came out the same) waits for that reply instead of paying again.
         self.pending: dict[str, asyncio.Future[StoredCompletion | None]] = {}
-        self._to_commit: list[tuple[list[StoredCompletion], asyncio.Future[None]]] = []
+        self._to_commit: list[tuple[list[StoredCompletion], tuple[str, float] | None, asyncio.Future[None]]] = []
         self._flushing: asyncio.Future[None] | None = None
         self.sending = 0  # requests in flight
-        self.reserved = 0.0  # cost reserved for requests in flight
-        self.spent = 0.0
         self.stopping = False
         self.fatal: BaseException | None = None
         self.summary = TeachSummary(
             task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
             samples=settings.samples, temperature=settings.temperature, questions=len(questions),
-            chains=len(questions) * settings.samples, complete_chains=0, max_cost_usd=max_cost,
-            cost_usd=0.0 if price is not None else None)
+            chains=len(questions) * settings.samples, complete_chains=0, max_cost_usd=budget.cap,
+            cost_usd=0.0 if budget.price is not None else None, spent_before_usd=budget.spent_before)
         self._progress: Progress | None = None
         self._bar: Any = None
         self._started = time.monotonic()
@@ -368,26 +386,25 @@ class _Run:
     # -- the run -------------------------------------------------------------------
 
     async def main(self, console: Console, show_progress: bool) -> TeachSummary:
-        stages = 2 if self.plan.two_stage else 1
+        requests = plan_requests(self.plan, self.questions, self.store, self.teacher.supports_n)
+        self.summary.cached = requests.stored
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.1f} completions/s"), TextColumn("{task.fields[tokens]} tokens"),
             TextColumn("{task.fields[cost]}"), TimeElapsedColumn(),
             console=console, disable=not show_progress, transient=False)
         self._bar = self._progress.add_task(escape(f"{self.settings.task} {self.settings.method}"),
-                                            total=self.summary.chains * stages, rate=0.0, tokens=0, cost=self._cost_text())
+                                            total=requests.completions, rate=0.0, tokens=0, cost=self.budget.text())
         loop = asyncio.get_running_loop()
         handled = _install_interrupt(loop, lambda: self._interrupt(console))
-        # One look-up of which rationales are stored, not one query per question as each starts.
-        self._first_keys = {q.index: self._keys_of(q) for q in self.questions}
-        self._stored_first = self.store.stored_keys(k for _, keys in self._first_keys.values() for k in keys.values())
         # Commits run in a thread on their own connection: an fsync (ms under load) then never
         # stops the event loop from sending and reading replies.
         self._writer = self.store.second_writer()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ftcot-teach-commit")
         try:
             with self._progress:
-                await asyncio.gather(*(self._question(q) for q in self.questions))
+                await asyncio.gather(*(self._first(item) for item in requests.first),
+                                     *(self._claim_and_send(item, _STAGE2_FIRST) for item in requests.second))
         finally:
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -411,161 +428,121 @@ class _Run:
                       f"to be stored; Ctrl-C again to abort.")
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
 
-    def _keys_of(self, sample: Sample) -> tuple[str, dict[int, str]]:
-        prompt = self.plan.first_prompt(sample.question)
-        return prompt, {m: self.plan.first_key(prompt, m, sample.index) for m in self.plan.sample_numbers()}
-
-    async def _question(self, sample: Sample) -> None:
-        plan = self.plan
-        prompt, keys = self._first_keys[sample.index]
-        have = [key for key in keys.values() if key in self._stored_first]
-        stored = self.store.get_many(have) if have else {}
-        jobs = []
-        missing = []
-        for number, key in keys.items():
-            if key in stored:
-                self._cached(1)
-                if plan.two_stage:
-                    jobs.append(self._answer(sample, prompt, stored[key]))
-            elif key in self.pending:  # another question with the same text asked it: sent once
-                jobs.append(self._share_rationale(sample, prompt, self.pending[key]))
-            else:
-                self._claim(key)
-                missing.append(number)
-        if missing:
-            groups = [missing] if self.teacher.supports_n and len(missing) > 1 else [[m] for m in missing]
-            jobs.extend(self._reason(sample, prompt, group, keys) for group in groups)
-        await asyncio.gather(*jobs)
-
-    async def _reason(self, sample: Sample, prompt: str, numbers: list[int], keys: dict[int, str]) -> None:
-        targets = [_Target(keys[m], self.plan.first_stage, sample.index, m) for m in numbers]
-        rows = await self._send_claimed(self.plan.first_request(prompt, numbers, sample.index), targets,
-                                        _STAGE1_NEXT)
+    async def _first(self, item: PlannedRequest) -> None:
+        """A stage-1 request; then (two stages) the answer of each rationale it brought."""
+        rows = await self._claim_and_send(item, _STAGE1_NEXT)
         if rows and self.plan.two_stage:
-            await asyncio.gather(*(self._answer(sample, prompt, row) for row in rows if row is not None))
+            await asyncio.gather(*(self._answer(row) for row in rows if row is not None))
 
-    async def _share_rationale(self, sample: Sample, prompt: str,
-                               pending: asyncio.Future[StoredCompletion | None]) -> None:
-        row = await asyncio.shield(pending)  # shielded: one waiter's cancellation is not the sender's
-        if row is None:  # the one request failed or was not sent: this chain waits for the next run too
-            self._advance(2 if self.plan.two_stage else 1)
-            return
-        self._cached(1)
-        if self.plan.two_stage:
-            await self._answer(sample, prompt, row)
-
-    async def _answer(self, sample: Sample, prompt: str, rationale: StoredCompletion) -> None:
-        second = self.plan.second_prompt(prompt, rationale.text)
-        key = self.plan.second_key(second, sample.index)
-        if key in self.pending:  # the same rationale twice: one request, shared
-            row = await asyncio.shield(self.pending[key])
+    async def _answer(self, rationale: StoredCompletion) -> None:
+        item = self.plan.answer_request(rationale)
+        if item.key in self.pending:  # the same rationale twice: one request, shared
+            row = await asyncio.shield(self.pending[item.key])  # shielded: a waiter's cancellation is not the sender's
             if row is not None:
                 self._cached(1)
             else:
                 self._advance(1)
             return
-        if self.store.get(key) is not None:
+        if self.store.get(item.key) is not None:
             self._cached(1)
             return
-        self._claim(key)
-        target = _Target(key, ANSWER, sample.index, rationale.sample_number)
-        await self._send_claimed(self.plan.second_request(second, sample.index), [target], _STAGE2_FIRST)
+        await self._claim_and_send(item, _STAGE2_FIRST)
 
-    def _claim(self, key: str) -> None:
-        """Mark ``key`` as being asked for; whoever claims it must settle it (:meth:`_send_claimed`)."""
-        self.pending[key] = asyncio.get_running_loop().create_future()
+    async def _claim_and_send(self, item: PlannedRequest, priority: int) -> list[StoredCompletion | None] | None:
+        """Send for the item's keys, then hand each key's stored row (None: not stored) to those waiting for it.
 
-    async def _send_claimed(self, request: CompletionRequest, targets: list[_Target],
-                            priority: int) -> list[StoredCompletion | None] | None:
-        """Send for claimed keys, then hand each key's stored row (None: not stored) to those waiting for it.
-
-        A key leaves ``pending`` only after its row is committed, so an asker that
-        finds it in neither ``pending`` nor the store can safely send it.
+        A key leaves ``pending`` only after its row is committed, so an asker that finds it in neither
+        ``pending`` nor the store can safely send it.
         """
+        loop = asyncio.get_running_loop()
+        for target in item.targets:
+            self.pending[target.key] = loop.create_future()
         rows: list[StoredCompletion | None] | None = None
         try:
-            rows = await self._send(request, targets, priority)
+            rows = await self._send(item, priority)
             return rows
         finally:
-            for i, target in enumerate(targets):
+            for i, target in enumerate(item.targets):
                 future = self.pending.pop(target.key, None)
                 if future is not None and not future.done():
                     future.set_result(rows[i] if rows and i < len(rows) else None)
 
     # -- one request -----------------------------------------------------------------
 
-    async def _send(self, request: CompletionRequest, targets: list[_Target],
-                    priority: int) -> list[StoredCompletion | None] | None:
+    def _not_sent(self, item: PlannedRequest) -> None:
+        self.summary.not_sent += 1
+        per_target = 2 if self.plan.two_stage and item.targets[0].stage != ANSWER else 1
+        self._advance(per_target * len(item.targets))
+
+    async def _send(self, item: PlannedRequest, priority: int) -> list[StoredCompletion | None] | None:
         if self.stopping:
-            self.summary.not_sent += 1
+            self._not_sent(item)
             return None
         await self.slots.acquire(priority)
         holding = True
         try:
             if self.stopping:
-                self.summary.not_sent += 1
+                self._not_sent(item)
                 return None
-            reservation = self._reservation(request)
-            if self.max_cost is not None and self.spent + self.reserved + reservation > self.max_cost:
-                # Stop here rather than skip to cheaper requests: a cap is a promise
-                # about the whole run, and partial skipping makes runs hard to reason about.
+            reservation = self.budget.reserve(item.request)
+            if reservation is None:
                 self.stopping = True
                 self.summary.stopped_by_cost_cap = True
-                self.summary.not_sent += 1
+                self._not_sent(item)
                 return None
-            self.reserved += reservation
             self.summary.requests += 1
             self.sending += 1
             started = time.monotonic()
             try:
-                completions = await self.teacher.complete(request)
+                completions = await self.teacher.complete(item.request)
             except TeacherError as exc:
-                self._failed(targets, exc.status, str(exc), exc.retryable)
+                self._failed(item.targets, exc.status, str(exc), exc.retryable)
                 if exc.status in (401, 403):  # the key is refused: every other request would be too
                     self.summary.credentials_refused = True
                     self.stopping = True
                 return None
             except Exception as exc:  # a bug or an unwrapped error: stop sending, keep what we have
-                self._failed(targets, None, f"{type(exc).__name__}: {exc}", True)
+                self._failed(item.targets, None, f"{type(exc).__name__}: {exc}", True)
                 self.fatal = self.fatal or exc
                 self.stopping = True
                 return None
             finally:
-                self.reserved -= reservation
+                self.budget.release(reservation)
                 self.sending -= 1
             if not SLOT_HELD_THROUGH_COMMIT:
                 self.slots.release()
                 holding = False
-            return await self._store(request, targets, completions, time.monotonic() - started)
+            return await self._store(item, completions, time.monotonic() - started)
         finally:
             if holding:
                 self.slots.release()
 
-    async def _store(self, request: CompletionRequest, targets: list[_Target], completions: list[Completion],
+    async def _store(self, item: PlannedRequest, completions: list[Completion],
                      elapsed: float) -> list[StoredCompletion | None]:
-        stored = stored_rows(self.settings.teacher, request, targets, completions,
-                             request_id=uuid.uuid4().hex, elapsed=elapsed)
-        rows: list[StoredCompletion | None] = [*stored, *[None] * (len(targets) - len(stored))]
+        request_id = uuid.uuid4().hex
+        stored = stored_rows(self.settings.teacher, item.request, item.targets, completions,
+                             request_id=request_id, elapsed=elapsed)
+        rows: list[StoredCompletion | None] = [*stored, *[None] * (len(item.targets) - len(stored))]
         prompt_tokens = stored[0].prompt_tokens if stored else 0
-        # Paid now, whatever the commit does: counted before the first await, while the
-        # request's cost reservation has just been released (the cap sees one or the other).
+        # Paid now, whatever the commit does: charged before the first await, while the
+        # request's reservation has just been released (the cap sees one or the other).
         completion_tokens = sum(c.completion_tokens for c in completions)
-        cost = self.price.cost(prompt_tokens, completion_tokens) if self.price is not None else 0.0
-        self.spent += cost
+        cost = self.budget.charge(prompt_tokens, completion_tokens)
         self.summary.prompt_tokens += prompt_tokens
         self.summary.completion_tokens += completion_tokens
         if self.summary.cost_usd is not None:
             self.summary.cost_usd += cost
-        await self._commit(stored)
-        short = len(targets) - len(stored)
+        await self._commit(stored, (request_id, cost))
+        short = len(item.targets) - len(stored)
         if short:
-            self._failed(targets[len(stored):], None,
-                         f"the teacher returned {len(completions)} completions for n={request.n}", True)
+            self._failed(item.targets[len(stored):], None,
+                         f"the teacher returned {len(completions)} completions for n={item.request.n}", True)
         self._advance(len(stored))
         return rows
 
-    async def _commit(self, rows: list[StoredCompletion]) -> None:
-        """Return once ``rows`` are committed: the replies that arrive together share one commit.
+    async def _commit(self, rows: list[StoredCompletion], spending: tuple[str, float]) -> None:
+        """Return once ``rows`` (and what they cost) are committed: the replies that arrive together share one
+        commit.
 
         Nothing is done with a reply before its commit (no stage 2, no waiter
         served, no progress), so a ``kill -9`` loses at most replies that had not
@@ -575,7 +552,7 @@ class _Run:
         arrived during the commit before it.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_commit.append((rows, done))
+        self._to_commit.append((rows, spending, done))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
         await done
@@ -587,28 +564,23 @@ class _Run:
         try:
             while self._to_commit:
                 group, self._to_commit = self._to_commit, []
-                rows = [row for rows, _ in group for row in rows]
+                rows = [row for rows, _, _ in group for row in rows]
+                spending = [spent for _, spent, _ in group if spent is not None]
                 try:
-                    self.summary.new += await loop.run_in_executor(self._committer, self._writer.add_completions,
-                                                                   rows)
+                    self.summary.new += await loop.run_in_executor(
+                        self._committer, self._writer.add_completions, rows, spending)
                 except BaseException as exc:  # a full disk: every request of the group sees the one-line error
-                    for _, done in group:
+                    for _, _, done in group:
                         if not done.done():
                             done.set_exception(exc)
                     continue
-                for _, done in group:
+                for _, _, done in group:
                     if not done.done():
                         done.set_result(None)
         finally:
             self._flushing = None
 
-    def _reservation(self, request: CompletionRequest) -> float:
-        if self.price is None:
-            return 0.0
-        prompt_bound = math.ceil(len(request.prompt) / _RESERVE_CHARS_PER_TOKEN)
-        return self.price.cost(prompt_bound, request.max_tokens * request.n)
-
-    def _failed(self, targets: list[_Target], status: int | None, message: str, retryable: bool) -> None:
+    def _failed(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
         message = redact(message, self.secrets)
         for target in targets:
             self.store.add_failure(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
@@ -632,13 +604,7 @@ class _Run:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         self._progress.update(self._bar, advance=count, rate=self.summary.new / elapsed,
                               tokens=self.summary.prompt_tokens + self.summary.completion_tokens,
-                              cost=self._cost_text())
-
-    def _cost_text(self) -> str:
-        if self.summary.cost_usd is None:
-            return "cost ?"
-        cap = f" of ${self.max_cost:g}" if self.max_cost is not None else ""
-        return f"${self.summary.cost_usd:.4f}{cap}"
+                              cost=self.budget.text() if self.budget.price is not None else "cost ?")
 
 
 def _install_interrupt(loop: asyncio.AbstractEventLoop, callback) -> bool:
@@ -650,49 +616,14 @@ def _install_interrupt(loop: asyncio.AbstractEventLoop, callback) -> bool:
 
 
 def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None,
-             price: Price | None, supports_n: bool) -> TeachSummary:
-    """What a run would send now, priced from estimates; sends and writes nothing."""
-    plan = Plan(settings)
-    summary = TeachSummary(
+             budget: Budget, supports_n: bool) -> TeachSummary:
+    """What a run would send now, priced from estimates (:meth:`RequestPlan.estimate`); sends and writes nothing."""
+    requests = plan_requests(Plan(settings), questions, store, supports_n)
+    prompt_tokens, completion_tokens, cost = requests.estimate(budget.price)
+    return TeachSummary(
         task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
         samples=settings.samples, temperature=settings.temperature, questions=len(questions),
-        chains=len(questions) * settings.samples, complete_chains=0, dry_run=True, cost_usd=None)
-    requests = prompt_tokens = completion_tokens = 0
-    trigger_tokens = estimate_tokens(" " + settings.trigger)
-    planned: set[str] = set()  # a key two questions need is sent once (see _Run._question)
-    for sample in questions:
-        prompt = plan.first_prompt(sample.question)
-        keys = {m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()}
-        stored = store.get_many(keys.values()) if store is not None else {}
-        missing = [m for m, key in keys.items() if key not in stored and key not in planned]
-        planned.update(keys[m] for m in missing)
-        shared = sum(1 for key in keys.values() if key not in stored) - len(missing)
-        if missing:
-            groups = [missing] if supports_n else [[m] for m in missing]
-            for group in groups:
-                requests += 1
-                prompt_tokens += estimate_tokens(prompt)
-                completion_tokens += settings.max_tokens * len(group)
-            if plan.two_stage:  # one stage-2 request per new rationale, prompt ≈ stage 1 + rationale + trigger
-                requests += len(missing)
-                prompt_tokens += len(missing) * (estimate_tokens(prompt) + settings.max_tokens + trigger_tokens)
-                completion_tokens += len(missing) * settings.answer_max_tokens
-        complete = len(keys) - len(missing) - shared
-        if plan.two_stage:
-            for key in keys:
-                if keys[key] in stored:
-                    second = plan.second_prompt(prompt, stored[keys[key]].text)
-                    second_key = plan.second_key(second, sample.index)
-                    if store is None or store.get(second_key) is None:
-                        complete -= 1
-                        if second_key not in planned:
-                            planned.add(second_key)
-                            requests += 1
-                            prompt_tokens += estimate_tokens(second)
-                            completion_tokens += settings.answer_max_tokens
-        summary.complete_chains += complete
-    summary.estimated_requests = requests
-    summary.estimated_prompt_tokens = prompt_tokens
-    summary.estimated_completion_tokens = completion_tokens
-    summary.estimated_cost_usd = price.cost(prompt_tokens, completion_tokens) if price is not None else None
-    return summary
+        chains=requests.chains, complete_chains=requests.complete_chains, dry_run=True, cost_usd=None,
+        max_cost_usd=budget.cap, spent_before_usd=budget.spent_before, estimated_requests=requests.requests,
+        estimated_prompt_tokens=prompt_tokens, estimated_completion_tokens=completion_tokens,
+        estimated_cost_usd=cost)

@@ -1,8 +1,13 @@
 """What a teach run asks for: settings, requests, store keys, and the chains they form.
 
-The engine (which sends), the exporter and the report (which only read) walk
-the same :class:`Plan`, so the keys a run stores under are, by construction,
-the keys its export and report look up.
+The executors (the request loop, :mod:`ftcot.teach.engine`; the Batch API,
+:mod:`ftcot.teach.batch`), the dry run, the exporter and the report walk the
+same :class:`Plan`, so the keys a run stores under are, by construction, the
+keys its export and report look up. :func:`plan_requests` is the one list of
+requests a run still has to send — each store key once, however many
+questions need it (MultiArith has questions with the same text) — that every
+executor consumes and the dry run prices; :meth:`Plan.answer_request` is the
+stage-2 request a new rationale needs.
 
 A *chain* is one sample of one question: for Zero-shot-CoT the stage-1
 rationale (sample number 0..D-1) and the greedy stage-2 answer to it; for
@@ -14,13 +19,14 @@ completion ``rationale --> answer``, sampled D times like a Zero-shot-CoT ration
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, strip_hint, zero_shot_prompt
 from ftcot.teach.reasoning import check_rationale_source, visible_answer
+from ftcot.teach.pricing import Price, estimate_tokens
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
 from ftcot.templates import get_template
@@ -168,6 +174,13 @@ class Plan:
     def second_request(self, prompt: str, question: int) -> CompletionRequest:
         return CompletionRequest(prompt, self.settings.answer_max_tokens, 0.0, 1, None, (), question)
 
+    def answer_request(self, rationale: StoredCompletion) -> PlannedRequest:
+        """The stage-2 request a stored rationale needs (its own stage-1 prompt holds the question)."""
+        second = self.second_prompt(rationale.prompt, rationale.text)
+        key = self.second_key(second, rationale.sample_index)
+        return PlannedRequest(self.second_request(second, rationale.sample_index),
+                              (Target(key, ANSWER, rationale.sample_index, rationale.sample_number),))
+
     # -- reading back -------------------------------------------------------------
 
     def chains(self, store: TeachStore, questions: list[StoredQuestion] | None = None) -> Iterator[Chain]:
@@ -182,6 +195,121 @@ class Plan:
                 if first is not None and self.two_stage:
                     second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index))
                 yield Chain(question, number, first, second)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one choice of a request goes in the store."""
+
+    key: str
+    stage: str
+    sample_index: int
+    sample_number: int
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request to send and the store rows its choices fill (n choices: n targets, in order)."""
+
+    request: CompletionRequest
+    targets: tuple[Target, ...]
+
+    @property
+    def key(self) -> str:
+        """The store key of its first choice: a request's identity (a batch line's ``custom_id``)."""
+        return self.targets[0].key
+
+
+@dataclass
+class RequestPlan:
+    """What a run still has to send, from what its store holds now."""
+
+    settings: TeachSettings
+    first: list[PlannedRequest]  # missing rationales (or one-stage completions)
+    second: list[PlannedRequest]  # missing stage-2 answers of stored rationales
+    questions: int
+    chains: int  # questions × samples
+    complete_chains: int  # complete in the store already
+    stored: int  # completions of these chains found stored (not asked for again)
+    two_stage: bool = field(default=False)
+
+    @property
+    def new_rationales(self) -> int:
+        return sum(len(item.targets) for item in self.first)
+
+    @property
+    def requests(self) -> int:
+        """Every request the run will send: these, and (two stages) one answer per new rationale.
+
+        Exact unless two new rationales of one question come out identical (they then share one answer).
+        """
+        return len(self.first) + len(self.second) + (self.new_rationales if self.two_stage else 0)
+
+    @property
+    def completions(self) -> int:
+        """Completions the run will store, by the same count."""
+        return self.new_rationales * (2 if self.two_stage else 1) + len(self.second)
+
+    def estimate(self, price: Price | None) -> tuple[int, int, float | None]:
+        """(prompt tokens, completion tokens, USD) the run would spend: prompts at 4 characters a token,
+        every completion at its full budget; a stage-2 prompt ≈ its rationale's prompt + a full rationale."""
+        s = self.settings
+        prompt_tokens = sum(estimate_tokens(item.request.prompt) for item in self.first + self.second)
+        completion_tokens = sum(item.request.max_tokens * item.request.n for item in self.first) \
+            + len(self.second) * s.answer_max_tokens
+        if self.two_stage:
+            trigger = estimate_tokens(" " + s.trigger)
+            for item in self.first:
+                prompt_tokens += len(item.targets) * (estimate_tokens(item.request.prompt) + s.max_tokens + trigger)
+                completion_tokens += len(item.targets) * s.answer_max_tokens
+        cost = price.cost(prompt_tokens, completion_tokens) if price is not None else None
+        return prompt_tokens, completion_tokens, cost
+
+
+def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None, supports_n: bool,
+                  skip: Collection[str] = ()) -> RequestPlan:
+    """The requests ``questions`` (samples: ``index``, ``question``) still need, each store key once.
+
+    Stage 1: with ``supports_n`` one request a question for its missing samples (``n`` = how many: the
+    prompt is paid once), else one a sample with its own seed. A key two questions share (the same text)
+    is asked for by the first only; the second's chain reads the same stored row. Stage 2: one request per
+    distinct answer key of the stored rationales that lack one. Keys in ``skip`` (in an open batch) are
+    left out. ``store`` None: nothing is stored yet (a dry run before the first run).
+    """
+    first: list[PlannedRequest] = []
+    second: list[PlannedRequest] = []
+    planned: set[str] = set(skip)
+    stored = complete = 0
+    prompts = [(sample, plan.first_prompt(sample.question)) for sample in questions]
+    keys = [{m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()} for sample, prompt in prompts]
+    rationales = store.get_many(k for ks in keys for k in ks.values()) if store is not None else {}
+    answers: dict[str, PlannedRequest] = {}
+    for (sample, prompt), sample_keys in zip(prompts, keys):
+        missing = [m for m, key in sample_keys.items() if key not in rationales and key not in planned]
+        planned.update(sample_keys[m] for m in missing)
+        groups = [missing] if supports_n and len(missing) > 1 else [[m] for m in missing]
+        for group in groups:
+            targets = tuple(Target(sample_keys[m], plan.first_stage, sample.index, m) for m in group)
+            first.append(PlannedRequest(plan.first_request(prompt, group, sample.index), targets))
+        for key in sample_keys.values():
+            if key in rationales:
+                stored += 1
+                if plan.two_stage:
+                    answer = plan.answer_request(rationales[key])
+                    answers.setdefault(answer.key, answer)
+                else:
+                    complete += 1
+    if answers:
+        found = store.get_many(answers) if store is not None else {}
+        stored += len(found)
+        for key, answer in answers.items():
+            if key not in found and key not in planned:
+                planned.add(key)
+                second.append(answer)
+        complete = sum(1 for sample_keys in keys for key in sample_keys.values() if key in rationales
+                       and plan.answer_request(rationales[key]).key in found)
+    return RequestPlan(plan.settings, first, second, len(questions), len(questions) * plan.settings.samples,
+                       complete, stored, plan.two_stage)
 
 
 def split_ft_cot(text: str) -> tuple[str, str]:

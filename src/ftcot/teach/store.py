@@ -37,8 +37,10 @@ stored is paid for again.
 
 Tables: ``completions`` (results), ``failures``, ``questions`` (question text
 and gold answer of every sample a run covered, so export and report need no
-data directory) and ``runs`` (each invocation's settings, append-only; the
-last one is what export and report describe).
+data directory), ``runs`` (each invocation's settings, append-only; the
+last one is what export and report describe) and ``spending`` (what each paid
+request cost, committed with its completions: the run directory's budget,
+:mod:`ftcot.teach.budget`; stores made before it started at $0).
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL,
     settings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spending (
+    request_id TEXT PRIMARY KEY,
+    usd REAL NOT NULL,
+    created REAL NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS completions_no_update BEFORE UPDATE ON completions
 BEGIN SELECT RAISE(ABORT, 'completions are append-only'); END;
@@ -350,13 +357,15 @@ class TeachStore:
 
     # -- writing -------------------------------------------------------------
 
-    def add_completions(self, rows: Sequence[StoredCompletion]) -> int:
+    def add_completions(self, rows: Sequence[StoredCompletion],
+                        spending: Sequence[tuple[str, float]] = ()) -> int:
         """Commit one request's completions together; returns how many were new.
 
         A key that is already stored keeps its first value (INSERT OR IGNORE):
-        the store never overwrites a paid result.
+        the store never overwrites a paid result. ``spending``: (request id, USD)
+        of the requests these rows answer, recorded in the same transaction.
         """
-        if not rows:
+        if not rows and not spending:
             return 0
         # Many rows per INSERT statement, not executemany: each statement step releases and
         # retakes the GIL, and in the engine's committer thread every retake could wait out a
@@ -369,6 +378,10 @@ class TeachStore:
                 self._db.execute(_insert_completions(len(chunk)),
                                  [value for row in chunk for value in _row_values(row)])
             inserted = self._db.total_changes - before
+            if spending:
+                now = time.time()
+                self._db.executemany("INSERT OR IGNORE INTO spending (request_id, usd, created) VALUES (?, ?, ?)",
+                                     [(request_id, usd, now) for request_id, usd in spending])
         return inserted
 
     def add_failure(self, failure: Failure) -> None:
@@ -465,6 +478,13 @@ class TeachStore:
     def last_run(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT settings FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         return json.loads(row["settings"]) if row else None
+
+    def spent_usd(self) -> float:
+        """What the requests recorded in this store cost (0 for a store made before the ledger)."""
+        try:
+            return float(self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM spending").fetchone()[0])
+        except sqlite3.OperationalError:  # no such table: written by an ftcot without it, read-only here
+            return 0.0
 
     def totals(self) -> tuple[int, int]:
         """(prompt tokens, completion tokens) billed over every stored completion."""

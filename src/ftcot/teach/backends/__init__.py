@@ -54,6 +54,15 @@ def make_teacher(spec: str, *, base_url: str | Sequence[str] | None = None, api_
     return ReplayTeacher(target, data_root=data_root)
 
 
+def require_credentials(teacher: Teacher) -> None:
+    """Before the first request: a one-line error if the backend lacks what sending needs (an API key).
+
+    Backends are built without it (a dry run, ``ftcot run --plan`` send nothing and need no key)."""
+    check = getattr(teacher, "require_credentials", None)
+    if check is not None:
+        check()
+
+
 def teacher_secrets(spec: str, api_key_env: str | None = None,
                     base_url: str | Sequence[str] | None = None) -> list[str]:
     """What messages about an openai: teacher must never show: its API key and its URLs' credentials."""

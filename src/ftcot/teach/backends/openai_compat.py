@@ -384,11 +384,10 @@ class OpenAICompatTeacher:
         self._api_key = os.environ.get(api_key_env) or None
         self._secrets = [s for s in [self._api_key, *(v for u in self.base_urls for v in url_secrets(u))] if s]
         remote = next((u for u in self.base_urls if not is_local(u)), None)
-        if self._api_key is None and remote is not None:
-            raise FtcotError(
-                f"Environment variable {api_key_env} is not set; the teacher at {public_url(remote)} needs an "
-                f"API key (export {api_key_env}=…, or name another variable with api_key_env)."
-            )
+        # Checked before the first request (require_credentials), not here: a dry run or a plan sends nothing.
+        self._missing_key = None if self._api_key is not None or remote is None else (
+            f"Environment variable {api_key_env} is not set; the teacher at {public_url(remote)} needs an "
+            f"API key (export {api_key_env}=…, or name another variable with api_key_env).")
         with_password = next((u for u in self.base_urls if urlsplit(u).password is not None), None)
         if self._api_key is not None and with_password is not None:
             # aiohttp would refuse to send both (a ValueError on every request): say so once, up front.
@@ -401,6 +400,11 @@ class OpenAICompatTeacher:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
+
+    def require_credentials(self) -> None:
+        """A one-line error if requests would go to a remote server without a key (before any is sent)."""
+        if self._missing_key is not None:
+            raise FtcotError(self._missing_key)
 
     def __repr__(self) -> str:  # never the key
         urls = ", ".join(public_url(u) for u in self.base_urls)
@@ -469,6 +473,8 @@ class OpenAICompatTeacher:
         return build_completions_payload(self.model, request, self.extra_body)
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
+        if self._missing_key is not None:  # never sent without its key (callers check first: this is a guard)
+            raise TeacherError(self._missing_key, status=401)
         if request.n < 1:
             raise ValueError(f"CompletionRequest.n must be at least 1, got {request.n}")
         if request.n > 1 and not self.supports_n:
