@@ -24,8 +24,8 @@ from ftcot.train.config import TrainConfig
 
 # option -> why the API has no such parameter
 COMMAND_LINE_ONLY = {
-    "teach": {"ctx": "typer's context (subcommands)", "prices": "a JSON file for the command; not a teach setting",
-              "dry_run": "prints a plan; from Python use ftcot.Experiment.plan()"},
+    "teach": {"ctx": "typer's context (subcommands)", "spec": "the API's second argument, teacher",
+              "adaptive": "sets until_correct and max_samples", "teacher_args": "sets the backend's settings"},
     "curate": {},
     "train": {"base_url": "API students only; ftcot.train() runs local students",
               "api_key_env": "API students only", "timeout": "API students only"},
@@ -42,6 +42,10 @@ PAIRS = {"teach": (teach_command, api.teach), "curate": (curate_command, api.cur
 
 def forwarded_defaults(stage: str) -> dict[str, object]:
     """Settings an API function takes through **kwargs, with the defaults it applies."""
+    if stage == "teach":
+        from ftcot.teach.config import TeachConfig
+
+        return {name: field.get_default() for name, field in TeachConfig.model_fields.items()}
     if stage == "curate":
         return dict(CURATION_DEFAULTS)
     if stage == "train":

@@ -62,138 +62,51 @@ class TeachResult:
     report: dict[str, Any] = field(repr=False)  # report.json (ftcot.teach.report.TeacherReport)
 
 
-def teach(task: str, teacher: str, out: PathLike, *, split: str = "train", method: str = "zs_cot",
-          samples: int = 1, temperature: float = 0.0, max_tokens: int | None = None, concurrency: int = 16,
-          max_cost: float | None = None, questions: list[int] | None = None,
-          base_url: str | list[str] | None = None, server_concurrency: int | None = None,
-          api_key_env: str | None = None, chat: bool = False, extra_body: dict[str, Any] | None = None,
-          system_prompt: str | None = None, rationale: str = "answer",
-          data_dir: PathLike | None = None, answer_type: str | None = None, progress: bool = False,
-          until_correct: int | None = None, max_samples: int | None = None, rationalize: bool = False,
-          rationalize_samples: int = 1,
-          batch: bool = False, poll_interval: float = 30.0) -> TeachResult:
-    """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s ``split``.
+def teach(task: str, teacher: str, out: PathLike, *, data_dir: PathLike | None = None, progress: bool = False,
+          dry_run: bool = False, **settings: Any) -> TeachResult:
+    """Ask ``teacher`` (``replay:text-davinci-002``, ``openai:MODEL``, ``hf:PATH``) for ``task``'s questions.
 
-    Like ``ftcot teach``: every completion is stored in ``out/teach.sqlite`` as it
-    arrives, so a rerun sends only what is missing; ``out/report.json`` is written
-    at the end (the command's ``run.json`` log is not). ``questions`` restricts
-    the split to those sample indices; ``extra_body`` is merged into every request
-    of an ``openai:`` teacher (``--extra-body``). ``batch``: through the provider's Batch API (:mod:`ftcot.teach.batch`,
-    ``--batch``), checking its batches every ``poll_interval`` seconds. ``until_correct``/``max_samples``: adaptive sampling
-    (:mod:`ftcot.teach.adaptive`, ``summary`` is its report); ``rationalize``: then rationalization
-    (:mod:`ftcot.teach.rationalize`), as the command's options of the same names. ``base_url`` may list
-    several servers of one teacher (``server_concurrency`` requests in flight at most on each);
-    ``system_prompt`` opens every chat request; ``rationale`` (answer|reasoning|both) is the part of a
-    reasoning model's reply exported as the rationale (:mod:`ftcot.teach.reasoning`).
+    ``settings`` are :class:`ftcot.teach.config.TeachConfig`'s fields — the ``ftcot teach`` options and the
+    keys of a config's ``teachers:`` entries, by the same names (``split="train"``, ``method="zs_cot"``,
+    ``samples=1``, ``temperature=0.0``, ``max_cost=None``, ``batch=False``, ``until_correct``/``max_samples``
+    (adaptive sampling), ``rationalize=0``, ``base_url``, ``chat``, ``max_tokens``, ``concurrency``,
+    ``questions`` …), validated as the command validates them. The same function as the command
+    (:func:`ftcot.teach.run.run_teach`): every completion is stored in ``out/teach.sqlite`` as it arrives, so a
+    rerun sends only what is missing; ``max_cost`` caps what ``out`` spends in all. Works inside a running
+    event loop (Jupyter). ``dry_run``: the result's ``summary`` holds the estimate; nothing is sent or written.
     """
-    from ftcot.data_root import resolve_data_root
-    from ftcot.tasks import load_task
-    from ftcot.teach.backends import make_teacher, require_credentials, teacher_secrets
-    from ftcot.teach.engine import resolve_settings
-    from ftcot.teach.engine import teach as run_teacher
-    from ftcot.teach.report import report_from_store
-    from ftcot.teach.store import TeachStore
-    from ftcot.train.checkpoint import atomic_write_json
+    from ftcot.settings import build
+    from ftcot.teach.config import TeachConfig
+    from ftcot.teach.run import run_teach
 
-    root = resolve_data_root(data_dir)
-    loaded = load_task(task, root, answer_type)
-    options = {"extra_body": dict(extra_body)} if extra_body else {}
-    options.update({k: v for k, v in (("server_concurrency", server_concurrency), ("system", system_prompt))
-                    if v is not None})
-    backend = make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root,
-                           **options)
-    # The key and any credentials in the URL: the same redaction as the command's.
-    secrets = teacher_secrets(teacher, api_key_env, base_url)
-    require_credentials(backend)
-    # Validate before touching `out`: a bad setting must not leave an empty run behind.
-    resolve_settings(loaded, split, backend, method, samples, temperature, max_tokens, concurrency=concurrency,
-                     max_cost=max_cost, rationale=rationale)
-    if batch:
-        from ftcot.errors import check_float
-        from ftcot.teach.batch import batch_teacher
-
-        batch_teacher(backend)
-        check_float("poll_interval", poll_interval, 0, low_open=True)
-    else:
-        from ftcot.teach.batch import refuse_open_batches
-
-        refuse_open_batches(Path(out), "pass batch=True")  # their requests are paid for: collect them
-    adaptive = until_correct is not None or max_samples is not None
-    if batch and adaptive:
-        raise FtcotError("batch=True does not combine with until_correct/max_samples (adaptive sampling is rounds "
-                         "of the request loop); drop one of them.")
-    if adaptive:
-        from ftcot.teach.adaptive import check_options
-
-        check_options(until_correct, max_samples, samples, temperature)
-
-    def new_teacher() -> Any:  # the engine closes the backend it is given: one per round
-        return make_teacher(teacher, base_url=base_url, api_key_env=api_key_env, chat=chat, data_root=root,
-                            **options)
-
-    out = Path(out)
-    with TeachStore.open(out) as store:
-        store.lock_for_writing()
-        if adaptive:
-            return _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples,
-                                   temperature, max_tokens, concurrency, max_cost, questions, secrets, progress,
-                                   rationalize, rationalize_samples, rationale)
-        if batch:
-            from ftcot.teach.batch import teach_batch
-
-            summary = teach_batch(loaded, split, backend, method, samples, temperature, max_tokens, max_cost, store,
-                                  progress=progress, secrets=secrets, console=_quiet_console(progress),
-                                  only=questions, api_key_env=api_key_env, poll_interval_s=poll_interval,
-                                  rationale=rationale)
-        else:
-            summary = run_teacher(loaded, split, backend, method, samples, temperature, max_tokens, concurrency,
-                                  max_cost, store, progress=progress, secrets=secrets,
-                                  console=_quiet_console(progress), only=questions, rationale=rationale)
-        report = report_from_store(store, loaded.spec)
-    atomic_write_json(out / "report.json", report.to_json())
-    if rationalize and not summary.interrupted:
-        from ftcot.teach.rationalize import rationalize as rationalize_run
-
-        rationalize_run(loaded, out, new_teacher, samples=rationalize_samples, max_tokens=max_tokens,
-                        concurrency=concurrency, max_cost=max_cost, secrets=secrets,
-                        console=_quiet_console(progress), progress=progress)
-    if summary.interrupted:
+    config = build(TeachConfig, {"task": task, "spec": teacher, **settings}, surface="api", where="teach()")
+    if out is None or not isinstance(out, (str, os.PathLike)):
+        raise FtcotError(f"teach(): out must be a directory path (got {out!r}).")
+    outcome = run_teach(config, Path(out), data_root=_path(data_dir), dry_run=dry_run, progress=progress,
+                        console=_quiet_console(progress))
+    summary = outcome.summary
+    if outcome.interrupted:
         raise KeyboardInterrupt  # Ctrl-C: what arrived is stored; calling again finishes the run
+    if dry_run:
+        return TeachResult(Path(out), outcome.task.key, teacher, summary.questions, summary.complete_chains, 0, None,
+                           summary.estimated_cost_usd, summary.to_json(), {})
+    report = outcome.report
+    if outcome.adaptive is not None:
+        adaptive = outcome.adaptive
+        if adaptive.stopped and adaptive.samples_spent == 0:
+            raise FtcotError(f"{out}: adaptive sampling got no rationale: {adaptive.stopped}")
+        return TeachResult(Path(out), outcome.task.key, teacher, adaptive.questions, adaptive.samples_spent,
+                           sum(r["new"] for r in adaptive.rounds), report.accuracy, report.cost_usd, adaptive.to_json(),
+                           report.to_json())
     if summary.failed and (summary.new == 0 or summary.credentials_refused):
         # As the command: nothing came back (server down, wrong key) must not look like an empty success.
         raise FtcotError(summary.failure_line())
-    return TeachResult(out, loaded.key, teacher, summary.questions, summary.complete_chains, summary.new,
+    return TeachResult(Path(out), outcome.task.key, teacher, summary.questions, summary.complete_chains, summary.new,
                        report.accuracy, summary.cost_usd, summary.to_json(), report.to_json())
 
 
-def _adaptive_teach(loaded, split, teacher, new_teacher, store, out, until_correct, max_samples, temperature,
-                    max_tokens, concurrency, max_cost, questions, secrets, progress, rationalize,
-                    rationalize_samples, rationale="answer") -> TeachResult:
-    """``ftcot.teach(until_correct=K, max_samples=M)``: rounds of the engine (ftcot.teach.adaptive)."""
-    from ftcot.teach.adaptive import adaptive_teach
-    from ftcot.teach.report import report_from_store
-    from ftcot.train.checkpoint import atomic_write_json
-
-    sampled = adaptive_teach(loaded, split, new_teacher, store, until_correct=until_correct, max_samples=max_samples,
-                             temperature=temperature, max_tokens=max_tokens, only=questions, concurrency=concurrency,
-                             max_cost=max_cost, secrets=secrets, console=_quiet_console(progress), progress=progress,
-                             rationale=rationale)
-    report = report_from_store(store, loaded.spec)
-    atomic_write_json(out / "report.json", report.to_json())
-    if sampled.interrupted:
-        raise KeyboardInterrupt
-    if sampled.stopped and sampled.samples_spent == 0:
-        raise FtcotError(f"{out}: adaptive sampling got no rationale: {sampled.stopped}")
-    store.close()  # rationalization reads it back (read-only) and writes its own store
-    if rationalize:
-        from ftcot.teach.rationalize import rationalize as rationalize_run
-
-        rationalize_run(loaded, out, new_teacher, samples=rationalize_samples, max_tokens=max_tokens,
-                        concurrency=concurrency, max_cost=max_cost, secrets=secrets,
-                        console=_quiet_console(progress), progress=progress)
-    return TeachResult(out, loaded.key, teacher, sampled.questions, sampled.samples_spent,
-                       sum(r["new"] for r in sampled.rounds), report.accuracy, report.cost_usd, sampled.to_json(),
-                       report.to_json())
+def _path(value: PathLike | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 # ---- curate -----------------------------------------------------------------------------------------------------

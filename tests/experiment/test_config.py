@@ -59,7 +59,7 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
                                                                "replay:text-davinci-002"]),
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {16: [0]}}]}, ["size 16", "train_sizes"]),
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {8: [3]}}]}, ["seed 3", "subset"]),
-    ({"teachers": [{"spec": "replay:text-davinci-002", "method": "zs"}]}, ["teachers[0].method", "'zs'"]),
+    ({"teachers": [{"spec": "replay:text-davinci-002", "method": "zs"}]}, ["teachers[0]", "method zs_cot or ft_cot, not zs"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})

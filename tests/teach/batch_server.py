@@ -38,7 +38,7 @@ them), ``expire_after`` (the next batch expires after running that many
 requests: its output holds those, its error file ``batch_expired`` lines for
 the rest), ``fail_next_batch`` (the next batch fails validation with that
 message), ``lose_create_replies`` (the next N batch creations take effect but
-answer 500: a lost reply). A wrong bearer token gets a 401 whose message
+answer 500: a lost reply), ``refuse_creates`` (the next N are refused with a 400). A wrong bearer token gets a 401 whose message
 repeats the token in full, to check that the client scrubs it.
 
 What tests read: :meth:`count` (requests per route), ``created`` (the
@@ -89,6 +89,7 @@ class BatchServer:
     expire_after: int | None = None
     fail_next_batch: str | None = None
     lose_create_replies: int = 0
+    refuse_creates: int = 0  # the next N batch creations are refused (HTTP 400, e.g. a billing limit)
     reasoning: str | None = None  # one of REASONING_STYLES: a reasoning model
     port: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, route) in order of arrival
@@ -212,6 +213,10 @@ class BatchServer:
     async def _create(self, request: web.Request) -> web.Response:
         body = await request.json()
         with self._lock:
+            if self.refuse_creates > 0:
+                self.refuse_creates -= 1
+                return _error("Enqueued token limit reached for this organization (stub: refused).", 400,
+                              "token_limit_exceeded")
             file = self.files.get(body.get("input_file_id"))
             if file is None or file["purpose"] != "batch":
                 return _error(f"Invalid input_file_id: {body.get('input_file_id')}", 400)

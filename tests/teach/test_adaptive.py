@@ -42,7 +42,7 @@ def teacher():
 
 def teach_args(task: Path, server: CoinTeacher, out: Path, *extra: str) -> list:
     return ["teach", "--task", task, "--answer-type", "yes/no", "--split", "train", "--teacher", "openai:coin",
-            "--base-url", server.base_url, "--temperature", "0.7", "--out", out, *extra]
+            "--teacher-args", f"base_url={server.base_url}", "--temperature", "0.7", "--out", out, *extra]
 
 
 def test_each_question_is_sampled_until_it_has_k_correct_and_the_store_answers_for_fixed_d(tmp_path, teacher):
@@ -50,7 +50,7 @@ def test_each_question_is_sampled_until_it_has_k_correct_and_the_store_answers_f
     questions = [s.question for s in load_task(str(task_file), answer_type="yes/no").split("train")]
     assert {difficulty(q) for q in questions} == {0, 1, 2, 3}  # easy, hard and unsolvable questions
 
-    result = run_ftcot(*teach_args(task_file, teacher, out, "--until-correct", "2", "--max-samples", "6"))
+    result = run_ftcot(*teach_args(task_file, teacher, out, "--adaptive", "2/6"))
     assert result.returncode == 0, result.stderr
 
     drawn = [expected_samples(q, 2, 6) for q in questions]
@@ -73,11 +73,11 @@ def test_each_question_is_sampled_until_it_has_k_correct_and_the_store_answers_f
     assert curation["kept"] == sum(sum(r[:n]) for r, n in zip(right.values(), drawn))
     assert curation["yield_histogram"].get("0", 0) == sum(not any(r) for r in right.values())
 
-    again = run_ftcot(*teach_args(task_file, teacher, out, "--until-correct", "2", "--max-samples", "6"))
+    again = run_ftcot(*teach_args(task_file, teacher, out, "--adaptive", "2/6"))
     assert again.returncode == 0, again.stderr
     assert teacher.count() == 2 * sum(drawn)  # a rerun sends nothing
     # A larger M tops up only the questions that still need it.
-    more = run_ftcot(*teach_args(task_file, teacher, out, "--until-correct", "2", "--max-samples", "8"))
+    more = run_ftcot(*teach_args(task_file, teacher, out, "--adaptive", "2/8"))
     assert more.returncode == 0, more.stderr
     assert teacher.count() == 2 * sum(expected_samples(q, 2, 8) for q in questions)
 
@@ -86,7 +86,7 @@ def test_a_fixed_d_run_shares_its_samples_with_adaptive_sampling(tmp_path, teach
     task_file, out = coin_train_file(tmp_path, 8), tmp_path / "run"
     assert run_ftcot(*teach_args(task_file, teacher, out, "--samples", "3")).returncode == 0
     assert teacher.count() == 8 * 3 * 2
-    result = run_ftcot(*teach_args(task_file, teacher, out, "--until-correct", "1", "--max-samples", "5"))
+    result = run_ftcot(*teach_args(task_file, teacher, out, "--adaptive", "1/5"))
     assert result.returncode == 0, result.stderr
     questions = [s.question for s in load_task(str(task_file), answer_type="yes/no").split("train")]
     assert teacher.count() == 2 * sum(max(3, expected_samples(q, 1, 5)) for q in questions)
@@ -94,7 +94,7 @@ def test_a_fixed_d_run_shares_its_samples_with_adaptive_sampling(tmp_path, teach
 
 def test_questions_without_gold_count_agreement_with_their_majority(tmp_path, teacher):
     task_file, out = coin_train_file(tmp_path, 8, answers=False), tmp_path / "run"
-    result = run_ftcot(*teach_args(task_file, teacher, out, "--until-correct", "2", "--max-samples", "4"))
+    result = run_ftcot(*teach_args(task_file, teacher, out, "--adaptive", "2/4"))
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "adaptive.json").read_text())
     # Two samples that agree are a majority of two: done. Two that disagree have no majority (0 "correct"),
@@ -106,9 +106,9 @@ def test_questions_without_gold_count_agreement_with_their_majority(tmp_path, te
 
 
 @pytest.mark.parametrize("extra,fragment", [
-    (["--until-correct", "2"], "needs both --until-correct K and --max-samples M"),
-    (["--until-correct", "3", "--max-samples", "2"], "--max-samples 2 is below --until-correct 3"),
-    (["--until-correct", "1", "--max-samples", "4", "--samples", "2"], "give one or the other"),
+    (["--adaptive", "2"], "--adaptive '2': expected K/M"),
+    (["--adaptive", "3/2"], "max_samples 2 is below until_correct 3"),
+    (["--adaptive", "1/4", "--samples", "2"], "give one or the other"),
 ])
 def test_bad_adaptive_options_are_one_line_before_anything_is_sent(tmp_path, teacher, extra, fragment):
     result = run_ftcot(*teach_args(coin_train_file(tmp_path, 2), teacher, tmp_path / "run", *extra))
@@ -117,10 +117,9 @@ def test_bad_adaptive_options_are_one_line_before_anything_is_sent(tmp_path, tea
 
 
 def test_greedy_adaptive_sampling_is_refused(tmp_path, teacher):
-    args = teach_args(coin_train_file(tmp_path, 2), teacher, tmp_path / "run", "--until-correct", "1",
-                      "--max-samples", "4")
+    args = teach_args(coin_train_file(tmp_path, 2), teacher, tmp_path / "run", "--adaptive", "1/4")
     args[args.index("0.7")] = "0"
-    assert_one_line_error(run_ftcot(*args), "--temperature 0.7")
+    assert_one_line_error(run_ftcot(*args), "temperature 0.7")
 
 
 @pytest.mark.slow
@@ -128,8 +127,8 @@ def test_adaptive_sampling_with_gemma_on_llama_cpp(tmp_path, llama_server):
     """A real small teacher: it stops early where Gemma is right, and every sample is stored once."""
     task_file, out = coin_train_file(tmp_path, 4), tmp_path / "run"
     result = run_ftcot("teach", "--task", task_file, "--answer-type", "yes/no", "--split", "train", "--teacher",
-                       "openai:gemma", "--base-url", llama_server, "--temperature", "0.7", "--max-tokens", "24",
-                       "--until-correct", "1", "--max-samples", "3", "--out", out)
+                       "openai:gemma", "--teacher-args", f"base_url={llama_server}", "--temperature", "0.7", "--teacher-args", "max_tokens=24",
+                       "--adaptive", "1/3", "--out", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "adaptive.json").read_text())
     records, _ = load_teacher_records(out)

@@ -289,8 +289,8 @@ def test_a_run_killed_while_polling_resumes_its_batches_and_creates_none_again(t
     coins(tmp_path, data_root, 5)
     run_dir = tmp_path / "run"
     args = ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher",
-            f"openai:{MODEL}", "--base-url", batches.base_url, "--api-key-env", KEY_ENV, "--batch",
-            "--poll-interval", "0.05", "--out", run_dir]
+            f"openai:{MODEL}", "--teacher-args", f"base_url={batches.base_url}", "--teacher-args", f"api_key_env={KEY_ENV}", "--batch",
+            "--teacher-args", "poll_interval_s=0.05", "--out", run_dir]
     env = cli_env(**{KEY_ENV: SECRET})
     process = subprocess.Popen(ftcot_command(*args), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -308,7 +308,9 @@ def test_a_run_killed_while_polling_resumes_its_batches_and_creates_none_again(t
     assert record.batch_id == sorted(batches.batches)[0] and record.stage == "reasoning"
 
     # A normal run would pay again for what the batch is doing: refused.
-    refused = run_ftcot(*[a for a in args if a not in ("--batch", "--poll-interval", "0.05")], env=env)
+    normal = [a for a in args if a != "--batch"]
+    del normal[normal.index("poll_interval_s=0.05") - 1:normal.index("poll_interval_s=0.05") + 1]
+    refused = run_ftcot(*normal, env=env)
     assert_one_line_error(refused, "1 open teacher batch(es)", record.batch_id, "rerun with --batch")
 
     batches.hold = False
@@ -343,8 +345,8 @@ def test_dry_run_and_max_cost_use_batch_prices(tmp_path, data_root, server):
     prices = tmp_path / "prices.json"  # list prices high enough for the 4-decimal estimate to show the ratio
     prices.write_text(json.dumps({MODEL: {"prompt": 1000, "completion": 1000}}))
     base = ["teach", "--task", tmp_path / "coins.jsonl", "--answer-type", "yes/no", "--split", "test",
-            "--teacher", f"openai:{MODEL}", "--base-url", batches.base_url, "--out", tmp_path / "run", "--dry-run",
-            "--prices", prices]
+            "--teacher", f"openai:{MODEL}", "--teacher-args", f"base_url={batches.base_url}", "--out", tmp_path / "run", "--dry-run",
+            "--teacher-args", f"prices={prices}"]
     listed, batched = _estimate(run_ftcot(*base)), _estimate(run_ftcot(*base, "--batch"))
     assert batched == pytest.approx(listed / 2, rel=1e-3) and batched > 0.5
     assert batches.requests == [] and not (tmp_path / "run").exists()
@@ -376,8 +378,8 @@ def test_a_refused_key_is_one_line_without_the_key(tmp_path, data_root, server):
     batches = server(api_key="sk-the-right-one")
     coins(tmp_path, data_root, 2)
     result = run_ftcot("teach", "--task", tmp_path / "coins.jsonl", "--answer-type", "yes/no", "--split", "test",
-                       "--teacher", f"openai:{MODEL}", "--base-url", batches.base_url, "--api-key-env", KEY_ENV,
-                       "--batch", "--poll-interval", "0.01", "--out", tmp_path / "run", env=cli_env(**{KEY_ENV: SECRET}))
+                       "--teacher", f"openai:{MODEL}", "--teacher-args", f"base_url={batches.base_url}", "--teacher-args", f"api_key_env={KEY_ENV}",
+                       "--batch", "--teacher-args", "poll_interval_s=0.01", "--out", tmp_path / "run", env=cli_env(**{KEY_ENV: SECRET}))
     assert_one_line_error(result, "HTTP 401", "check the API key")
     assert SECRET not in result.stdout + result.stderr and "***" in result.stderr  # the server echoed it
     assert batches.count("POST", CREATE) == 0
@@ -426,7 +428,7 @@ def test_the_python_api_teaches_through_batches(tmp_path, data_root, server):
     batches = server()
     coins(tmp_path, data_root, 3)
     result = ftcot.teach(str(tmp_path / "coins.jsonl"), f"openai:{MODEL}", tmp_path / "run", split="test",
-                         answer_type="yes/no", base_url=batches.base_url, batch=True, poll_interval=0.01,
+                         answer_type="yes/no", base_url=batches.base_url, batch=True, poll_interval_s=0.01,
                          data_dir=data_root)
     assert (result.complete_chains, result.new_completions) == (3, 6) and batches.count("POST", CREATE) == 2
     assert result.summary["batches"] == sorted(batches.batches)

@@ -99,8 +99,8 @@ def test_a_batch_run_keeps_the_reasoning_and_exports_what_the_request_loop_expor
 def test_the_cli_batch_run_honours_rationale_and_system_prompt(tmp_path, server):
     teacher_server, task = server(reasoning="reasoning_content"), coin_task_file(tmp_path, 2)
     common = ["teach", "--task", task, "--answer-type", "yes/no", "--split", "test", "--teacher", f"openai:{MODEL}",
-              "--base-url", teacher_server.base_url, "--chat", "--system-prompt", SYSTEM, "--rationale", "reasoning"]
-    batched = run_ftcot(*common, "--batch", "--poll-interval", "0.01", "--out", tmp_path / "batch")
+              "--teacher-args", f'base_url={teacher_server.base_url},chat=true,system_prompt="{SYSTEM}",rationale=reasoning']
+    batched = run_ftcot(*common, "--batch", "--teacher-args", "poll_interval_s=0.01", "--out", tmp_path / "batch")
     assert batched.returncode == 0, batched.stderr
     assert teacher_server.batches and teacher_server.direct == []
     looped = run_ftcot(*common, "--out", tmp_path / "loop")
@@ -119,13 +119,13 @@ def test_the_cli_batch_run_honours_rationale_and_system_prompt(tmp_path, server)
 def test_adaptive_sampling_honours_rationale_and_system_prompt_and_refuses_batch(tmp_path, server):
     teacher_server, task = server(reasoning="reasoning"), coin_task_file(tmp_path, 3)
     common = ["teach", "--task", task, "--answer-type", "yes/no", "--split", "test", "--teacher", f"openai:{MODEL}",
-              "--base-url", teacher_server.base_url, "--chat", "--system-prompt", SYSTEM, "--temperature", "0.7",
-              "--until-correct", "1", "--max-samples", "2"]
+              "--teacher-args", f'base_url={teacher_server.base_url},chat=true,system_prompt="{SYSTEM}"', "--temperature", "0.7",
+              "--adaptive", "1/2"]
     refused = run_ftcot(*common, "--batch", "--out", tmp_path / "refused")
-    assert_one_line_error(refused, "--batch", "--until-correct")
+    assert_one_line_error(refused, "batch does not combine with adaptive sampling")
     assert not (tmp_path / "refused").exists() and teacher_server.requests == []
 
-    done = run_ftcot(*common, "--rationale", "both", "--out", tmp_path / "run")
+    done = run_ftcot(*common, "--teacher-args", "rationale=both", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert teacher_server.direct and all(b["messages"][0] == {"role": "system", "content": SYSTEM}
                                          for b in teacher_server.direct)
@@ -145,7 +145,7 @@ def test_the_python_api_takes_rationale_with_batch(tmp_path, server):
     teacher_server, task = server(reasoning="think"), coin_task_file(tmp_path, 2)
     result = ftcot.teach(str(task), f"openai:{MODEL}", tmp_path / "run", split="test", answer_type="yes/no",
                          base_url=teacher_server.base_url, chat=True, system_prompt=SYSTEM, rationale="both",
-                         batch=True, poll_interval=0.01)
+                         batch=True, poll_interval_s=0.01)
     assert result.complete_chains == 2 and teacher_server.batches and teacher_server.direct == []
     chains = exported(tmp_path / "run", tmp_path / "run" / "export.jsonl")  # the run's own option: both
     assert all(r["reasoning_completion"].strip().startswith(THINKS) and "\n\n" in r["reasoning_completion"]

@@ -101,7 +101,7 @@ def test_replay_with_two_samples_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--teacher", "gpt4:x"], "Unknown teacher 'gpt4:x'"),
-    (["--teacher", "replay:text-davinci-002", "--method", "cot"], "Unknown method 'cot'"),
+    (["--teacher", "replay:text-davinci-002", "--method", "cot"], "--method: Input should be 'zs_cot', 'zs', 'fs_cot' or 'ft_cot' (got 'cot')"),
     (["--teacher", "replay:no-such-teacher"], "no such recorded teacher"),
     (["--teacher", "replay:text-davinci-002", "--samples", "2"], "cannot sample"),
 ])
@@ -119,7 +119,7 @@ def kill_mid_run_then_resume(tmp_path: Path, base_url: str, proxy, questions: in
     run_dir = tmp_path / "run"
     task_file = coin_task_file(tmp_path, questions)
     args = ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher", "openai:gemma",
-            "--base-url", base_url, "--concurrency", "1", "--out", run_dir, *extra]
+            "--teacher-args", f"base_url={base_url}", "--teacher-args", "concurrency=1", "--out", run_dir, *extra]
     process = subprocess.Popen(ftcot_command(*args), env=cli_env(), cwd=PROJECT_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -164,13 +164,13 @@ def kill_mid_run_then_resume(tmp_path: Path, base_url: str, proxy, questions: in
 def test_a_run_killed_with_sigkill_resumes_without_resending_stub(tmp_path, stub, proxy):
     upstream = stub(delay_s=0.3)
     front = proxy(upstream.base_url)
-    kill_mid_run_then_resume(tmp_path, front.base_url, front, questions=6, extra=["--max-tokens", "16"])
+    kill_mid_run_then_resume(tmp_path, front.base_url, front, questions=6, extra=["--teacher-args", "max_tokens=16"])
 
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_without_resending_llama(tmp_path, llama_server, proxy):
     front = proxy(llama_server)
-    kill_mid_run_then_resume(tmp_path, front.base_url, front, questions=4, extra=["--max-tokens", "16"])
+    kill_mid_run_then_resume(tmp_path, front.base_url, front, questions=4, extra=["--teacher-args", "max_tokens=16"])
 
 
 # -- diverse reasoning against llama.cpp -----------------------------------------------------------
@@ -182,7 +182,7 @@ def test_top_up_to_three_samples_stores_three_distinct_rationales_from_llama(tmp
     run_dir = tmp_path / "run"
     task_file = coin_task_file(tmp_path, 2)
     common = ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher",
-              "openai:gemma", "--base-url", front.base_url, "--temperature", "0.7", "--max-tokens", "16",
+              "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--temperature", "0.7", "--teacher-args", "max_tokens=16",
               "--out", run_dir]
     first = run_ftcot(*common, "--samples", "2")
     assert first.returncode == 0, first.stderr
@@ -208,8 +208,8 @@ def test_max_cost_stops_before_the_cap_and_keeps_results(tmp_path, stub, proxy):
     prices.write_text(json.dumps({"gemma": {"prompt": 0, "completion": 1_000_000}}))  # $1 per completion token
     run_dir = tmp_path / "run"
     args = ["teach", "--task", coin_task_file(tmp_path, 8), "--answer-type", "yes/no", "--split", "test",
-            "--teacher", "openai:gemma", "--base-url", front.base_url, "--method", "zs", "--max-tokens", "10",
-            "--prices", prices, "--out", run_dir]
+            "--teacher", "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--method", "zs", "--teacher-args", "max_tokens=10",
+            "--teacher-args", f"prices={prices}", "--out", run_dir]
     result = run_ftcot(*args, "--max-cost", "32")
     assert result.returncode == 0, result.stderr
     assert "stopped at the --max-cost cap" in result.stdout
@@ -228,8 +228,8 @@ def test_dry_run_sends_nothing(tmp_path, stub, proxy):
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"gemma": [1.0, 2.0]}))
     result = run_ftcot("teach", "--task", coin_task_file(tmp_path, 5), "--answer-type", "yes/no", "--split", "test",
-                       "--teacher", "openai:gemma", "--base-url", front.base_url, "--samples", "2",
-                       "--temperature", "0.7", "--prices", prices, "--dry-run", "--out", tmp_path / "run")
+                       "--teacher", "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--samples", "2",
+                       "--temperature", "0.7", "--teacher-args", f"prices={prices}", "--dry-run", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     # 5 stage-1 requests with n=2 (the backend assumes n works until told otherwise) + 10 stage-2.
     assert "would send 15 requests" in result.stdout and "Nothing was sent" in result.stdout
@@ -249,8 +249,8 @@ def test_the_api_key_appears_in_no_artifact_and_no_output(tmp_path, stub, proxy)
     task_file = coin_task_file(tmp_path, 4)
     outputs = []
     teach = run_ftcot("teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher",
-                      "openai:gemma", "--base-url", front.base_url, "--api-key-env", "FTCOT_TEST_KEY",
-                      "--concurrency", "1", "--out", run_dir, env=env)
+                      "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--teacher-args", "api_key_env=FTCOT_TEST_KEY",
+                      "--teacher-args", "concurrency=1", "--out", run_dir, env=env)
     # A 401 means the key is refused: the run stops sending and exits non-zero, in one line.
     assert teach.returncode == 2 and "Traceback" not in teach.stderr, teach.stderr
     assert "HTTP 401" in teach.stderr.splitlines()[-1] and "check the API key" in teach.stderr
@@ -262,8 +262,8 @@ def test_the_api_key_appears_in_no_artifact_and_no_output(tmp_path, stub, proxy)
     outputs.append(run_ftcot("teach", "report", run_dir, "--json", "--task", task_file, "--answer-type", "yes/no",
                              env=env))
     outputs.append(run_ftcot("teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test",
-                             "--teacher", "openai:gemma", "--base-url", front.base_url, "--api-key-env",
-                             "FTCOT_TEST_KEY", "--dry-run", "--out", run_dir, env=env))
+                             "--teacher", "openai:gemma", "--teacher-args", f"base_url={front.base_url}",
+                             "--teacher-args", "api_key_env=FTCOT_TEST_KEY", "--dry-run", "--out", run_dir, env=env))
     for result in outputs:  # ...and shown nowhere
         assert result.returncode == 0, result.stderr
         assert FAKE_KEY not in result.stdout and FAKE_KEY not in result.stderr
@@ -281,7 +281,7 @@ def test_ctrl_c_stores_what_is_in_flight_before_stopping(tmp_path, stub, proxy):
     front = proxy(upstream.base_url)
     run_dir = tmp_path / "run"
     args = ["teach", "--task", coin_task_file(tmp_path, 8), "--answer-type", "yes/no", "--split", "test",
-            "--teacher", "openai:gemma", "--base-url", front.base_url, "--concurrency", "4", "--out", run_dir]
+            "--teacher", "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--teacher-args", "concurrency=4", "--out", run_dir]
     process = subprocess.Popen(ftcot_command(*args), env=cli_env(), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -314,7 +314,7 @@ def test_import_zero_shot_cot_logs_round_trips_a_log(tmp_path):
 
 def teach_args(task_file: Path, base_url: str, run_dir: Path, *extra: str) -> list[str]:
     return ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher", "openai:gemma",
-            "--base-url", base_url, "--api-key-env", "FTCOT_TEST_UNSET_KEY", "--out", run_dir, *extra]
+            "--teacher-args", f"base_url={base_url}", "--teacher-args", "api_key_env=FTCOT_TEST_UNSET_KEY", "--out", run_dir, *extra]
 
 
 @pytest.mark.parametrize(("outage", "sent", "reason"), [
@@ -325,7 +325,7 @@ def teach_args(task_file: Path, base_url: str, run_dir: Path, *extra: str) -> li
 def test_a_run_where_nothing_came_back_exits_non_zero_and_a_rerun_after_the_outage_finishes(
         tmp_path, stub, outage, sent, reason):
     server = stub(outage=outage)
-    args = teach_args(coin_task_file(tmp_path, 3), server.base_url, tmp_path / "run", "--concurrency", "1")
+    args = teach_args(coin_task_file(tmp_path, 3), server.base_url, tmp_path / "run", "--teacher-args", "concurrency=1")
     down = run_ftcot(*args)
     assert down.returncode == 2 and "Traceback" not in down.stderr, down.stderr
     last = down.stderr.strip().splitlines()[-1]
@@ -372,7 +372,7 @@ def test_credentials_in_the_base_url_reach_no_output_or_file_and_its_query_follo
 ])
 def test_a_base_url_that_cannot_work_is_a_one_line_error_before_anything_runs(tmp_path, base_url, env, message):
     args = teach_args(coin_task_file(tmp_path, 2), base_url, tmp_path / "run")
-    args[args.index("FTCOT_TEST_UNSET_KEY")] = "FTCOT_TEST_KEY"
+    args[args.index("api_key_env=FTCOT_TEST_UNSET_KEY")] = "api_key_env=FTCOT_TEST_KEY"
     result = run_ftcot(*args, env=cli_env(**env))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr and "hunter22" not in result.stderr

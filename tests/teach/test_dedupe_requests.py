@@ -106,7 +106,7 @@ def test_a_kill_at_concurrency_8_loses_at_most_8_replies_and_nothing_stored_is_a
     front = proxy(stub(delay_s=0.3).base_url)
     run_dir, questions = tmp_path / "run", 40
     args = ["teach", "--task", coin_task_file(tmp_path, questions), "--answer-type", "yes/no", "--split", "test",
-            "--method", "zs", "--teacher", "openai:gemma", "--base-url", front.base_url, "--concurrency", "8",
+            "--method", "zs", "--teacher", "openai:gemma", "--teacher-args", f"base_url={front.base_url}", "--teacher-args", "concurrency=8",
             "--out", run_dir]
     process = subprocess.Popen(ftcot_command(*args), env=cli_env(), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -96,3 +96,38 @@ def test_a_batch_run_on_multiarith_asks_once_for_questions_with_the_same_text(tm
     assert [len(ids) for ids in batched.created] == [3, 6] and len(batched.ran) == 9
     again = _batch(batched, tmp_path / "run", task, twins, 2, split="all")
     assert again.requests == 0 and len(batched.ran) == 9
+
+
+def test_a_refused_batch_create_leaves_nothing_that_refuses_a_later_run(tmp_path, data_root, server):
+    """A 4xx to the create (a billing limit) means no batch exists: the ledger row must not stay open, or every
+    later normal run of the directory is refused as if paid-for batches were running."""
+    from ftcot.errors import FtcotError
+    from ftcot.teach.batch import open_batches, refuse_open_batches
+
+    task = load_task("coin_flip", data_root)
+    questions = task.split_indices("test")[:3]
+    batches = server(refuse_creates=1)
+    with pytest.raises(FtcotError, match="token_limit_exceeded|Enqueued token limit"):
+        _batch(batches, tmp_path / "run", task, questions, 1)
+    assert open_batches(tmp_path / "run") == []
+    refuse_open_batches(tmp_path / "run")  # no error: a normal run may go on
+    summary = _loop(batches, tmp_path / "run", task, questions, 1)
+    assert summary.complete_chains == 3
+
+
+def test_teaching_inside_a_running_event_loop(tmp_path, data_root, server):
+    """Jupyter runs cells inside an event loop: ftcot.teach() there failed with "Cannot run the event loop
+    while another loop is running"."""
+    import asyncio
+
+    import ftcot
+
+    served = server()
+    questions = load_task("coin_flip", data_root).split_indices("test")[:3]
+
+    async def notebook_cell():
+        return ftcot.teach("coin_flip", f"openai:{MODEL}", tmp_path / "run", split="test", questions=questions,
+                           base_url=served.base_url, data_dir=data_root)
+
+    result = asyncio.run(notebook_cell())
+    assert result.complete_chains == 3 and served.count(*COMPLETIONS) == 6

@@ -197,8 +197,10 @@ def test_sample_seeds_are_reproducible_with_a_seed_and_distinct_without():
 
 def test_missing_key_for_a_remote_server_names_the_variable(monkeypatch):
     monkeypatch.delenv("FTCOT_TEST_KEY", raising=False)
+    # Built without it (a dry run sends nothing), refused before the first request.
+    teacher = OpenAICompatTeacher("gpt-x", base_url="https://api.example.com/v1", api_key_env="FTCOT_TEST_KEY")
     with pytest.raises(FtcotError, match="FTCOT_TEST_KEY"):
-        OpenAICompatTeacher("gpt-x", base_url="https://api.example.com/v1", api_key_env="FTCOT_TEST_KEY")
+        teacher.require_credentials()
 
 
 def test_local_server_needs_no_key_and_name_ignores_the_url(monkeypatch):

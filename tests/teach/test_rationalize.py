@@ -40,7 +40,7 @@ def test_unsolved_training_questions_are_asked_again_with_the_hint_and_curated_a
     task_file, out = coin_train_file(tmp_path, 16), tmp_path / "run"
     task = load_task(str(task_file), answer_type="yes/no")
     questions = {s.index: s.question for s in task.split("train")}
-    result = run_ftcot(*teach_args(task_file, teacher, out, "--samples", "2", "--rationalize"))
+    result = run_ftcot(*teach_args(task_file, teacher, out, "--samples", "2", "--rationalize", "1"))
     assert result.returncode == 0, result.stderr
 
     unsolved = [i for i, q in questions.items() if all(sampled_answer(q, m) != gold(q) for m in range(2))]
@@ -72,7 +72,7 @@ def test_unsolved_training_questions_are_asked_again_with_the_hint_and_curated_a
     assert not any(e.rationalized for e in left_out) and without["dropped"][RATIONALIZED_OFF] == len(unsolved)
     assert without["yield_histogram"]["0"] == len(unsolved)
 
-    again = run_ftcot(*teach_args(task_file, teacher, out, "--samples", "2", "--rationalize"))
+    again = run_ftcot(*teach_args(task_file, teacher, out, "--samples", "2", "--rationalize", "1"))
     assert again.returncode == 0, again.stderr
     assert teacher.count() == 16 * 2 * 2 + 2 * len(unsolved)  # stored, never asked twice
 
@@ -87,7 +87,7 @@ def test_unsolved_training_questions_are_asked_again_with_the_hint_and_curated_a
 def test_a_question_solved_by_a_later_top_up_keeps_only_its_own_rationales(tmp_path, teacher):
     task_file, out = coin_train_file(tmp_path, 16), tmp_path / "run"
     task = load_task(str(task_file), answer_type="yes/no")
-    assert run_ftcot(*teach_args(task_file, teacher, out, "--rationalize")).returncode == 0
+    assert run_ftcot(*teach_args(task_file, teacher, out, "--rationalize", "1")).returncode == 0
     assert run_ftcot(*teach_args(task_file, teacher, out, "--samples", "4")).returncode == 0
     records, _ = load_teacher_records(out)
     train, _, summary = curate(task, get_template("ft_cot"), records, val_fraction=0)
@@ -103,8 +103,8 @@ def test_rationalization_with_gemma_on_llama_cpp(tmp_path, llama_server):
     """A real small teacher: hinted requests go out only for unsolved questions, their answers unhinted."""
     task_file, out = coin_train_file(tmp_path, 4), tmp_path / "run"
     common = ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "train", "--teacher",
-              "openai:gemma", "--base-url", llama_server, "--max-tokens", "24", "--out", out]
-    result = run_ftcot(*common, "--rationalize")
+              "openai:gemma", "--teacher-args", f"base_url={llama_server}", "--teacher-args", "max_tokens=24", "--out", out]
+    result = run_ftcot(*common, "--rationalize", "1")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "rationalize.json").read_text())
     assert report["training_questions"] == 4 and report["asked"] == 4 - report["solved_before"]
@@ -112,5 +112,5 @@ def test_rationalization_with_gemma_on_llama_cpp(tmp_path, llama_server):
     hinted = [r for r in records if r.get("rationalized")]
     assert len(hinted) == report["asked"]
     assert all("(Hint: the answer is" in r["prompt"] and "Hint" not in r["answer_prompt"] for r in hinted)
-    again = run_ftcot(*common, "--rationalize")
+    again = run_ftcot(*common, "--rationalize", "1")
     assert again.returncode == 0 and "0 requests" in again.stdout

@@ -207,13 +207,13 @@ def test_the_cli_options_system_prompt_and_rationale(tmp_path, reasoning_server)
     server = reasoning_server("think")
     task = coin_task_file(tmp_path, 2)
     common = ["teach", "--task", task, "--answer-type", "yes/no", "--split", "test", "--teacher", "openai:r1",
-              "--base-url", server.base_url, "--chat", "--out", tmp_path / "run"]
-    done = run_ftcot(*common, "--system-prompt", "Think, then answer.", "--rationale", "both")
+              "--teacher-args", f"base_url={server.base_url}", "--teacher-args", "chat=true", "--out", tmp_path / "run"]
+    done = run_ftcot(*common, "--teacher-args", 'system_prompt="Think, then answer.",rationale=both')
     assert done.returncode == 0, done.stderr
     assert server.bodies[0]["messages"][0]["content"] == "Think, then answer."
     exported = run_ftcot("teach", "export", tmp_path / "run", "--rationale", "reasoning")
     assert exported.returncode == 0, exported.stderr
     assert {r["reasoning_completion"] for _, r in read_jsonl(tmp_path / "run" / "export.jsonl")} == {" " + REASONING}
-    refused = run_ftcot(*common, "--rationale", "thoughts")  # --batch and adaptive runs: test_batch_reasoning.py
-    assert refused.returncode != 0 and "Unknown rationale 'thoughts'" in refused.stderr
+    refused = run_ftcot(*common, "--teacher-args", "rationale=thoughts")  # --batch and adaptive runs: test_batch_reasoning.py
+    assert refused.returncode != 0 and "'thoughts'" in refused.stderr and "'reasoning'" in refused.stderr
     assert len(server.bodies) == 4  # the refused run sent nothing

@@ -177,14 +177,14 @@ def test_the_cli_takes_base_url_more_than_once(tmp_path, pool):
 
     task = coin_task_file(tmp_path, 6)
     done = run_ftcot("teach", "--task", task, "--answer-type", "yes/no", "--split", "test", "--teacher",
-                     "openai:stub", "--base-url", servers[0].base_url, "--base-url", servers[1].base_url,
-                     "--server-concurrency", "1", "--concurrency", "4", "--out", tmp_path / "run")
+                     "openai:stub", "--teacher-args", f"base_url=[{servers[0].base_url},{servers[1].base_url}]",
+                     "--teacher-args", "server_concurrency=1", "--teacher-args", "concurrency=4", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert all(len(s.answered()) >= 3 for s in servers)
     assert sum(len(s.answered()) for s in servers) == 12
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["base_url"] == [servers[0].base_url, servers[1].base_url]
-    assert record["server_concurrency"] == 1
+    assert record["config"]["server_concurrency"] == 1
 
 
 def test_an_experiment_teacher_takes_a_list_of_servers_and_keeps_its_stage_key():

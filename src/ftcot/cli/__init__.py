@@ -4,32 +4,59 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 
-from ftcot.cli import curate, data, diagnose, evaluate, run, score, train
+from ftcot.cli import curate, data, diagnose, evaluate, options, run, score, train
 from ftcot.cli import export as export_cli
 from ftcot.cli import teach as teach_cli
 from ftcot.errors import FtcotError
 
+# `ftcot --help` lists the commands as the data flows (tasks → teach → curate → train → evaluate), then the
+# experiment, what reads its results, export and the demo.
+PIPELINE = ("data", "teach", "curate", "train", "evaluate", "score", "run", "diagnose", "export", "demo")
+
+
+class _PipelineOrder(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: PIPELINE.index(name) if name in PIPELINE else len(PIPELINE))
+
+
 app = typer.Typer(
+    cls=_PipelineOrder,
     name="ftcot",
     help="Fine-tune-CoT: teach small language models to reason with a large teacher's rationales.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help=options.DATA_DIR_HELP)] = None) -> None:
+    """Fine-tune-CoT: teach small language models to reason with a large teacher's rationales.
+
+    The commands in pipeline order: data, teach, curate, train, evaluate, run (all of them, from a config),
+    report and diagnose what came out, export, demo.
+    """
+    options.set_root_data_dir(data_dir)
+
+
 app.add_typer(data.app, name="data")
 app.add_typer(teach_cli.app, name="teach")
-app.command("score")(score.score_command)
 app.command("curate")(curate.curate_command)
 app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
-app.command("diagnose")(diagnose.diagnose_command)
+app.command("score")(score.score_command)
 app.command("run")(run.run_command)
-app.command("demo")(run.demo_command)
+app.command("diagnose")(diagnose.diagnose_command)
 app.add_typer(export_cli.app, name="export")
+app.command("demo")(run.demo_command)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

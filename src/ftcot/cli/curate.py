@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.curate import curate
 from ftcot.curate.dataset import write_data_dir
 from ftcot.curate.report import contamination_lines, settings, table_rows
@@ -72,7 +72,7 @@ def curate_command(
         raise FtcotError("Which task? Pass --task KEY (a JSONL of teacher records does not say).")
     if chosen.uses_rationale and source is None:
         raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
-    root = resolve_data_root(data_dir)
+    root = resolve_data_root(data_root_option(data_dir))
     extra = settings(root, decontaminate=decontaminate, decontaminate_against=decontaminate_against or [],
                      decontaminate_ngram=decontaminate_ngram, decontaminate_max_df=decontaminate_max_df,
                      decontaminate_min_overlap=decontaminate_min_overlap,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.cli.synth import synth_command
 from ftcot.data_root import resolve_data_root
 from ftcot.jsonl import write_jsonl
@@ -23,7 +23,7 @@ app.command("synth")(synth_command)
 @app.command("list")
 def list_command(data_dir: DataDir = None) -> None:
     """A table of the tasks with their sizes and split sizes."""
-    root = resolve_data_root(data_dir)
+    root = resolve_data_root(data_root_option(data_dir))
     table = Table(title=f"Benchmarks under {root}")
     for column in ("task", "category", "answer", "samples", "train", "test", "random %"):
         table.add_column(column, no_wrap=column == "task", justify="right" if column in ("samples", "train", "test", "random %") else "left")
@@ -45,7 +45,7 @@ def export_command(
     data_dir: DataDir = None,
 ) -> None:
     """JSONL to stdout: one object per sample with sample_index, question, answer, split."""
-    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
+    loaded = load_task(task, resolve_data_root(data_root_option(data_dir)), answer_type)
     train = set(loaded.split_indices("train", split_scheme))
     samples = loaded.split(split, split_scheme)
     write_stdout(lambda handle: write_jsonl(
@@ -65,4 +65,4 @@ def download_command(
     """Fetch the benchmarks, the paper's splits and few-shot prompts from their public URLs, verified by SHA-256."""
     from ftcot.tasks.download import download_all
 
-    download_all(to or resolve_data_root(data_dir), base_url=base_url)
+    download_all(to or resolve_data_root(data_root_option(data_dir)), base_url=base_url)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.evaluate import METHODS, evaluate
 from ftcot.evaluate.metrics import summary_table
@@ -41,7 +41,7 @@ def evaluate_command(
     data_dir: DataDir = None,
 ) -> None:
     """Generate answers for a task's split, score them, write predictions.jsonl and metrics.json."""
-    loaded_task = load_task(task, resolve_data_root(data_dir), answer_type)
+    loaded_task = load_task(task, resolve_data_root(data_root_option(data_dir)), answer_type)
     result = evaluate(loaded_task, model, out, method=method, split=split, split_scheme=split_scheme,
                       batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, device=device,
                       base_url=base_url, api_key_env=api_key_env, progress=progress,

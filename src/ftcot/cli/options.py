@@ -7,7 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-DataDir = Annotated[
-    Optional[Path],
-    typer.Option("--data-dir", help="Data root (raw/, splits/, …). Default: $FTCOT_DATA, else the user cache."),
-]
+DATA_DIR_HELP = "Data root (raw/, splits/, teacher/, …). Default: $FTCOT_DATA, else the user cache."
+
+# `ftcot --data-dir DIR COMMAND …` (the root callback) sets it for every command; each command also takes it after
+# its name, not listed in its --help (which keeps the stage commands' option lists short).
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help=DATA_DIR_HELP, hidden=True)]
+
+_root: list[Optional[Path]] = [None]
+
+
+def set_root_data_dir(path: Optional[Path]) -> None:
+    _root[0] = path
+
+
+def data_root_option(data_dir: Optional[Path] = None) -> Optional[Path]:
+    """The data root a command was given: its own --data-dir, else the root one, else None (the default)."""
+    return data_dir if data_dir is not None else _root[0]

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import load_config
@@ -36,7 +36,7 @@ def run_command(
 ) -> None:
     """Run an experiment: teach → curate → train → evaluate for every cell, then the tables, plots and report."""
     config = load_config(config_file)
-    experiment = Experiment(config, out or Path("runs") / config.name, resolve_data_root(data_dir), _stderr)
+    experiment = Experiment(config, out or Path("runs") / config.name, resolve_data_root(data_root_option(data_dir)), _stderr)
     if plan:
         print_plan(experiment)
     elif explain:
@@ -164,7 +164,7 @@ def demo_command(
     from ftcot.experiment.config import parse_config
     from ftcot.experiment.demo import DEMO, QUICK
 
-    data_root = resolve_data_root(data_dir)
+    data_root = resolve_data_root(data_root_option(data_dir))
     recorded = data_root / "teacher" / "text-davinci-002" / "zs_cot" / "coin_flip.jsonl"
     if not recorded.is_file():
         raise FtcotError(f"The demo replays the paper's recorded teacher, {recorded}, which is missing: set "

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.jsonl import read_jsonl, require_field, write_jsonl
 from ftcot.paths import atomic_file, check_output, task_inputs
@@ -31,7 +31,7 @@ def score_command(
     data_dir: DataDir = None,
 ) -> None:
     """Print n, correct and accuracy of the completions in FILE."""
-    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
+    loaded = load_task(task, resolve_data_root(data_root_option(data_dir)), answer_type)
     spec = loaded.spec
     chosen = get_template(template)
     if rule not in RULES:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ftcot.cli.options import DataDir
+from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import check_int
 from ftcot.jsonl import write_jsonl
@@ -28,7 +28,7 @@ def synth_command(
     data_dir: DataDir = None,
 ) -> None:
     """JSONL of generated questions with computed answers, usable as your own task file."""
-    root = resolve_data_root(data_dir)
+    root = resolve_data_root(data_root_option(data_dir))
     # The questions are held in memory before writing: a typo of a few zeros should not exhaust it.
     check_int("--n", n, 1, MAX_QUESTIONS)
     if out is not None:

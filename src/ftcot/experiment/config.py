@@ -23,7 +23,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator,
 
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
-from ftcot.teach.reasoning import RATIONALE_SOURCES
+from ftcot.settings import subset
+from ftcot.teach.config import TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
 
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
@@ -95,47 +96,16 @@ def _public_urls(base_url: str | list[str] | None) -> str | list[str] | None:
     return sorted(public_url(url) for url in base_url)  # the servers, not their order, make the teacher
 
 
-class TeacherConfig(_Strict):
-    spec: str = Field(description="openai:MODEL, hf:MODEL_OR_PATH, gemma-270m or replay:text-davinci-002")
+class _Teacher(TeacherChecks):
+    """What an experiment adds to a teacher's teach settings: a label, and its stage identity."""
+
     name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
-    # Not in identity(): the teach stage's own input "method" (zs_cot stages keep their keys).
-    method: Literal["zs_cot", "ft_cot"] = Field(
-        "zs_cot", description="How the teacher is asked: zs_cot (Zero-shot-CoT, two stages) or ft_cot (a "
-                              "Fine-tune-CoT student as the teacher, e.g. one exported by ftcot export model: its "
-                              "own 'question ###' prompt, rationale and answer in one completion)")
-    base_url: Optional[Union[str, list[str]]] = Field(
-        None, description="The server's /v1 URL; a list: several servers of this one teacher (least loaded first, "
-                          "a server that dies hands its requests on)")
-    api_key_env: Optional[str] = None
-    chat: bool = False
-    extra_body: Optional[dict[str, Any]] = None
-    max_tokens: Optional[int] = Field(None, ge=1, description="Rationale token limit (default 128)")
-    concurrency: int = Field(16, ge=1)
-    server_concurrency: Optional[int] = Field(None, ge=1, description="Requests in flight per server (base_url list)")
-    system_prompt: Optional[str] = Field(None, description="System message of every request (chat: true); part of "
-                                                           "identity() when set")
-    max_cost: Optional[float] = Field(None, ge=0, description="USD cap per teach stage")
-    # Not part of identity(): a batch returns the completions a normal run would (the same store keys).
-    batch: bool = Field(False, description="openai: teachers: send through the provider's Batch API (half price, "
-                                           "results within 24 h); a stopped run resumes its batches")
-    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between batch status checks (batch: true)")
-    # Beyond the paper (ftcot teach's options of the same names): part of identity() when set.
-    until_correct: Optional[int] = Field(None, ge=1, description="Adaptive sampling: sample each training question "
-                                         "until K correct rationales (or max_samples), at the diverse temperature")
-    max_samples: Optional[int] = Field(None, ge=1, description="Adaptive sampling: at most M rationales a question")
-    rationalize: bool = Field(False, description="Ask again, with the gold answer as a hint, about training questions "
-                                                 "left without a correct rationale (STaR)")
-    # Not part of identity(): it changes what curation reads from the store, never a request (a curate input).
-    rationale: Literal[RATIONALE_SOURCES] = Field(  # type: ignore[valid-type]
-        "answer", description="Reasoning models: the rationale curation trains on is the visible answer, the "
-                              "reasoning, or both (ftcot teach --rationale); changing it re-curates, never re-asks")
 
     @model_validator(mode="after")
-    def _adaptive_pair(self) -> TeacherConfig:
-        if (self.until_correct is None) != (self.max_samples is None):
-            raise ValueError("adaptive sampling needs both until_correct and max_samples")
-        if self.until_correct is not None and self.max_samples < self.until_correct:
-            raise ValueError(f"max_samples {self.max_samples} is below until_correct {self.until_correct}")
+    def _rationale_method(self) -> Any:
+        if self.method not in ("zs_cot", "ft_cot"):
+            raise ValueError(f"a teacher of an experiment writes rationales: method zs_cot or ft_cot, not "
+                             f"{self.method} (the prompting baselines are methods of the students' table)")
         return self
 
     @property
@@ -155,10 +125,19 @@ class TeacherConfig(_Strict):
                     "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
         if self.system_prompt:
             identity["system_prompt"] = self.system_prompt
-        # Only when set, so the teach stages made before these existed keep their keys.
-        extra = {"until_correct": self.until_correct, "max_samples": self.max_samples,
-                 "rationalize": self.rationalize or None}
+        # Only when set, so the teach stages made before these existed keep their keys (rationalize: true, the
+        # one hinted rationale a question it meant then, stays true).
+        rationalize = True if self.rationalize == 1 else self.rationalize or None
+        extra = {"until_correct": self.until_correct, "max_samples": self.max_samples, "rationalize": rationalize}
         return {**identity, **{k: v for k, v in extra.items() if v is not None}}
+
+
+# A teacher of an experiment: ftcot teach's settings (ftcot.teach.config.TeachConfig) less what the experiment
+# plans itself for each teach stage (the task, split, D, T and questions). Not in identity(): method (the teach
+# stage's own input), batch and poll_interval_s (a batch returns what a normal run would: the same store keys),
+# rationale (read when curating, never a request), concurrency, max_cost, prices.
+TeacherConfig = subset(TeachConfig, "TeacherConfig", base=_Teacher,
+                       exclude=("task", "answer_type", "split", "samples", "temperature", "questions"))
 
 
 class StudentConfig(_Strict):

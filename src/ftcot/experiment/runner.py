@@ -38,7 +38,7 @@ from rich.markup import escape
 
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
-from ftcot.experiment.config import ExperimentConfig, TeacherConfig
+from ftcot.experiment.config import ExperimentConfig
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
 from ftcot.jsonl import read_json_object
 from ftcot.tasks import Task, load_task
@@ -124,20 +124,21 @@ class Experiment:
         teacher sampling D > 1), a bad split or budget, and (``sending``) a missing API key — each a one-line
         error naming the stage. The plan (``sending=False``) sends nothing and needs no key."""
         from ftcot.teach.backends import require_credentials
+        from ftcot.teach.batch import batch_teacher
         from ftcot.teach.engine import resolve_settings
+        from ftcot.teach.run import make_backend
 
         for stage in self.plan.of_kind("teach"):
             try:
-                teacher, backend, _ = _teacher(self, stage)  # a bad base_url: named here
+                config = teach_config(self, stage)
+                backend = make_backend(config, self.data_root)  # a bad base_url: named here
                 if sending:
                     require_credentials(backend)
-                if teacher.batch:
-                    from ftcot.teach.batch import batch_teacher
-
+                if config.batch:
                     batch_teacher(backend)  # hf: and replay: teachers have no Batch API
-                resolve_settings(self.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method,
-                                 stage.samples, stage.inputs["temperature"], teacher.max_tokens,
-                                 concurrency=teacher.concurrency, max_cost=teacher.max_cost)
+                resolve_settings(self.task(stage.inputs["task"]), config.split, backend, config.method,
+                                 config.max_samples if config.adaptive else config.samples, config.temperature,
+                                 config.max_tokens, concurrency=config.concurrency, max_cost=config.max_cost)
             except FtcotError as exc:
                 raise FtcotError(f"teach {stage.label}: {exc}") from None
 
@@ -221,127 +222,62 @@ def _return_freed_memory() -> None:
 
 
 # ---- the work of each kind of stage: the same functions the single commands call --------------------------
-def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
-    from ftcot.teach.engine import teach
-    from ftcot.teach.report import report_from_store
-    from ftcot.teach.store import TeachStore
-
-    teacher, backend, secrets = _teacher(run, stage)
-    task = run.task(stage.inputs["task"])
-    if teacher.batch:
-        return _teach_batch(run, stage, directory, teacher, backend, secrets)
-    from ftcot.teach.batch import refuse_open_batches
-
-    refuse_open_batches(directory, f"set batch: true for teacher {teacher.label}")  # paid for: collect them
-    if teacher.adaptive or teacher.rationalize:
-        return _teach_beyond_the_paper(run, stage, directory, teacher, secrets)
-    with TeachStore.open(directory) as store:
-        store.lock_for_writing()
-        summary = teach(task, stage.inputs["split"], backend, teacher.method, stage.samples, stage.inputs["temperature"],
-                        teacher.max_tokens, teacher.concurrency, teacher.max_cost, store, progress=True,
-                        secrets=secrets, console=run.console, only=stage.questions)
-        report = report_from_store(store, task.spec)
-    atomic_write_json(directory / "report.json", report.to_json())
-    if summary.interrupted:  # Ctrl-C stops the whole run (the teach engine turned it into a clean stop)
-        raise KeyboardInterrupt
-    if summary.stopped_by_cost_cap:
-        raise FtcotError(" ".join(summary.lines()[1:]))
-    if summary.complete_chains < summary.chains:
-        # Not done: a rerun must ask for the failed items again (a server back up, a fixed key),
-        # and what reads this stage must not take a partial teacher for a whole one.
-        raise FtcotError(summary.failure_line())
-    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new"
-
-
-def _teach_batch(run: Experiment, stage: Stage, directory: Path, teacher: TeacherConfig, backend: Any,
-                 secrets: list[str]) -> str:
-    """A teach stage of a ``batch: true`` teacher: the Batch API (teach/batch.py), same store and outcomes."""
-    from ftcot.teach.batch import teach_batch
-    from ftcot.teach.report import report_from_store
-    from ftcot.teach.store import TeachStore
-
-    task = run.task(stage.inputs["task"])
-    with TeachStore.open(directory) as store:
-        store.lock_for_writing()
-        summary = teach_batch(task, stage.inputs["split"], backend, teacher.method, stage.samples,
-                              stage.inputs["temperature"], teacher.max_tokens, teacher.max_cost, store, progress=True,
-                              secrets=secrets, console=run.console, only=stage.questions,
-                              api_key_env=teacher.api_key_env, poll_interval_s=teacher.poll_interval_s)
-        report = report_from_store(store, task.spec)
-    atomic_write_json(directory / "report.json", report.to_json())
-    if summary.interrupted:
-        raise KeyboardInterrupt
-    if summary.stopped_by_cost_cap:
-        raise FtcotError(" ".join(summary.lines()[1:]))
-    if summary.complete_chains < summary.chains:
-        raise FtcotError(summary.failure_line())
-    return f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new, {len(summary.batches)} batches"
-
-
-def _teach_beyond_the_paper(run: Experiment, stage: Stage, directory: Path, teacher: TeacherConfig,
-                            secrets: list[str]) -> str:
-    """A teacher with until_correct/max_samples (a sampled stage samples adaptively) or rationalize (then asks
-    again with the hint): ftcot.teach(), the same as the command's options."""
-    from ftcot import api
-
-    adaptive = teacher.adaptive and stage.inputs["temperature"] > 0
-    task = stage.inputs["task"]
-    result = api.teach(task.get("key") or task["file"], teacher.spec, directory, split=stage.inputs["split"],
-                       samples=1 if adaptive else stage.samples, temperature=stage.inputs["temperature"],
-                       max_tokens=teacher.max_tokens, concurrency=teacher.concurrency, max_cost=teacher.max_cost,
-                       questions=stage.questions, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
-                       chat=teacher.chat, extra_body=teacher.extra_body, data_dir=run.data_root,
-                       server_concurrency=teacher.server_concurrency, system_prompt=teacher.system_prompt,
-                       answer_type=task.get("answer_type"), progress=True,
-                       until_correct=teacher.until_correct if adaptive else None,
-                       max_samples=teacher.max_samples if adaptive else None,
-                       rationalize=teacher.rationalize and stage.inputs["split"] != "test")
-    if not adaptive and result.complete_chains < result.questions * stage.samples:
-        raise FtcotError(f"{result.complete_chains}/{result.questions * stage.samples} chains complete: items "
-                         f"failed (see {directory / 'report.json'}); rerun to ask for them again.")
-    note = f"{result.complete_chains} chains, {result.new_completions} new"
-    if adaptive:
-        note += f" (adaptive: {result.summary['samples_spent']} samples for {result.questions} questions)"
-    if (directory / "rationalize.json").is_file():
-        gained = json.loads((directory / "rationalize.json").read_text(encoding="utf-8"))
-        note += f"; rationalized {gained['rationalized']} of {gained['asked']} unsolved"
-    return note
-
-
-def _teacher(run: Experiment, stage: Stage) -> tuple[TeacherConfig, Any, list[str]]:
-    """A teach stage's teacher: its config, its backend and the secrets to scrub from messages."""
-    from ftcot.teach.backends import make_teacher, teacher_secrets
+def teach_config(run: Experiment, stage: Stage) -> Any:
+    """A teach stage's :class:`~ftcot.teach.config.TeachConfig`: its teacher's settings, and what the plan
+    decided (task, split, D, T, questions). A sampled stage of an adaptive teacher samples adaptively up to its
+    max_samples; rationalization asks about training questions only."""
+    from ftcot.teach.config import TeachConfig
 
     teacher = next(t for t in run.config.teachers if t.label == stage.runtime["teacher"])
-    options = {"extra_body": teacher.extra_body} if teacher.extra_body else {}
-    options.update({k: v for k, v in (("server_concurrency", teacher.server_concurrency),
-                                      ("system", teacher.system_prompt)) if v is not None})
-    backend = make_teacher(teacher.spec, base_url=teacher.base_url, api_key_env=teacher.api_key_env,
-                           chat=teacher.chat, data_root=run.data_root, **options)
-    return teacher, backend, teacher_secrets(teacher.spec, teacher.api_key_env, teacher.base_url)
+    task = stage.inputs["task"]
+    adaptive = teacher.adaptive and stage.inputs["temperature"] > 0
+    values = teacher.model_dump(exclude={"name"})
+    values.update(task=task.get("key") or task["file"], answer_type=task.get("answer_type"),
+                  split=stage.inputs["split"], samples=1 if adaptive else stage.samples,
+                  temperature=stage.inputs["temperature"], questions=stage.questions,
+                  rationalize=teacher.rationalize if stage.inputs["split"] != "test" else 0)
+    if not adaptive:
+        values.update(until_correct=None, max_samples=None)
+    return TeachConfig(**values)
+
+
+def _teach(run: Experiment, stage: Stage, directory: Path) -> str:
+    """A teach stage: :func:`ftcot.teach.run.run_teach`, as ``ftcot teach`` and ``ftcot.teach()`` run it."""
+    from ftcot.teach.run import run_teach
+
+    config = teach_config(run, stage)
+    outcome = run_teach(config, directory, data_root=run.data_root, progress=True, console=run.console,
+                        task=run.task(stage.inputs["task"]))
+    if outcome.interrupted:  # Ctrl-C stops the whole run (the teach engine turned it into a clean stop)
+        raise KeyboardInterrupt
+    summary, adaptive = outcome.summary, outcome.adaptive
+    if adaptive is not None:
+        note = (f"{adaptive.samples_spent} chains, {sum(r['new'] for r in adaptive.rounds)} new (adaptive: "
+                f"{adaptive.samples_spent} samples for {adaptive.questions} questions)")
+        if adaptive.stopped and adaptive.samples_spent == 0:
+            raise FtcotError(f"adaptive sampling got no rationale: {adaptive.stopped}")
+    else:
+        if summary.stopped_by_cost_cap:
+            raise FtcotError(summary.stop_reason())
+        if summary.complete_chains < summary.chains:
+            # Not done: a rerun must ask for the failed items again (a server back up, a fixed key),
+            # and what reads this stage must not take a partial teacher for a whole one.
+            raise FtcotError(summary.failure_line())
+        note = f"{summary.complete_chains}/{summary.chains} chains, {summary.new} new"
+        if config.batch:
+            note += f", {len(summary.batches)} batches"
+    if outcome.rationalized is not None:
+        gained = outcome.rationalized
+        note += f"; rationalized {gained.rationalized} of {gained.asked} unsolved"
+    return note
 
 
 def estimate_teach(run: Experiment, stage: Stage) -> Any:
     """What a teach stage would still send, and its estimated cost (a dry run: nothing is sent)."""
-    from ftcot.teach.engine import teach
-    from ftcot.teach.store import STORE_FILE, TeachStore
+    from ftcot.teach.run import run_teach
 
-    teacher, backend, _ = _teacher(run, stage)
-    directory = run.stage_dir(stage)
-    store = TeachStore.open_readonly(directory) if (directory / STORE_FILE).is_file() else None
-    try:
-        if teacher.batch:  # at batch prices, requests already in open batches not counted again
-            from ftcot.teach.batch import teach_batch
-
-            return teach_batch(run.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method,
-                               stage.samples, stage.inputs["temperature"], teacher.max_tokens, None, store,
-                               dry_run=True, only=stage.questions)
-        return teach(run.task(stage.inputs["task"]), stage.inputs["split"], backend, teacher.method, stage.samples,
-                     stage.inputs["temperature"], teacher.max_tokens, teacher.concurrency, None, store,
-                     dry_run=True, only=stage.questions)
-    finally:
-        if store is not None:
-            store.close()
+    return run_teach(teach_config(run, stage), run.stage_dir(stage), data_root=run.data_root, dry_run=True,
+                     console=run.console, task=run.task(stage.inputs["task"])).summary
 
 
 def _curate(run: Experiment, stage: Stage, directory: Path) -> str:

@@ -126,12 +126,13 @@ def coverage(results: dict[int, list[bool]], until_correct: int, max_samples: in
 
 def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], store: TeachStore, *,
                    until_correct: int, max_samples: int, temperature: float, max_tokens: int | None = None,
-                   only: Collection[int] | None = None, rationale: str = "answer",
+                   only: Collection[int] | None = None, rationale: str = "answer", method: str = "zs_cot",
                    **teach_options: Any) -> AdaptiveSummary:
     """Sample ``split``'s questions in rounds (see the module docstring); writes ``RUN_DIR/adaptive.json``.
 
     ``make_teacher``: a new backend per round (the engine closes the one it is given); ``teach_options`` go to
-    :func:`ftcot.teach.engine.teach` (concurrency, max_cost — per round —, prices, secrets, console, progress).
+    :func:`ftcot.teach.engine.teach` (concurrency, max_cost — the run directory's, across rounds —, prices,
+    secrets, console, progress).
     ``rationale`` is recorded with the run's settings, as the engine records it (export reads it; rounds
     judge correctness on the stage-2 answers, which it does not change).
     """
@@ -140,7 +141,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
 
     check_adaptive(until_correct, max_samples, temperature)
     teacher = make_teacher()
-    settings, _ = resolve_settings(task, split, teacher, "zs_cot", max_samples, temperature, max_tokens,
+    settings, _ = resolve_settings(task, split, teacher, method, max_samples, temperature, max_tokens,
                                    rationale=rationale)
     questions = [s.index for s in questions_of(task, split, only)]
     summary = AdaptiveSummary(until_correct, max_samples, len(questions))
@@ -156,7 +157,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
             break
         new = 0
         for total, group in sorted(targets.items()):
-            run = teach(task, split, teacher or make_teacher(), "zs_cot", total, temperature, max_tokens,
+            run = teach(task, split, teacher or make_teacher(), method, total, temperature, max_tokens,
                         store=store, only=group, rationale=rationale, **teach_options)
             teacher = None  # the engine closed it
             drawn = max(drawn, total)
@@ -164,7 +165,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
             summary.failed += run.failed
             summary.interrupted = summary.interrupted or run.interrupted
             if run.stopped_by_cost_cap or run.interrupted or run.credentials_refused:
-                summary.stopped = "; ".join(run.lines()[2:3]) or "the teacher stopped"
+                summary.stopped = run.stop_reason() or "the teacher stopped"
                 break
         summary.rounds.append({"questions": sum(len(g) for g in targets.values()),
                                "samples": {str(k): len(v) for k, v in sorted(targets.items())}, "new": new})
@@ -176,7 +177,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
     # The run's settings say how many samples to read back: the most any question got.
     results = chain_results(store, settings, task, questions)
     final = max([drawn] + [len(c) for c in results.values()] + [_last_samples(store)])
-    teach(task, split, teacher or make_teacher(), "zs_cot", final, temperature, max_tokens, store=store, only=[],
+    teach(task, split, teacher or make_teacher(), method, final, temperature, max_tokens, store=store, only=[],
           rationale=rationale, **{k: v for k, v in teach_options.items() if k in ("prices", "secrets", "console")})
     summary.samples_spent = sum(len(c) for c in results.values())
     summary.covered = sum(sum(c) >= until_correct for c in results.values())

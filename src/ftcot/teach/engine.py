@@ -142,22 +142,29 @@ class TeachSummary:
             f"{self.failed} failed; {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, "
             f"cost {cost}; {self.elapsed_s:.1f} s.",
         ]
+        stopped = self.stop_reason()
+        if stopped:
+            lines.append(stopped)
         if self.spent_before_usd and self.cost_usd is not None:
             lines.append(f"the run directory has spent ${self.spent_before_usd + self.cost_usd:.4f} in all "
                          f"(${self.spent_before_usd:.4f} before this run).")
-        if self.stopped_by_cost_cap:
-            lines.append(f"stopped at the --max-cost cap (${self.max_cost_usd:g} for the run directory, earlier runs "
-                         f"included): {self.not_sent} requests not sent; everything received is stored, rerun with "
-                         f"a higher cap to finish.")
-        elif self.interrupted:
-            lines.append(f"interrupted: {self.not_sent} requests not sent; rerun the same command to finish.")
-        elif self.credentials_refused:
-            lines.append(f"stopped: the teacher refused the credentials (HTTP 401/403), so {self.not_sent} requests "
-                         f"were not sent; check the API key and rerun.")
         if self.failed:
             lines.append(f"{self.failed} items failed (recorded in the store; a rerun tries them again), e.g.: "
                          + " | ".join(self.failure_examples))
         return lines
+
+    def stop_reason(self) -> str | None:
+        """Why the run stopped sending before it was done (the cost cap, Ctrl-C, a refused key), or None."""
+        if self.stopped_by_cost_cap:
+            return (f"stopped at the --max-cost cap (${self.max_cost_usd:g} for the run directory, earlier runs "
+                    f"included): {self.not_sent} requests not sent; everything received is stored, rerun with a "
+                    f"higher cap to finish.")
+        if self.interrupted:
+            return f"interrupted: {self.not_sent} requests not sent; rerun the same command to finish."
+        if self.credentials_refused:
+            return (f"stopped: the teacher refused the credentials (HTTP 401/403), so {self.not_sent} requests "
+                    f"were not sent; check the API key and rerun.")
+        return None
 
     def failure_line(self) -> str:
         """One line for a run that left chains incomplete because items failed: how many, why, what to do."""

@@ -112,11 +112,13 @@ class Chain:
 
     @property
     def answer_text(self) -> str | None:
-        """The text the answer is extracted from."""
+        """The text the answer is extracted from (an ft_cot completion's part after its arrow)."""
         if self.first is None:
             return None
         if self.first.stage == REASONING:
             return self.second.text if self.second is not None else None
+        if self.first.stage == "ft_cot":
+            return split_ft_cot(self.first.text)[1]
         return self.first.text
 
 

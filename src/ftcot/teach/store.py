@@ -269,7 +269,9 @@ class TeachStore:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per request.
         db = None
         try:
-            db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            # check_same_thread=False: a run inside a running event loop (Jupyter) goes on in a thread of its
+            # own while the caller's thread waits for it (engine.run_coroutine): one thread at a time uses it.
+            db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -301,7 +303,7 @@ class TeachStore:
         path = Path(run_dir) / STORE_FILE
         if not path.is_file():
             raise FtcotError(f"{run_dir}: no teach store ({STORE_FILE}) here; run 'ftcot teach ... --out {run_dir}' first.")
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0, check_same_thread=False)
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=30000")

@@ -1,0 +1,251 @@
+"""One config object per stage; the command line, the YAML keys and the Python API derived from it.
+
+A stage's settings are a pydantic model (a :class:`Settings`). Each field is
+declared once — its type, range, default and help (the field's
+``description``) — and the three surfaces read that declaration:
+
+- **Python API**: the stage function takes the fields as keyword arguments
+  (``ftcot.teach(..., max_cost=2.0)``) and builds the model with :func:`build`.
+- **YAML** (``ftcot run``): the experiment config nests the same models (or a
+  subset of their fields, :func:`subset`), so its keys are the field names.
+- **CLI**: :func:`cli_options` turns the fields into typer options, in the
+  model's order (the common ones first). A field marked ``cli="hidden"`` is
+  YAML/API only; fields marked ``cli="group:NAME"`` are set together through
+  one compound option ``--NAME`` (a :class:`Compound` parses its text into
+  those fields), which keeps ``--help`` short enough to read.
+
+Every surface validates through the model, so a value is checked once, the
+same way: ranges, choices, and every float finite (``nan``/``inf`` refused). A
+bad value is one :class:`FtcotError` line that names the field as that
+surface spells it (``--max-cost``, ``max_cost`` or ``teach(max_cost=…)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from ftcot.errors import FtcotError, unknown_name
+
+__all__ = ["Compound", "Settings", "build", "cli_options", "option", "parse_args", "subset"]
+
+
+class Settings(BaseModel):
+    """A stage's settings: unknown names refused, frozen, no NaN or infinity anywhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def option(default: Any = ..., help: str = "", *, cli: str = "option", flag: str | None = None, **constraints: Any) -> Any:
+    """A settings field: ``help`` is what ``--help``, the YAML docs and the API docstring show.
+
+    ``cli``: ``"option"`` (its own ``--flag``), ``"hidden"`` (YAML and API only), ``"argument"`` (positional)
+    or ``"group:NAME"`` (set through the compound option ``--NAME``). ``flag`` overrides the option's name
+    (``"--teacher"`` for the field ``spec``; ``"--lora/--full"`` for a switch).
+    """
+    extra = {"cli": cli, **({"flag": flag} if flag else {})}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+@dataclass(frozen=True)
+class Compound:
+    """One CLI option that sets several fields: ``--drop truncated,no-reasoning:5``."""
+
+    name: str  # the option is --NAME
+    help: str
+    metavar: str
+    parse: Callable[[str], dict[str, Any]]  # text -> {field: value}; ValueError with a message when bad
+
+
+def _extra(field: Any) -> dict[str, Any]:
+    return field.json_schema_extra or {} if isinstance(field.json_schema_extra, dict) else {}
+
+
+def flag_of(model: type[BaseModel], name: str) -> str:
+    """How the command line spells field ``name``: its own option, or the compound option that sets it."""
+    field = model.model_fields.get(name)
+    extra = _extra(field) if field is not None else {}
+    cli = extra.get("cli", "option")
+    if cli.startswith("group:"):
+        return "--" + cli.split(":", 1)[1]
+    if extra.get("flag"):
+        return extra["flag"].split("/")[0]
+    return "--" + name.replace("_", "-")
+
+
+def build(model: type[BaseModel], values: Mapping[str, Any], *, surface: str = "api", where: str = "") -> Any:
+    """``model(**values)``, or one FtcotError line naming the bad field as ``surface`` spells it.
+
+    ``surface``: ``"cli"`` (``--max-cost``), ``"yaml"`` (``max_cost``) or ``"api"`` (``max_cost=``);
+    ``where`` prefixes the message (a file name, ``teach()``).
+    """
+    unknown = [name for name in values if name not in model.model_fields]
+    if unknown:
+        error = unknown_name("setting", unknown[0], model.model_fields)
+        raise FtcotError(f"{where}{': ' if where else ''}{error}")
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise FtcotError(_one_line(model, exc, surface, where)) from None
+
+
+def _one_line(model: type[BaseModel], exc: ValidationError, surface: str, where: str) -> str:
+    error = exc.errors()[0]
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]  # drop validator tags
+    name = str(loc[0]) if loc else ""
+    if surface == "cli" and name in model.model_fields:
+        shown = flag_of(model, name)
+    elif surface == "api" and name:
+        shown = f"{name}="
+    else:
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(settings)"
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule between fields (the model's own validator): its message names them
+        return f"{where}{': ' if where else ''}{message}"
+    if error["type"] == "finite_number":
+        message = "must be a finite number"
+    given = error.get("input")
+    got = "" if isinstance(given, (dict, list)) or given is None or not loc else f" (got {given!r})"
+    return f"{where}{': ' if where else ''}{shown}: {message}{got}"
+
+
+def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (), optional: bool = False,
+           base: type[BaseModel] = Settings) -> type[BaseModel]:
+    """A model with ``model``'s fields less ``exclude`` (the YAML block of a stage whose other fields an
+    experiment plans itself). ``optional``: every field defaults to None (an override block)."""
+    hints = typing.get_type_hints(model)
+    fields: dict[str, Any] = {}
+    for field_name, field in model.model_fields.items():
+        if field_name in exclude:
+            continue
+        if optional:
+            fields[field_name] = (Optional[hints[field_name]], Field(None, description=field.description))
+        else:
+            fields[field_name] = (hints[field_name], field)
+    return create_model(name, __base__=base, **fields)
+
+
+# ---- the command line --------------------------------------------------------------------------------------------
+def cli_options(model: type[BaseModel], compounds: Sequence[Compound] = (), *,
+                exclude: Sequence[str] = ()) -> list[inspect.Parameter]:
+    """typer parameters for ``model``'s fields, in field order, with the model's defaults (a required field
+    defaults to None: the command says it is missing); a compound option stands where its first field is."""
+    import typer
+
+    parameters: list[inspect.Parameter] = []
+    placed: set[str] = set()
+    by_name = {c.name: c for c in compounds}
+    for name, field in model.model_fields.items():
+        if name in exclude:
+            continue
+        extra = _extra(field)
+        cli = extra.get("cli", "option")
+        if cli == "hidden":
+            continue
+        if cli.startswith("group:"):
+            group = cli.split(":", 1)[1]
+            if group not in placed:
+                placed.add(group)
+                compound = by_name[group]
+                parameters.append(inspect.Parameter(
+                    group.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=None,
+                    annotation=Annotated[Optional[list[str]], typer.Option(
+                        f"--{group}", help=compound.help + " (repeatable)", metavar=compound.metavar,
+                        show_default=False)]))
+            continue
+        kind = _cli_type(model, name)
+        default = field.get_default(call_default_factory=True) if not field.is_required() else None
+        if cli == "argument":
+            parameters.append(inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                annotation=Annotated[Optional[kind], typer.Argument(help=field.description)]))
+            continue
+        flags = [extra["flag"]] if extra.get("flag") else []
+        if kind is bool and not flags:
+            dashed = name.replace("_", "-")
+            flags = [f"--{dashed}/--no-{dashed}" if default else f"--{dashed}"]
+        shown = default is not None and default != [] and default != {}
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default,
+            annotation=Annotated[Optional[kind], typer.Option(*flags, help=field.description, show_default=shown)]))
+    return parameters
+
+
+def _cli_type(model: type[BaseModel], name: str) -> Any:
+    """The type typer parses a field's option as: its scalar type (choices are checked by the model)."""
+    annotation = typing.get_type_hints(model)[name]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Union and len(args) == 1:
+        annotation = args[0]
+    if annotation in (bool, int, float, str):
+        return annotation
+    if typing.get_origin(annotation) is list and typing.get_args(annotation)[0] in (int, str):
+        return list[typing.get_args(annotation)[0]]
+    from pathlib import Path
+
+    if annotation is Path:
+        return Path
+    return str  # Literal choices and the rest: the model parses and checks the text
+
+
+def cli_values(values: Mapping[str, Any], compounds: Sequence[Compound]) -> dict[str, Any]:
+    """The options the user gave (None: not given), compound options parsed into their fields."""
+    settings: dict[str, Any] = {}
+    by_name = {c.name.replace("-", "_"): c for c in compounds}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in by_name:
+            compound = by_name[name]
+            for text in [value] if isinstance(value, str) else value:  # repeated: merged, the last one wins
+                try:
+                    settings.update(compound.parse(text))
+                except ValueError as exc:
+                    raise FtcotError(f"--{compound.name} {text!r}: {exc} (see --help)") from None
+        else:
+            settings[name] = value
+    return settings
+
+
+def parse_args(text: str, valid: Sequence[str] | None = None) -> dict[str, Any]:
+    """``"base_url=http://h/v1,chat=true,extra_body={"a": 1}"`` → a dict; values read as YAML (numbers,
+    booleans, lists, mappings), commas inside brackets, braces or quotes kept. lm-evaluation-harness's
+    ``--model_args`` style. ``valid``: the names allowed (an unknown one is a ValueError)."""
+    import yaml
+
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    values: dict[str, Any] = {}
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        key, sep, raw = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"expected NAME=VALUE, got {part!r}")
+        if valid is not None and key not in valid:
+            close = unknown_name("name", key, valid)
+            raise ValueError(str(close).removeprefix("Unknown name "))
+        try:
+            value = yaml.safe_load(raw.strip()) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw.strip()
+        values[key] = value
+    return values

@@ -1,0 +1,147 @@
+"""The teach stage's settings: one model from which ``ftcot teach``, ``teachers:`` in a config and ``ftcot.teach()``
+are derived (:mod:`ftcot.settings`).
+
+The command line shows the common settings as options and folds the rest into
+three compound ones: ``--teacher-args`` (the backend's knobs, by the same names
+as a config's ``teachers:`` keys, e.g. ``base_url=http://127.0.0.1:8080/v1,chat=true,max_tokens=256``),
+``--adaptive K/M`` (sample until K correct rationales, at most M) and
+``--rationalize N``. An experiment's teacher (:class:`ftcot.experiment.config.TeacherConfig`)
+is this model without the fields the experiment plans itself (task, split, D, T, questions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import model_validator
+
+from ftcot.settings import Compound, Settings, option, parse_args
+from ftcot.teach.plan import METHODS
+from ftcot.teach.reasoning import RATIONALE_SOURCES
+
+Method = Literal[METHODS]  # type: ignore[valid-type]
+Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
+
+# The backend's knobs: --teacher-args NAME=VALUE,… on the command line, keys of a teachers: entry in a config.
+TEACHER_ARGS = ("base_url", "api_key_env", "chat", "extra_body", "system_prompt", "max_tokens", "concurrency",
+                "server_concurrency", "rationale", "poll_interval_s", "prices")
+
+
+def _teacher_args(text: str) -> dict[str, Any]:
+    return parse_args(text, TEACHER_ARGS)
+
+
+def _adaptive(text: str) -> dict[str, Any]:
+    until, sep, most = text.partition("/")
+    try:
+        if sep:
+            return {"until_correct": int(until), "max_samples": int(most)}
+    except ValueError:
+        pass
+    raise ValueError("expected K/M: sample each question until K correct rationales, at most M (e.g. 2/8)")
+
+
+COMPOUNDS = (
+    Compound("adaptive", "Adaptive sampling: sample each question in rounds until it has K correct rationales, at "
+                         "most M (instead of --samples; needs --temperature > 0)", "K/M", _adaptive),
+    Compound("teacher-args", "The teacher backend's settings, as a config's teachers: keys: "
+                             + ", ".join(TEACHER_ARGS) + " (e.g. base_url=http://127.0.0.1:8080/v1,chat=true; "
+                             "base_url=[URL1,URL2] for several servers)", "NAME=VALUE,…", _teacher_args),
+)
+
+
+class TeacherChecks(Settings):
+    """The rules a teacher's settings obey wherever they come from (ftcot teach, a config, the API)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Any:
+        until, most = getattr(self, "until_correct", None), getattr(self, "max_samples", None)
+        if (until is None) != (most is None):
+            raise ValueError("adaptive sampling needs both until_correct and max_samples (--adaptive K/M)")
+        if until is not None and most < until:
+            raise ValueError(f"max_samples {most} is below until_correct {until}: a question could never have "
+                             f"{until} correct rationales")
+        if until is not None and getattr(self, "batch", False):
+            raise ValueError("batch does not combine with adaptive sampling: a batch sends everything at once, "
+                             "adaptive sampling needs each round's answers first")
+        return self
+
+
+class TeachConfig(TeacherChecks):
+    """``ftcot teach``: ask a teacher for a task's rationales, resumably, within a budget."""
+
+    task: str = option(help="Task key (e.g. multiarith), or your own .jsonl/.csv task file")
+    spec: str = option(help="openai:MODEL, hf:MODEL_OR_PATH (an exported student too), gemma-270m, "
+                            "replay:NAME_OR_PATH", flag="--teacher")
+    split: Literal["train", "test", "all"] = option("train", help="train, test or all (only train becomes "
+                                                                  "training data)")
+    method: Method = option("zs_cot", help="zs_cot (two-stage Zero-shot-CoT), zs, fs_cot, or ft_cot (a Fine-tune-CoT "
+                                           "student as the teacher, in its own format)")
+    samples: int = option(1, help="Rationales per question, D (needs --temperature > 0 when > 1)", ge=1)
+    temperature: float = option(0.0, help="Sampling temperature of the rationale (the paper's diverse reasoning: "
+                                          "0.7)", ge=0)
+    max_cost: Optional[float] = option(None, help="USD the run directory may spend in all (earlier runs, rounds "
+                                                  "and rationalization included)", ge=0)
+    batch: bool = option(False, help="Through the provider's Batch API (openai: teachers): half price, within 24 h; "
+                                     "a stopped run resumes its batches")
+    until_correct: Optional[int] = option(None, help="Adaptive sampling: sample each question until K correct "
+                                                     "rationales", cli="group:adaptive", ge=1)
+    max_samples: Optional[int] = option(None, help="Adaptive sampling: at most M rationales a question",
+                                        cli="group:adaptive", ge=1)
+    rationalize: int = option(0, help="Then ask N times again, with the gold answer as a hint, about training "
+                                      "questions left without a correct rationale (STaR; 0: no)", ge=0)
+    # --teacher-args
+    base_url: Optional[Union[str, list[str]]] = option(
+        None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1; a list: several servers of one "
+                   "teacher (least loaded first; a server that dies hands its requests on)", cli="group:teacher-args")
+    api_key_env: Optional[str] = option(None, help="Variable holding the API key (default OPENAI_API_KEY)",
+                                        cli="group:teacher-args")
+    chat: bool = option(False, help="/chat/completions instead of /completions", cli="group:teacher-args")
+    extra_body: Optional[dict[str, Any]] = option(None, help="JSON merged into every request, e.g. "
+                                                             "{repeat_penalty: 1.0} for greedy llama.cpp",
+                                                  cli="group:teacher-args")
+    system_prompt: Optional[str] = option(None, help="System message first in every chat request",
+                                          cli="group:teacher-args")
+    max_tokens: Optional[int] = option(None, help="Token limit of the rationale or completion (default 128; zs 32; "
+                                                  "ft_cot 256)", cli="group:teacher-args", ge=1)
+    concurrency: int = option(16, help="Requests in flight at most", cli="group:teacher-args", ge=1)
+    server_concurrency: Optional[int] = option(None, help="Requests in flight per server (several base_url)",
+                                               cli="group:teacher-args", ge=1)
+    rationale: Rationale = option("answer", help="Reasoning models: the rationale is the visible answer, the "
+                                                 "reasoning, or both; changing it sends no request",
+                                  cli="group:teacher-args")
+    poll_interval_s: float = option(30.0, help="Seconds between batch status checks (batch)",
+                                    cli="group:teacher-args", gt=0)
+    prices: Optional[Path] = option(None, help="JSON price table overriding the built-in one (USD per 1M tokens)",
+                                    cli="group:teacher-args")
+    answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")
+    questions: Optional[list[int]] = option(None, help="Only these sample indices of the split (an experiment "
+                                                       "teaches only the questions it trains on)", cli="hidden")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.until_correct is not None
+
+    @model_validator(mode="after")
+    def _sampling(self) -> TeachConfig:
+        if self.adaptive and self.samples != 1:
+            raise ValueError("samples is a fixed D; adaptive sampling decides D per question: give one or the other")
+        if self.adaptive and self.max_samples > 1 and self.temperature <= 0:
+            raise ValueError("adaptive sampling samples again where the teacher was wrong: greedy would repeat the "
+                             "same rationale; sample with temperature 0.7 (the paper's)")
+        if self.rationalize and self.method != "zs_cot":
+            raise ValueError(f"rationalize asks Zero-shot-CoT again with a hint; method {self.method} has no "
+                             f"rationale to hint: use method zs_cot")
+        if self.rationalize and self.split == "test":
+            raise ValueError("rationalize gives the gold answer as a hint: that is for training questions only "
+                             "(split train or all), never test ones")
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """What :func:`ftcot.teach.backends.make_teacher` takes besides the spec."""
+        options: dict[str, Any] = {"base_url": self.base_url, "api_key_env": self.api_key_env, "chat": self.chat}
+        options.update({k: v for k, v in (("extra_body", dict(self.extra_body) if self.extra_body else None),
+                                          ("server_concurrency", self.server_concurrency),
+                                          ("system", self.system_prompt)) if v is not None})
+        return options
