@@ -1,4 +1,4 @@
-"""The commands and the Python API cannot drift apart: every option of ``ftcot teach|curate|train|evaluate``
+"""The commands and the Python API cannot drift apart: every option of ``ftcot train|evaluate``
 is a parameter of the matching ``ftcot.<stage>()`` (or a setting it forwards) with the same default, unless it
 is listed below with the reason it only makes sense on a command line.
 
@@ -15,18 +15,12 @@ from dataclasses import fields
 import pytest
 
 from ftcot import api
-from ftcot.cli.curate import curate_command
 from ftcot.cli.evaluate import evaluate_command
-from ftcot.cli.teach import teach_command
 from ftcot.cli.train import train_command
-from ftcot.curate.report import DEFAULTS as CURATION_DEFAULTS
 from ftcot.train.config import TrainConfig
 
 # option -> why the API has no such parameter
 COMMAND_LINE_ONLY = {
-    "teach": {"ctx": "typer's context (subcommands)", "spec": "the API's second argument, teacher",
-              "adaptive": "sets until_correct and max_samples", "teacher_args": "sets the backend's settings"},
-    "curate": {},
     "train": {"base_url": "API students only; ftcot.train() runs local students",
               "api_key_env": "API students only", "timeout": "API students only"},
     "evaluate": {"as_json": "how the command prints"},
@@ -36,18 +30,12 @@ DIFFERENT_DEFAULT = {
     ("evaluate", "progress"): "a notebook stays quiet unless asked; a terminal shows a bar",
 }
 
-PAIRS = {"teach": (teach_command, api.teach), "curate": (curate_command, api.curate),
-         "train": (train_command, api.train), "evaluate": (evaluate_command, api.evaluate)}
+# teach and curate derive both from one config model (ftcot.settings): tests/test_config_parity.py runs them.
+PAIRS = {"train": (train_command, api.train), "evaluate": (evaluate_command, api.evaluate)}
 
 
 def forwarded_defaults(stage: str) -> dict[str, object]:
     """Settings an API function takes through **kwargs, with the defaults it applies."""
-    if stage == "teach":
-        from ftcot.teach.config import TeachConfig
-
-        return {name: field.get_default() for name, field in TeachConfig.model_fields.items()}
-    if stage == "curate":
-        return dict(CURATION_DEFAULTS)
     if stage == "train":
         default = TrainConfig()
         return {f.name: getattr(default, f.name) for f in fields(TrainConfig)}

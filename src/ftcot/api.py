@@ -121,50 +121,28 @@ class CurateResult:
     summary: dict[str, Any] = field(repr=False)  # curation.json
 
 
-def curate(source: PathLike | None, out: PathLike, *, template: str = "ft_cot", task: str | None = None,
-           max_per_question: int | None = None, max_rationale_tokens: int | None = None, val_fraction: float = 0.1,
-           seed: int = 0, train_size: int | None = None, subset_seed: int = 0, split_scheme: str = "default",
-           data_dir: PathLike | None = None, answer_type: str | None = None, **curation: Any) -> CurateResult:
+def curate(source: PathLike | None, out: PathLike, *, data_dir: PathLike | None = None,
+           **settings: Any) -> CurateResult:
     """Keep the teacher's correct rationales of ``source`` (a teach RUN_DIR or a JSONL of teacher records) and
     lay them out for the student in DATA_DIR ``out``; ``source=None`` with ``template="ft"`` takes gold answers.
 
-    ``train_size`` keeps a seeded subset of that many training questions (``subset_seed``). ``curation``:
-    ``ftcot curate``'s decontamination and filter options by their Python names (``decontaminate="drop"``,
-    ``drop_truncated=True``, …; :data:`ftcot.curate.report.DEFAULTS`), with the command's defaults.
+    ``settings`` are :class:`ftcot.curate.config.CurateConfig`'s fields — the ``ftcot curate`` options and a
+    config's ``curate:`` keys, by the same names (``template="ft_cot"``, ``task``, ``label="gold"``,
+    ``min_votes=2``, ``val_fraction=0.1``, ``val_seed=0``, ``train_size``/``subset_seed``,
+    ``decontaminate="warn"``, ``drop_truncated=False``, …). The same function as the command
+    (:func:`ftcot.curate.run.run_curate`), with its checks: ``out`` may not be, or lie inside, ``source``.
     """
-    from ftcot.curate import curate as select
-    from ftcot.curate.dataset import write_data_dir
-    from ftcot.curate.report import DEFAULTS, settings
-    from ftcot.curate.sources import load_teacher_records
-    from ftcot.data_root import resolve_data_root
-    from ftcot.tasks import load_task
-    from ftcot.templates import get_template
+    from ftcot.curate.config import CurateConfig
+    from ftcot.curate.run import run_curate
+    from ftcot.settings import build
 
-    chosen = get_template(template)
-    records, run_task = ([], None) if source is None else load_teacher_records(Path(source))
-    task_name = task or run_task
-    if task_name is None:
-        raise FtcotError("Which task? Pass task='KEY' (a JSONL of teacher records does not say).")
-    if chosen.uses_rationale and source is None:
-        raise FtcotError(f"Template '{template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL file.")
-    unknown = sorted(set(curation) - set(DEFAULTS))
-    if unknown:
-        raise FtcotError(f"curate() got unknown option(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}.")
-    root = resolve_data_root(data_dir)
-    extra = settings(root, **curation)
-    loaded = load_task(task_name, root, answer_type)
-    train_rows, val_rows, summary = select(
-        loaded, chosen, records, split_scheme=split_scheme, max_per_question=max_per_question,
-        max_rationale_tokens=max_rationale_tokens, val_fraction=val_fraction, seed=seed, train_size=train_size,
-        subset_seed=subset_seed, **extra)
-    if not train_rows:
-        raise FtcotError(f"No training examples for '{loaded.key}' (dropped: {summary['dropped']}); "
-                         f"check the teacher run covers the train split.")
-    summary["source"] = str(source) if source is not None else None
-    out = Path(out)
-    write_data_dir(out, train_rows, val_rows, summary)
-    return CurateResult(out, loaded.key, chosen.name, len(train_rows), len(val_rows), dict(summary["dropped"]),
-                        summary)
+    config = build(CurateConfig, settings, surface="api", where="curate()")
+    if out is None or not isinstance(out, (str, os.PathLike)):
+        raise FtcotError(f"curate(): out must be a directory path (got {out!r}).")
+    outcome = run_curate(config, _path(source), Path(out), data_root=_path(data_dir))
+    summary = outcome.summary
+    return CurateResult(Path(out), outcome.task.key, config.template, len(outcome.train), len(outcome.val),
+                        dict(summary["dropped"]), summary)
 
 
 # ---- train ------------------------------------------------------------------------------------------------------

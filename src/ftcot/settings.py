@@ -60,6 +60,7 @@ class Compound:
     help: str
     metavar: str
     parse: Callable[[str], dict[str, Any]]  # text -> {field: value}; ValueError with a message when bad
+    repeatable: bool = False  # given more than once: each adds to the settings (the last one wins a field)
 
 
 def _extra(field: Any) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def flag_of(model: type[BaseModel], name: str) -> str:
 def build(model: type[BaseModel], values: Mapping[str, Any], *, surface: str = "api", where: str = "") -> Any:
     """``model(**values)``, or one FtcotError line naming the bad field as ``surface`` spells it.
 
-    ``surface``: ``"cli"`` (``--max-cost``), ``"yaml"`` (``max_cost``) or ``"api"`` (``max_cost=``);
+    ``surface``: ``"cli"`` (``--max-cost``), ``"yaml"`` (``max_cost``, with its place in the file) or ``"api"``
+    (``max_cost``);
     ``where`` prefixes the message (a file name, ``teach()``).
     """
     unknown = [name for name in values if name not in model.model_fields]
@@ -101,17 +103,54 @@ def _one_line(model: type[BaseModel], exc: ValidationError, surface: str, where:
     if surface == "cli" and name in model.model_fields:
         shown = flag_of(model, name)
     elif surface == "api" and name:
-        shown = f"{name}="
+        shown = name
     else:
         shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(settings)"
     message = error["msg"].removeprefix("Value error, ")
     if not loc:  # a rule between fields (the model's own validator): its message names them
         return f"{where}{': ' if where else ''}{message}"
-    if error["type"] == "finite_number":
-        message = "must be a finite number"
+    field = model.model_fields.get(name)
     given = error.get("input")
+    if field is not None and len(loc) == 1:
+        friendly = _friendly(model, name, field, error["type"], given)
+        if friendly and error["type"] == "literal_error":
+            return f"{where}{': ' if where else ''}{shown}: {friendly}"
+        message = friendly or message
     got = "" if isinstance(given, (dict, list)) or given is None or not loc else f" (got {given!r})"
     return f"{where}{': ' if where else ''}{shown}: {message}{got}"
+
+
+_RANGE_ERRORS = ("finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _friendly(model: type[BaseModel], name: str, field: Any, kind: str, given: Any) -> str | None:
+    """The message for a value out of range or not among the choices, naming what is valid."""
+    import annotated_types
+
+    if kind in _RANGE_ERRORS:
+        bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata
+                  if isinstance(m, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt))}
+        whole = _scalar(typing.get_type_hints(model)[name]) is int
+        number = "a whole number" if whole else "a finite number"
+        low = f"[{bounds['Ge']}" if "Ge" in bounds else f"({bounds['Gt']}" if "Gt" in bounds else None
+        high = f"{bounds['Le']}]" if "Le" in bounds else f"{bounds['Lt']})" if "Lt" in bounds else None
+        if low and high:
+            return f"must be {number} in {low}, {high}"
+        if "Ge" in bounds:
+            return f"must be at least {bounds['Ge']}" if whole else f"must be {number}, {bounds['Ge']} or more"
+        if "Gt" in bounds:
+            return f"must be {number} above {bounds['Gt']}"
+        return f"must be {number}"
+    if kind == "literal_error":
+        choices = typing.get_args(_scalar(typing.get_type_hints(model)[name]))
+        return str(unknown_name("value", str(given), [str(c) for c in choices])).rstrip(".")
+    return None
+
+
+def _scalar(annotation: Any) -> Any:
+    """``Optional[X]`` → ``X``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if typing.get_origin(annotation) is Union and len(args) == 1 else annotation
 
 
 def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (), optional: bool = False,
@@ -152,11 +191,12 @@ def cli_options(model: type[BaseModel], compounds: Sequence[Compound] = (), *,
             if group not in placed:
                 placed.add(group)
                 compound = by_name[group]
+                kind = list[str] if compound.repeatable else str
                 parameters.append(inspect.Parameter(
                     group.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=None,
-                    annotation=Annotated[Optional[list[str]], typer.Option(
-                        f"--{group}", help=compound.help + " (repeatable)", metavar=compound.metavar,
-                        show_default=False)]))
+                    annotation=Annotated[Optional[kind], typer.Option(
+                        f"--{group}", help=compound.help + (" (repeatable)" if compound.repeatable else ""),
+                        metavar=compound.metavar, show_default=False)]))
             continue
         kind = _cli_type(model, name)
         default = field.get_default(call_default_factory=True) if not field.is_required() else None

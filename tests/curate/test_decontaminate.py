@@ -167,12 +167,12 @@ def test_overlap_tells_a_near_copy_from_a_shared_template(data_root):
 
 
 @pytest.mark.parametrize("options,fragment", [
-    ({"mode": "maybe"}, "--decontaminate maybe"),
-    ({"n": 0}, "--decontaminate-ngram 0"),
-    ({"max_df": 0}, "--decontaminate-max-df 0"),
-    ({"min_overlap": 1.5}, "--decontaminate-min-overlap 1.5"),
-    ({"min_overlap": float("nan")}, "--decontaminate-min-overlap nan"),
-    ({"against": ("/no/such.jsonl",)}, "--decontaminate-against /no/such.jsonl"),
+    ({"mode": "maybe"}, "decontaminate maybe"),
+    ({"n": 0}, "decontaminate ngram=0"),
+    ({"max_df": 0}, "decontaminate max_df=0"),
+    ({"min_overlap": 1.5}, "decontaminate min_overlap=1.5"),
+    ({"min_overlap": float("nan")}, "decontaminate min_overlap=nan"),
+    ({"against": ("/no/such.jsonl",)}, "decontaminate against=/no/such.jsonl"),
 ])
 def test_bad_settings_name_the_option(options, fragment):
     with pytest.raises(FtcotError, match=fragment.replace(".", r"\.")):
@@ -195,16 +195,16 @@ def test_cli_warns_writes_pairs_and_refuses_bad_options(tmp_path, data_root):
     assert every == summary["contamination"]["flags"] and summary["contamination"]["all_flags_in"] == "contamination.jsonl"
     bad = tmp_path / "bad.txt"
     bad.write_text("question\n")
-    for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate maybe"),
-                           (["--decontaminate-ngram", "0"], "--decontaminate-ngram"),
-                           (["--decontaminate-against", bad], "--decontaminate-against"),
-                           (["--decontaminate-against", tmp_path / "none.jsonl"], "no such file")]:
+    for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate: Unknown value 'maybe'"),
+                           (["--decontaminate", "warn,ngram=0"], "--decontaminate: must be at least 1"),
+                           (["--decontaminate", f"warn,against={bad}"], "decontaminate against="),
+                           (["--decontaminate", f"warn,against={tmp_path / 'none.jsonl'}"], "no such file")]:
         assert_one_line_error(run_ftcot("curate", source, "--task", "single_eq", "--out", tmp_path / "o",
                                         "--data-dir", data_root, *args), fragment)
     no_question = tmp_path / "rows.jsonl"
     no_question.write_text('{"q": "x"}\n')
     assert_one_line_error(run_ftcot("curate", source, "--task", "single_eq", "--out", tmp_path / "o",
-                                    "--data-dir", data_root, "--decontaminate-against", no_question),
+                                    "--data-dir", data_root, "--decontaminate", f"warn,against=[{no_question}]"),
                           "row 1 has no 'question'")
 
 

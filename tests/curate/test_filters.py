@@ -60,9 +60,9 @@ def test_no_reasoning():
 
 
 def test_bad_settings_name_the_option():
-    with pytest.raises(FtcotError, match="--min-rationale-words 0"):
+    with pytest.raises(FtcotError, match="drop no-reasoning:0"):
         QualityFilters(min_words=0)
-    with pytest.raises(FtcotError, match="--teacher-token-limit"):
+    with pytest.raises(FtcotError, match="drop truncated:"):
         QualityFilters(token_limit=0)
 
 
@@ -105,8 +105,8 @@ def test_teach_run_through_the_cli(tmp_path, data_root):
                        "--out", run_dir, "--data-dir", data_root)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "data"
-    result = run_ftcot("curate", run_dir, "--out", out, "--data-dir", data_root, "--drop-truncated",
-                       "--drop-repetitive", "--decontaminate", "drop")
+    result = run_ftcot("curate", run_dir, "--out", out, "--data-dir", data_root, "--drop",
+                       "truncated,repetitive,no-reasoning", "--decontaminate", "drop")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "curation.json").read_text())
     assert summary["dropped"][TRUNCATED] == 8  # 11 less the 3 on questions dropped as contaminated
@@ -120,4 +120,4 @@ def test_teach_run_through_the_cli(tmp_path, data_root):
     assert len(rows) == summary["kept"] == same[2]["kept"] == 201
     assert [r["rationale"] for r in rows] == [e.rationale for e in same[0] + same[1]]
     assert_one_line_error(run_ftcot("curate", run_dir, "--out", tmp_path / "o", "--data-dir", data_root,
-                                    "--min-rationale-words", "0"), "--min-rationale-words")
+                                    "--drop", "no-reasoning:0"), "--drop: must be at least 1")

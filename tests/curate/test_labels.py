@@ -100,7 +100,7 @@ def test_min_votes_1_labels_each_question_with_its_one_chains_answer(data_root, 
     """The recorded teacher, one rationale a question, no gold read: last letter keeps all 350 training
     rationales, and the report says 205 of those labels (58.6%) are right."""
     result = run_ftcot("curate", TEACHER_DIR / "zs_cot" / "last_letter_concatenation.jsonl", "--task",
-                       "last_letter_concatenation", "--label", "majority", "--min-votes", "1", "--out",
+                       "last_letter_concatenation", "--label", "majority:1", "--out",
                        tmp_path / "d", "--data-dir", data_root)
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "d" / "curation.json").read_text())
@@ -109,10 +109,10 @@ def test_min_votes_1_labels_each_question_with_its_one_chains_answer(data_root, 
     rows = [json.loads(line) for d in ("train", "val") for line in (tmp_path / "d" / f"{d}.jsonl").open()]
     assert [r["label"] for r in rows] == ["majority"] * 350
     assert_one_line_error(run_ftcot("curate", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip",
-                                    "--min-votes", "0", "--out", tmp_path / "e"), "--min-votes must be at least 1")
+                                    "--label", "majority:0", "--out", tmp_path / "e"), "--label: must be at least 1")
 
 
 def test_an_unknown_label_is_one_line(tmp_path):
     result = run_ftcot("curate", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip", "--label",
                        "majorty", "--out", tmp_path / "d")
-    assert_one_line_error(result, "Unknown --label 'majorty'", "Did you mean 'majority'")
+    assert_one_line_error(result, "--label: Unknown value 'majorty'", "Did you mean 'majority'")

@@ -28,7 +28,7 @@ def files(folder):
     ("--val-fraction", "-0.1", "finite number in [0, 1)"),
     ("--max-per-question", "0", "at least 1"),
     ("--max-rationale-tokens", "-5", "at least 1"),
-    ("--seed", "-1", "at least 0"),
+    ("--val-seed", "-1", "at least 0"),
 ])
 def test_a_number_out_of_range_is_one_line(flag, value, fragment, data_root, tmp_path):
     result = curate(flag, value, "--out", tmp_path / "data", data_root=data_root)
@@ -50,6 +50,6 @@ def test_a_full_disk_leaves_the_older_data_dir_whole(small_disk, data_root):
     # Fill the disk but for a few pages: the rewrite (a new validation seed) cannot fit.
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
     (disk / "filler").write_bytes(b"\0" * (free - 64 * 1024))
-    result = curate("--seed", "7", "--out", out, data_root=data_root)
+    result = curate("--val-seed", "7", "--out", out, data_root=data_root)
     assert_one_line_error(result, str(out), "the disk is full", "free some space")
     assert files(out) == before  # every file the old one: no mix of old and new, no temporary left

@@ -187,9 +187,9 @@ def benchmark_index(data_root: Path, n: int = DEFAULT_NGRAM, max_df: int = DEFAU
 
 def read_test_file(path: Path) -> list[TestQuestion]:
     """The questions of a JSONL or CSV test file (a ``question`` field on every row)."""
-    option = "--decontaminate-against"
+    option = "decontaminate against="
     if not path.is_file():
-        raise FtcotError(f"{option} {path}: no such file; name a JSONL or CSV file with a 'question' column.")
+        raise FtcotError(f"{option}{path}: no such file; name a JSONL or CSV file with a 'question' column.")
     rows: list[dict] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
@@ -200,14 +200,14 @@ def read_test_file(path: Path) -> list[TestQuestion]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise FtcotError(f"{option} {path}: line {number} is not JSON; "
+                    raise FtcotError(f"{option}{path}: line {number} is not JSON; "
                                      f"give one JSON object a line.") from None
     else:
-        raise FtcotError(f"{option} {path}: expected a .jsonl or .csv file with a 'question' column.")
+        raise FtcotError(f"{option}{path}: expected a .jsonl or .csv file with a 'question' column.")
     questions = []
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise FtcotError(f"{option} {path}: row {number} has no 'question' text; "
+            raise FtcotError(f"{option}{path}: row {number} has no 'question' text; "
                              f"every row needs a 'question' field.")
         questions.append(TestQuestion(path.name, number - 1, row["question"]))
     return questions
@@ -225,14 +225,14 @@ class Decontamination:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise FtcotError(f"--decontaminate {self.mode}: unknown mode; use warn, drop or off.")
+            raise FtcotError(f"decontaminate {self.mode}: unknown mode; use warn, drop or off.")
         if self.n < 1:
-            raise FtcotError(f"--decontaminate-ngram {self.n}: must be 1 or more (13 as lm-evaluation-harness, "
+            raise FtcotError(f"decontaminate ngram={self.n}: must be 1 or more (13 as lm-evaluation-harness, "
                              f"8 as open-r1).")
         if self.max_df < 1:
-            raise FtcotError(f"--decontaminate-max-df {self.max_df}: must be 1 or more.")
+            raise FtcotError(f"decontaminate max_df={self.max_df}: must be 1 or more.")
         if not 0 <= self.min_overlap <= 1:  # also refuses NaN
-            raise FtcotError(f"--decontaminate-min-overlap {self.min_overlap}: must be from 0 (any shared n-gram) "
+            raise FtcotError(f"decontaminate min_overlap={self.min_overlap}: must be from 0 (any shared n-gram) "
                              f"to 1 (every distinctive n-gram of the test question).")
         for name in self.against:  # refused before any work
             read_test_file(Path(name))

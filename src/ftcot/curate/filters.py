@@ -121,9 +121,9 @@ class QualityFilters:
 
     def __post_init__(self) -> None:
         if self.min_words < 1:
-            raise FtcotError(f"--min-rationale-words {self.min_words}: must be 1 or more.")
+            raise FtcotError(f"drop no-reasoning:{self.min_words}: must be 1 or more.")
         if self.token_limit < 1:
-            raise FtcotError(f"--teacher-token-limit {self.token_limit}: must be 1 or more (128 for the paper's "
+            raise FtcotError(f"drop truncated:{self.token_limit}: must be 1 or more (128 for the paper's "
                              f"rationales).")
 
     @property

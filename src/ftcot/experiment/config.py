@@ -23,7 +23,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator,
 
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
-from ftcot.settings import subset
+from ftcot.curate.config import CurateConfig, LabelMode
+from ftcot.settings import Settings, subset
 from ftcot.teach.config import TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
 
@@ -180,27 +181,13 @@ class DiverseConfig(_Strict):
         return self.per_task.get(task, self.D)
 
 
-class CurateConfig(_Strict):
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    val_seed: int = 0
-    max_rationale_tokens: Optional[int] = Field(None, ge=1)
-    # Beyond the paper (ftcot curate's options of the same names; ftcot.curate.report)
-    decontaminate: Literal["warn", "drop", "off"] = "warn"
-    decontaminate_against: list[str] = Field(default_factory=list, description="Test files (JSONL/CSV, 'question')")
-    decontaminate_ngram: int = Field(13, ge=1)
-    decontaminate_max_df: int = Field(10, ge=1)
-    decontaminate_min_overlap: float = Field(0.0, ge=0, le=1)
-    drop_truncated: bool = False
-    drop_repetitive: bool = False
-    drop_no_reasoning: bool = True
-    min_rationale_words: int = Field(5, ge=1)
-    teacher_token_limit: int = Field(128, ge=1)
+class _Curation(Settings):
+    """What an experiment's curate: block adds to the curate settings: a list of labels is an axis."""
+
     # The answer a rationale must reach (ftcot curate --label); a list is an axis: one curated set (and cell)
     # per label, the teacher's column saying "(majority labels)".
-    label: Union[Literal["gold", "majority", "majority_and_gold"],
-                 list[Literal["gold", "majority", "majority_and_gold"]]] = "gold"
-    min_votes: int = Field(2, ge=1)  # 1: with D = 1, the teacher's own answer is the label (no gold)
-    rationalized: bool = True
+    label: Union[LabelMode, list[LabelMode]] = Field("gold", description="gold, majority or majority_and_gold; a "
+                                                                         "list: one cell per label")
 
     def labels(self) -> list[str]:
         return list(dict.fromkeys(self.label)) if isinstance(self.label, list) else [self.label]
@@ -220,6 +207,13 @@ class CurateConfig(_Strict):
             return {}
         default = type(self).model_fields["min_votes"].default
         return {"label": label, **({"min_votes": self.min_votes} if self.min_votes != default else {})}
+
+
+# An experiment's curate: block: ftcot curate's settings (ftcot.curate.config.CurateConfig) less what the
+# experiment plans for each curate stage (template, task, training-set size, D) or sets elsewhere (split_scheme).
+CurateSettings = subset(CurateConfig, "CurateSettings", base=_Curation,
+                        exclude=("label", "template", "task", "answer_type", "train_size", "subset_seed", "split_scheme",
+                                 "max_per_question", "samples", "rationale"))
 
 
 class EvaluateConfig(_Strict):
@@ -246,7 +240,7 @@ class ExperimentConfig(_Strict):
         None, min_length=1,
         description="Seeded subsets of N training questions (the training-set-size ablation); 'all' for the whole split")
     split_scheme: Literal["default", "template"] = "default"
-    curate: CurateConfig = Field(default_factory=CurateConfig)
+    curate: CurateSettings = Field(default_factory=CurateSettings)  # type: ignore[valid-type]
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
                                                       "'accelerate launch --config_file configs/accelerate/ddp.yaml'")

@@ -281,38 +281,23 @@ def estimate_teach(run: Experiment, stage: Stage) -> Any:
 
 
 def _curate(run: Experiment, stage: Stage, directory: Path) -> str:
-    from ftcot.curate import curate
-    from ftcot.curate.dataset import write_data_dir
-    from ftcot.curate.report import DEFAULTS, settings
-    from ftcot.curate.sources import load_teacher_records
-    from ftcot.templates import get_template
+    """A curate stage: :func:`ftcot.curate.run.run_curate`, as ``ftcot curate`` and ``ftcot.curate()`` run it,
+    on the stage's settings (the experiment's curate: block, and what the plan decided)."""
+    from ftcot.curate.config import CurateConfig
+    from ftcot.curate.run import run_curate
 
-    inputs, task = stage.inputs, run.task(stage.inputs["task"])
-    extra = settings(run.data_root, **{k: inputs[k] for k in DEFAULTS if k in inputs})
-    records: list[dict] = []
-    if inputs["teach"] is not None:
-        records, _ = load_teacher_records(run.out / run.plan.stages[inputs["teach"]].path,
-                                          inputs.get("rationale", "answer"))  # the stage's, whatever the store's
-        if inputs["D"] is not None:  # the rationales a teacher run with D samples would have drawn
-            records = [r for r in records if r.get("sample_number", 0) < inputs["D"]]
-        if not records:
-            teach = run.plan.stages[inputs["teach"]]
-            raise FtcotError(f"The teacher answered none of {task.key}'s training questions (teach {teach.label}: "
-                             f"see {run.stage_dir(teach) / 'report.json'}); a recorded teacher covers only the "
-                             f"questions it was run on.")
-    train, val, summary = curate(task, get_template(inputs["template"]), records,
-                                 split_scheme=inputs["split_scheme"],
-                                 max_rationale_tokens=inputs["max_rationale_tokens"],
-                                 val_fraction=inputs["val_fraction"], seed=inputs["val_seed"],
-                                 train_size=inputs["train_size"], subset_seed=inputs["subset_seed"] or 0, **extra)
-    if not train:
-        raise FtcotError(f"No training examples for {stage.label} (dropped: {summary['dropped']}); does the "
-                         f"teacher cover the task's training questions?")
-    summary["source"] = inputs["teach"]
-    write_data_dir(directory, train, val, summary)
+    inputs = stage.inputs
+    settings = {k: v for k, v in inputs.items() if k in CurateConfig.model_fields and k != "task"}
+    settings.update(samples=inputs["D"], subset_seed=inputs["subset_seed"] or 0,
+                    rationale=inputs.get("rationale", "answer"))  # the stage's, whatever the store's
+    source = run.out / run.plan.stages[inputs["teach"]].path if inputs["teach"] is not None else None
+    outcome = run_curate(CurateConfig(**settings), source, directory, task=run.task(inputs["task"]),
+                         source_name=inputs["teach"])
+    summary = outcome.summary
     overlap = summary["contamination"].get("flagged_questions")
     overlap = f"; {overlap} training questions overlap test questions (contamination.jsonl)" if overlap else ""
-    return f"{len(train)} train / {len(val)} val examples from {summary['questions_with_examples']} questions{overlap}"
+    return (f"{len(outcome.train)} train / {len(outcome.val)} val examples from {summary['questions_with_examples']} "
+            f"questions{overlap}")
 
 
 def _train(run: Experiment, stage: Stage, directory: Path) -> str:

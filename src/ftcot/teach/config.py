@@ -47,7 +47,8 @@ COMPOUNDS = (
                          "most M (instead of --samples; needs --temperature > 0)", "K/M", _adaptive),
     Compound("teacher-args", "The teacher backend's settings, as a config's teachers: keys: "
                              + ", ".join(TEACHER_ARGS) + " (e.g. base_url=http://127.0.0.1:8080/v1,chat=true; "
-                             "base_url=[URL1,URL2] for several servers)", "NAME=VALUE,…", _teacher_args),
+                             "base_url=[URL1,URL2] for several servers)", "NAME=VALUE,…", _teacher_args,
+             repeatable=True),
 )
 
 
