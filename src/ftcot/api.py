@@ -198,26 +198,26 @@ class EvalResult:
     predictions: list[dict[str, Any]] = field(repr=False)  # predictions.jsonl's rows, in split order
 
 
-def evaluate(model: str | os.PathLike, task: str, out: PathLike, *, method: str | None = None, split: str = "test",
-             split_scheme: str = "default", limit: int | None = None, batch_size: int = 16,
-             max_new_tokens: int | None = None, dtype: str = "auto", device: str = "auto",
-             base_url: str | None = None, api_key_env: str | None = None, data_dir: PathLike | None = None,
-             answer_type: str | None = None, progress: bool = False) -> EvalResult:
-    """Score ``model`` (a CKPT_DIR, a model spec or ``openai:MODEL``) on ``task``'s ``split`` into EVAL_DIR ``out``.
+def evaluate(model: str | os.PathLike, task: str, out: PathLike, *, data_dir: PathLike | None = None,
+             progress: bool = False, **settings: Any) -> EvalResult:
+    """Score ``model`` (a CKPT_DIR, a model spec or ``openai:MODEL``) on ``task``'s split into EVAL_DIR ``out``.
 
-    A CKPT_DIR carries its template, so ``method`` may be left out; other models need one
-    (``zs``, ``zs_cot``, ``fs_cot``, ``ft``, ``ft_cot``, ``ft_dss``). A rerun into ``out`` resumes.
+    ``settings`` are :class:`ftcot.evaluate.config.EvaluateConfig`'s fields — the ``ftcot evaluate`` options
+    and a config's ``evaluate:`` keys (``method``, ``split="test"``, ``limit``, ``batch_size=16``,
+    ``max_new_tokens``, ``dtype="auto"``, ``device="auto"``, …). A CKPT_DIR carries its template, so ``method``
+    may be left out; other models need one. A rerun into ``out`` resumes.
     """
-    from ftcot.data_root import resolve_data_root
-    from ftcot.evaluate import evaluate as run_evaluation
-    from ftcot.tasks import load_task
+    from ftcot.evaluate.config import EvaluateConfig
+    from ftcot.evaluate.run import run_evaluate
+    from ftcot.settings import build
 
-    loaded = load_task(task, resolve_data_root(data_dir), answer_type)
-    with _transformers_bars(progress or str(model).startswith("openai:")):  # an API model needs no transformers
-        result = run_evaluation(loaded, str(model), Path(out), method=method, split=split,
-                                split_scheme=split_scheme, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                limit=limit, dtype=dtype, device=device, base_url=base_url, api_key_env=api_key_env,
-                                progress=progress, console=_quiet_console(progress))
+    config = build(EvaluateConfig, {"model": str(model) if isinstance(model, os.PathLike) else model, "task": task,
+                                    **settings}, surface="api", where="evaluate()")
+    if out is None or not isinstance(out, (str, os.PathLike)):
+        raise FtcotError(f"evaluate(): out must be a directory path (got {out!r}).")
+    with _transformers_bars(progress or config.model.startswith("openai:")):  # an API model needs no transformers
+        result = run_evaluate(config, Path(out), data_root=_path(data_dir), progress=progress,
+                              console=_quiet_console(progress))
     m = result.metrics
     return EvalResult(Path(out), m["task"], m["method"], m["n"], m["correct"], m["accuracy"], m, result.records)
 
@@ -253,7 +253,7 @@ class Experiment:
         """The stages in the order they run, each with ``status`` done / partial / continues after epoch N / to run;
         runs nothing."""
         runner = self._runner
-        runner.check()
+        runner.check(sending=False)  # a plan sends nothing: no API key needed
         return [{"number": number, "kind": stage.kind, "label": stage.label, "key": stage.key,
                  "status": runner.status(stage),
                  "path": str(runner.stage_dir(stage))}

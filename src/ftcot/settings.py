@@ -148,9 +148,12 @@ def _friendly(model: type[BaseModel], name: str, field: Any, kind: str, given: A
 
 
 def _scalar(annotation: Any) -> Any:
-    """``Optional[X]`` → ``X``."""
+    """``Optional[X]`` (or ``X | None``) → ``X``."""
+    import types
+
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if typing.get_origin(annotation) is Union and len(args) == 1 else annotation
+    union = typing.get_origin(annotation) in (Union, types.UnionType)
+    return args[0] if union and len(args) == 1 else annotation
 
 
 def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (), optional: bool = False,
@@ -167,6 +170,22 @@ def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (), op
         else:
             fields[field_name] = (hints[field_name], field)
     return create_model(name, __base__=base, **fields)
+
+
+def from_dataclass(cls: type, name: str) -> type[BaseModel]:
+    """A pydantic view of a dataclass of settings (``field(metadata={"help": …, "flag": …})``): its command line
+    derives from it like a Settings model's; the dataclass stays the one that validates (``__post_init__``)."""
+    import dataclasses
+
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[misc]
+        extra = {"cli": item.metadata.get("cli", "option"), **({"flag": item.metadata["flag"]}
+                                                                if "flag" in item.metadata else {})}
+        fields[item.name] = (hints[item.name], Field(default, description=item.metadata.get("help", ""),
+                                                      json_schema_extra=extra))
+    return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), **fields)
 
 
 # ---- the command line --------------------------------------------------------------------------------------------
@@ -218,10 +237,7 @@ def cli_options(model: type[BaseModel], compounds: Sequence[Compound] = (), *,
 
 def _cli_type(model: type[BaseModel], name: str) -> Any:
     """The type typer parses a field's option as: its scalar type (choices are checked by the model)."""
-    annotation = typing.get_type_hints(model)[name]
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is Union and len(args) == 1:
-        annotation = args[0]
+    annotation = _scalar(typing.get_type_hints(model)[name])
     if annotation in (bool, int, float, str):
         return annotation
     if typing.get_origin(annotation) is list and typing.get_args(annotation)[0] in (int, str):

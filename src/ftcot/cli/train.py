@@ -6,63 +6,68 @@ Distributed training is the same command under ``accelerate launch``:
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ftcot.errors import FtcotError
-from ftcot.train.config import TrainConfig, help_of
-
-_DEFAULTS = TrainConfig()
+from ftcot.train.config import TrainConfig
 
 
-def train_command(
-    data_dir: Annotated[Path, typer.Argument(help="DATA_DIR written by 'ftcot curate'")],
-    out: Annotated[Path, typer.Option("--out", help="CKPT_DIR: checkpoints, best/ and train.json (rerun to resume)")],
-    student: Annotated[str, typer.Option(help=help_of("student"))] = _DEFAULTS.student,
-    lora: Annotated[bool, typer.Option("--lora/--full", help=help_of("lora"))] = _DEFAULTS.lora,
-    lora_r: Annotated[int, typer.Option(help=help_of("lora_r"))] = _DEFAULTS.lora_r,
-    lora_alpha: Annotated[int, typer.Option(help=help_of("lora_alpha"))] = _DEFAULTS.lora_alpha,
-    lora_dropout: Annotated[float, typer.Option(help=help_of("lora_dropout"))] = _DEFAULTS.lora_dropout,
-    dropout: Annotated[Optional[float], typer.Option(help=help_of("dropout"))] = None,
-    epochs: Annotated[int, typer.Option(help=help_of("epochs"))] = _DEFAULTS.epochs,
-    lr: Annotated[float, typer.Option(help=help_of("lr"))] = _DEFAULTS.lr,
-    weight_decay: Annotated[float, typer.Option(help=help_of("weight_decay"))] = _DEFAULTS.weight_decay,
-    batch_size: Annotated[int, typer.Option(help=help_of("batch_size"))] = _DEFAULTS.batch_size,
-    grad_accum: Annotated[int, typer.Option(help=help_of("grad_accum"))] = _DEFAULTS.grad_accum,
-    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help=help_of("bf16"))] = None,
-    max_length: Annotated[int, typer.Option(help=help_of("max_length"))] = _DEFAULTS.max_length,
-    allow_truncation: Annotated[bool, typer.Option(help=help_of("allow_truncation"))] = False,
-    seed: Annotated[int, typer.Option(help=help_of("seed"))] = _DEFAULTS.seed,
-    eval_batch_size: Annotated[int, typer.Option(help=help_of("eval_batch_size"))] = _DEFAULTS.eval_batch_size,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help=help_of("max_new_tokens"))] = None,
-    pad_multiple: Annotated[Optional[int], typer.Option(help=help_of("pad_multiple"))] = None,
-    loss_chunk: Annotated[Optional[int], typer.Option(help=help_of("loss_chunk"))] = None,
-    device: Annotated[str, typer.Option(help=help_of("device"))] = _DEFAULTS.device,
-    rationale_weight: Annotated[Optional[float], typer.Option(help=help_of("rationale_weight"))] = None,
-    task: Annotated[Optional[str], typer.Option(help="Task key or file (default: the DATA_DIR's task)")] = None,
-    answer_type: Annotated[Optional[str], typer.Option(help="Answer type of a task file")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="Fine-tuning API endpoint (openai: students)")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable with the API key (openai: students)")] = "OPENAI_API_KEY",
-    timeout: Annotated[Optional[float], typer.Option(help="Stop waiting for an API job after this many seconds; rerun to resume it")] = None,
-) -> None:
+def _train(data_dir: Path, out: Path, task: Optional[str], answer_type: Optional[str], base_url: Optional[str],
+           api_key_env: str, timeout: Optional[float], **settings: Any) -> None:
     """Fine-tune a student on teacher rationales (loss on the completion only); rerun to resume."""
+    student = settings.get("student") or TrainConfig().student
     if student.startswith("openai:"):
-        if rationale_weight is not None:
+        if settings.get("rationale_weight") is not None:
             raise FtcotError("--rationale-weight weighs a local student's loss; a provider's fine-tuning job "
                              "trains on every row of the DATA_DIR alike. Drop the option for openai: students.")
         _train_api_student(data_dir, student.removeprefix("openai:"), out, base_url, api_key_env, timeout)
         return
     from ftcot.train import train
 
-    config = TrainConfig(student=student, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                         dropout=dropout,
-                         epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                         grad_accum=grad_accum, bf16=bf16, max_length=max_length, allow_truncation=allow_truncation,
-                         seed=seed, eval_batch_size=eval_batch_size, max_new_tokens=max_new_tokens, pad_multiple=pad_multiple,
-                         loss_chunk=loss_chunk, device=device, rationale_weight=rationale_weight)
+    config = TrainConfig(**{k: v for k, v in settings.items() if v is not None or k in _NULLABLE})
     train(data_dir, out, config, task=task, answer_type=answer_type)
+
+
+# Settings whose None means something (auto), not "not given".
+_NULLABLE = ("bf16", "dropout", "max_new_tokens", "pad_multiple", "loss_chunk", "rationale_weight")
+
+
+def _train_command() -> Any:
+    """``ftcot train``'s options: TrainConfig's fields (:mod:`ftcot.settings`), then the API students' ones."""
+    from ftcot.settings import cli_options, from_dataclass
+
+    def command(data_dir: Path, **options: Any) -> None:
+        extra = {name: options.pop(name) for name in ("out", "task", "answer_type", "base_url", "api_key_env",
+                                                      "timeout")}
+        _train(data_dir, **extra, **options)
+
+    def keyword(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    data_dir = inspect.Parameter("data_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
+        Path, typer.Argument(metavar="DATA_DIR", help="DATA_DIR written by 'ftcot curate'")])
+    out = keyword("out", Annotated[Path, typer.Option("--out", help="CKPT_DIR: checkpoints, best/ and train.json "
+                                                                     "(rerun to resume)")], inspect.Parameter.empty)
+    extra = [
+        keyword("task", Annotated[Optional[str], typer.Option(help="Task key or file (default: the DATA_DIR's task)")]),
+        keyword("answer_type", Annotated[Optional[str], typer.Option(help="Answer type of a task file")]),
+        keyword("base_url", Annotated[Optional[str], typer.Option(help="Fine-tuning API endpoint (openai: students)")]),
+        keyword("api_key_env", Annotated[str, typer.Option(
+            help="Environment variable with the API key (openai: students)")], "OPENAI_API_KEY"),
+        keyword("timeout", Annotated[Optional[float], typer.Option(
+            help="Stop waiting for an API job after this many seconds; rerun to resume it")]),
+    ]
+    command.__signature__ = inspect.Signature([data_dir, out, *cli_options(from_dataclass(TrainConfig, "TrainOptions")),
+                                               *extra])
+    command.__doc__ = _train.__doc__
+    return command
+
+
+train_command = _train_command()
 
 
 def _train_api_student(data_dir: Path, base_model: str, out: Path, base_url: str | None, api_key_env: str,

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator,
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.curate.config import CurateConfig, LabelMode
+from ftcot.evaluate.config import EvaluateConfig
 from ftcot.settings import Settings, subset
 from ftcot.teach.config import TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
@@ -216,13 +217,10 @@ CurateSettings = subset(CurateConfig, "CurateSettings", base=_Curation,
                                  "max_per_question", "samples", "rationale"))
 
 
-class EvaluateConfig(_Strict):
-    split: Literal["test", "train", "all"] = "test"
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: Optional[int] = Field(None, ge=1)
-    limit: Optional[int] = Field(None, ge=1, description="Only the first N questions (quick looks)")
-    dtype: str = "auto"
-    device: str = "auto"
+# An experiment's evaluate: block: ftcot evaluate's settings less what each cell decides (the model, task, method
+# and split scheme) or a student's config holds (an API student's base_url and key).
+EvaluateSettings = subset(EvaluateConfig, "EvaluateSettings", exclude=("model", "task", "method", "split_scheme",
+                                                                       "base_url", "api_key_env", "answer_type"))
 
 
 class ExperimentConfig(_Strict):
@@ -241,7 +239,7 @@ class ExperimentConfig(_Strict):
         description="Seeded subsets of N training questions (the training-set-size ablation); 'all' for the whole split")
     split_scheme: Literal["default", "template"] = "default"
     curate: CurateSettings = Field(default_factory=CurateSettings)  # type: ignore[valid-type]
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)  # type: ignore[valid-type]
     launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
                                                       "'accelerate launch --config_file configs/accelerate/ddp.yaml'")
 

@@ -389,19 +389,20 @@ def _continue_shorter_run(run: Experiment, stage: Stage, directory: Path) -> str
 
 
 def _evaluate(run: Experiment, stage: Stage, directory: Path) -> str:
-    from ftcot.evaluate import evaluate
+    """An evaluate stage: :func:`ftcot.evaluate.run.run_evaluate`, as ``ftcot evaluate`` runs it."""
+    from ftcot.evaluate.config import EvaluateConfig
+    from ftcot.evaluate.run import run_evaluate
 
     inputs, task = stage.inputs, run.task(stage.inputs["task"])
     student = next(s for s in run.config.students if s.label == stage.runtime["student"])
     source = inputs["model"]
     model = str(run.out / run.plan.stages[source["train"]].path) if "train" in source else source["base"]
     api = model.startswith("openai:")
-    result = evaluate(task, model, directory, method=inputs["method"], split=inputs["split"],
-                      split_scheme=inputs["split_scheme"], batch_size=stage.runtime["batch_size"],
-                      max_new_tokens=inputs["max_new_tokens"], limit=inputs["limit"], dtype=inputs["dtype"],
-                      device=stage.runtime["device"], base_url=student.base_url if api else None,
-                      api_key_env=student.api_key_env if api else None, progress=True, console=run.console)
-    metrics = result.metrics
+    settings = {k: v for k, v in inputs.items() if k in EvaluateConfig.model_fields and k not in ("model", "task")}
+    config = EvaluateConfig(**settings, model=model, task=task.key, batch_size=stage.runtime["batch_size"],
+                            device=stage.runtime["device"], base_url=student.base_url if api else None,
+                            api_key_env=student.api_key_env if api else None)
+    metrics = run_evaluate(config, directory, progress=True, console=run.console, task=task).metrics
     return f"accuracy {100 * metrics['accuracy']:.2f}% ({metrics['correct']}/{metrics['n']})"
 
 

@@ -14,15 +14,17 @@ from typing import Any
 from ftcot.errors import FtcotError, check_float, check_int
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, flag: str | None = None, **kwargs: Any) -> Any:
+    """A field with its help text (and its command-line spelling, where it is not ``--name``)."""
+    return field(metadata={"help": text, **({"flag": flag} if flag else {})}, **kwargs)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     student: str = _help("Student model: tiny-gpt2, tiny-t5, gemma-270m, smollm2-135m, or a local model directory.",
                          default="gemma-270m")
-    lora: bool = _help("Train LoRA adapters on all linear projections instead of every weight.", default=False)
+    lora: bool = _help("Train LoRA adapters on all linear projections instead of every weight.", "--lora/--full",
+                       default=False)
     lora_r: int = _help("LoRA rank.", default=16)
     lora_alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=32)
     lora_dropout: float = _help("Dropout on the LoRA input (default 0, peft's: Gemma 270M LoRA on coin_flip, 3 "
@@ -35,7 +37,8 @@ class TrainConfig:
     weight_decay: float = _help("AdamW weight decay (torch's default, as the reference).", default=0.01)
     batch_size: int = _help("Examples per step across all processes (split evenly between them).", default=8)
     grad_accum: int = _help("Steps whose gradients are summed before each optimizer update.", default=1)
-    bf16: bool | None = _help("bf16 compute (default: where the hardware supports it).", default=None)
+    bf16: bool | None = _help("bf16 compute (default: where the hardware supports it).", "--bf16/--no-bf16",
+                              default=None)
     max_length: int = _help("Token limit of each side, prompt and completion (the paper: 512 and 512).",
                             default=512)
     allow_truncation: bool = _help("Cut over-long targets to --max-length instead of failing.", default=False)
@@ -81,9 +84,6 @@ class TrainConfig:
     # Fields that may change between a run and its resumption without changing the result.
     RESUMABLE_CHANGES = ("epochs", "eval_batch_size", "device")
 
-
-def help_of(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
 
 
 
