@@ -8,6 +8,8 @@ retryable, how long to wait, and what of a URL may be written down.
 
 from __future__ import annotations
 
+import random
+
 import base64
 import email.utils
 import json
@@ -15,6 +17,21 @@ import re
 import time
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+
+# One retry policy for every HTTP client of ftcot (the teacher backend, the Batch API, API students): what the
+# openai SDK retries too. 409 is a conflict the server resolves by itself (a resource being updated).
+RETRYABLE = (408, 409, 429)
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a reply with this HTTP status may succeed if sent again (after a back-off)."""
+    return status in RETRYABLE or status >= 500
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential back-off with full jitter for retry ``attempt`` (0 = first retry)."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
 
 
 def error_message(text: str | bytes) -> str:

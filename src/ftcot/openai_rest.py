@@ -34,7 +34,8 @@ from typing import Any
 
 import httpx
 
-from ftcot.api_replies import endpoint, error_message, parse_retry_after, public_url, redact, url_secrets
+from ftcot.api_replies import (backoff_delay, endpoint, error_message, parse_retry_after, public_url, redact,
+                               retryable_status, url_secrets)
 from ftcot.errors import FtcotError
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ class RestAPIError(FtcotError):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
-
-
-def retryable_status(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
 
 
 def error_code(response_text: str) -> str | None:
@@ -200,7 +197,7 @@ class RestClient:
             if wait is not None:
                 delay = min(wait, self.max_retry_after_s) + self._rng.uniform(0.0, min(1.0, self.backoff_base_s))
             else:
-                delay = self._rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng)
             self.logger.warning("%s: attempt %d of %d failed: %s; retrying in %.2f s", where, attempt + 1, attempts,
                         self.clean(reason), delay)
             self._sleep(delay)

@@ -14,6 +14,7 @@ turns an ``OSError`` into a one-line :class:`FtcotError` that names the file.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import sys
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ftcot.errors import FtcotError
 
@@ -144,6 +145,12 @@ def write_stdout(write: Callable[[IO[str]], object]) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, option: str | None = None) -> None:
     with atomic_file(path, option=option) as handle:
         handle.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any, *, sort_keys: bool = False,
+                      option: str | None = None) -> None:
+    """``value`` as indented JSON, written whole or not at all (the one JSON writer of ftcot's records)."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n", option)
 
 
 def task_inputs(task: object) -> list[Path | None]:

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from ftcot.curate import curate
-from ftcot.curate.labels import majority_votes
+from ftcot.scoring import majority_votes
 from ftcot.curate.select import DISAGREES, NO_GOLD, NO_MAJORITY
 from ftcot.curate.sources import load_teacher_records
 from ftcot.tasks import load_task

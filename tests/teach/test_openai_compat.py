@@ -18,12 +18,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ftcot.api_replies import error_message, parse_retry_after
+from ftcot.api_replies import backoff_delay, error_message, parse_retry_after
 from ftcot.errors import FtcotError
 from ftcot.teach.backends.openai_compat import (
     LLAMA_CPP_EXTRA_BODY,
     OpenAICompatTeacher,
-    backoff_delay,
+
     build_chat_payload,
     build_completions_payload,
     is_local,

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from ftcot.curate.dataset import TrainingExample, make_example, question_subset, task_rows, validation_questions
 from ftcot.curate.decontaminate import Decontamination
 from ftcot.curate.filters import QualityFilters
-from ftcot.curate.labels import MIN_VOTES, check_label_mode, majority_votes, pseudo_label_report, record_answer
+from ftcot.curate.labels import check_label_mode, pseudo_label_report
+from ftcot.scoring import MIN_VOTES, majority_votes, record_answer
 from ftcot.curate.report import FilterProbe, decontaminate_questions, report
 from ftcot.curate.select import NO_GOLD, select_rationales
 from ftcot.errors import FtcotError, check_float, check_int

@@ -20,46 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.curate.decontaminate import (DEFAULT_MAX_DF, DEFAULT_MIN_OVERLAP, DEFAULT_MODE, DEFAULT_NGRAM,
-                                        Decontamination, Flag, summarize)
-from ftcot.curate.filters import MIN_WORDS, TEACHER_TOKEN_LIMIT, QualityFilters
-from ftcot.curate.labels import MIN_VOTES, check_label_mode
+from ftcot.curate.decontaminate import Decontamination, Flag, summarize
+from ftcot.curate.filters import QualityFilters
+from ftcot.curate.labels import check_label_mode
 
 CONTAMINATED = "test contamination"
 
-# The options past the paper's curation, with their defaults (``ftcot curate`` and a run's ``curate:``).
-DEFAULTS: dict[str, Any] = {
-    "decontaminate": DEFAULT_MODE,
-    "decontaminate_against": [],
-    "decontaminate_ngram": DEFAULT_NGRAM,
-    "decontaminate_max_df": DEFAULT_MAX_DF,
-    "decontaminate_min_overlap": DEFAULT_MIN_OVERLAP,
-    "drop_truncated": False,
-    "drop_repetitive": False,
-    "drop_no_reasoning": True,  # drops none of the recorded text-davinci-002 training rationales
-    "min_rationale_words": MIN_WORDS,
-    "teacher_token_limit": TEACHER_TOKEN_LIMIT,
-    "label": "gold",  # the paper's; majority or majority_and_gold (ftcot.curate.labels)
-    "min_votes": MIN_VOTES,  # chains that must give the majority answer (1: one chain's answer is its label)
-    "rationalized": True,  # rationalized rationales of the run (ftcot.teach.rationalize), where there are any
-}
-
-
 def settings(data_root: Path | None = None, **options: Any) -> dict[str, Any]:
-    """``filters``, ``decontamination``, ``label`` and ``rationalized`` for :func:`ftcot.curate.curate` from option
-    values (the rest default)."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown curation options: {sorted(unknown)}")
-    value = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    filters = QualityFilters(truncated=value["drop_truncated"], repetitive=value["drop_repetitive"],
-                             no_reasoning=value["drop_no_reasoning"], min_words=value["min_rationale_words"],
-                             token_limit=value["teacher_token_limit"])
-    decontamination = Decontamination(value["decontaminate"], value["decontaminate_ngram"],
-                                      tuple(str(p) for p in value["decontaminate_against"]), data_root,
-                                      value["decontaminate_max_df"], value["decontaminate_min_overlap"])
-    return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value["label"]),
-            "min_votes": value["min_votes"], "rationalized": bool(value["rationalized"])}
+    """``filters``, ``decontamination``, ``label``, ``min_votes`` and ``rationalized`` for
+    :func:`ftcot.curate.curate`, from curate settings by their names (the rest at
+    :class:`~ftcot.curate.config.CurateConfig`'s defaults)."""
+    from ftcot.curate.config import CurateConfig
+    from ftcot.settings import build
+
+    value = build(CurateConfig, {k: v for k, v in options.items() if v is not None})
+    filters = QualityFilters(truncated=value.drop_truncated, repetitive=value.drop_repetitive,
+                             no_reasoning=value.drop_no_reasoning, min_words=value.min_rationale_words,
+                             token_limit=value.teacher_token_limit)
+    decontamination = Decontamination(value.decontaminate, value.decontaminate_ngram,
+                                      tuple(str(p) for p in value.decontaminate_against), data_root,
+                                      value.decontaminate_max_df, value.decontaminate_min_overlap)
+    return {"filters": filters, "decontamination": decontamination, "label": check_label_mode(value.label),
+            "min_votes": value.min_votes, "rationalized": value.rationalized}
 
 
 def decontaminate_questions(decontamination: Decontamination | None, task, train_indices: list[int],

@@ -60,7 +60,7 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     extra = settings(task.data_root, **config.model_dump(include={
         "decontaminate", "decontaminate_against", "decontaminate_ngram", "decontaminate_max_df",
         "decontaminate_min_overlap", "drop_truncated", "drop_repetitive", "drop_no_reasoning", "min_rationale_words",
-        "teacher_token_limit", "label", "min_votes", "rationalized"}))
+        "teacher_token_limit", "label", "min_votes", "rationalized"}))  # the rest of curate()'s, by name below
     train, val, summary = curate(task, template, records, split_scheme=config.split_scheme,
                                  max_per_question=config.max_per_question,
                                  max_rationale_tokens=config.max_rationale_tokens, val_fraction=config.val_fraction,

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ftcot.curate.labels import Vote, agrees, record_answer
+from ftcot.scoring import Vote, agrees, record_answer
 from ftcot.scoring import score
 from ftcot.tasks import TaskSpec
 

@@ -28,8 +28,7 @@ def load_teacher_records(source: Path, rationale: str | None = None) -> tuple[li
 def _run_dir_records(run_dir: Path, rationale: str | None = None) -> tuple[list[dict], str]:
     """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage; then the rationalized
     chains of ``RUN_DIR/rationalize/`` (:mod:`ftcot.teach.rationalize`), if any, marked ``rationalized``."""
-    from ftcot.teach.rationalize import RATIONALIZE_DIR
-    from ftcot.teach.store import STORE_FILE
+    from ftcot.teach.store import RATIONALIZE_DIR, STORE_FILE
 
     records, task = _store_records(run_dir, rationale)
     if (run_dir / RATIONALIZE_DIR / STORE_FILE).is_file():

@@ -15,12 +15,12 @@ every ``ftcot run`` (and a partial run reports what is finished so far):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftcot.paths import atomic_write_json
 from ftcot.errors import FtcotError
 from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
 from ftcot.experiment.runner import Experiment
@@ -144,7 +144,7 @@ def write_results(run: Experiment) -> Results:
                                     + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n"
                                     + paper, encoding="utf-8")
     write_csv(results.rows, out / "results.csv")
-    (out / "lineage.json").write_text(json.dumps(results.lineage, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "lineage.json", results.lineage)
     images = [ReportImage(caption, path) for caption, path in _plots(run, results)]
     inputs = ReportInputs(
         title=f"{run.config.name}: Fine-tune-CoT report",

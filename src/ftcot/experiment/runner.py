@@ -42,7 +42,7 @@ from ftcot.experiment.config import ExperimentConfig
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
 from ftcot.jsonl import read_json_object
 from ftcot.tasks import Task, load_task
-from ftcot.train.checkpoint import atomic_write_json
+from ftcot.paths import atomic_write_json
 from ftcot.train.config import TrainConfig
 
 STAGE_FILE = "stage.json"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftcot.jsonl import read_json_object
 from ftcot.errors import FtcotError
 from ftcot.export.licenses import SourceLicense, license_of
 from ftcot.train.checkpoint import publish_dir, temporary_dir
@@ -68,15 +68,7 @@ def write_atomically(target: Path, fill) -> None:
 
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FtcotError(f"{path}: missing; {what}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FtcotError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}); {what}.") from None
-    if not isinstance(data, dict):
-        raise FtcotError(f"{path}: expected a JSON object; {what}.")
-    return data
+    return read_json_object(path, what)
 
 
 @dataclass

@@ -12,7 +12,7 @@ same total together), so samples keep their numbers and seeds, the store stays
 the run's one store (resumable, never paid twice), and a fixed-D run of the
 same settings shares the first rationales. A question without a gold answer
 counts the chains that agree with its majority answer as correct
-(:mod:`ftcot.curate.labels`). At the end the run's settings record the largest
+(:func:`ftcot.scoring.majority_votes`). At the end the run's settings record the largest
 number of samples drawn, so export and curate read every chain.
 
 Because the numbering is shared, the store also answers what a fixed D would
@@ -98,7 +98,7 @@ def chain_results(store: TeachStore, settings: TeachSettings, task: Task, questi
                   ) -> dict[int, list[bool]]:
     """Per question, whether each complete chain among sample numbers < ``settings.samples`` is correct, in
     sample-number order (a question without gold: whether it agrees with its chains' majority answer)."""
-    from ftcot.curate.labels import agrees, majority_votes
+    from ftcot.scoring import agrees, majority_votes
 
     plan = Plan(settings)
     wanted = set(questions)

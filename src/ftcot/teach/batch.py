@@ -79,11 +79,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,9 +92,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ftcot.api_replies import error_message, public_url, redact
+from ftcot.api_replies import error_message, public_url, redact, retryable_status
 from ftcot.errors import FtcotError, check_float, check_int
-from ftcot.openai_rest import RestAPIError, RestClient, retryable_status
+from ftcot.openai_rest import RestAPIError, RestClient
 from ftcot.tasks import Sample, Task
 from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
 from ftcot.teach.budget import Budget, run_root, spent_in

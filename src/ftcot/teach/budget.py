@@ -76,7 +76,7 @@ class Budget:
 
 def run_root(store_dir: Path) -> Path:
     """The run directory a store belongs to: its own, or for rationalization's store its parent's."""
-    from ftcot.teach.rationalize import RATIONALIZE_DIR
+    from ftcot.teach.store import RATIONALIZE_DIR
 
     store_dir = Path(store_dir)
     return store_dir.parent if store_dir.name == RATIONALIZE_DIR else store_dir
@@ -84,8 +84,7 @@ def run_root(store_dir: Path) -> Path:
 
 def spent_in(run_dir: Path) -> float:
     """What every store of ``run_dir`` has recorded as spent (the run's, its rationalization's)."""
-    from ftcot.teach.rationalize import RATIONALIZE_DIR
-    from ftcot.teach.store import STORE_FILE, TeachStore
+    from ftcot.teach.store import RATIONALIZE_DIR, STORE_FILE, TeachStore
 
     total = 0.0
     for path in (Path(run_dir) / STORE_FILE, Path(run_dir) / RATIONALIZE_DIR / STORE_FILE):

@@ -19,7 +19,7 @@ completion ``rationale --> answer``, sampled D times like a Zero-shot-CoT ration
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 

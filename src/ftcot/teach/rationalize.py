@@ -28,9 +28,8 @@ from ftcot.tasks import Sample, Task
 from ftcot.teach.plan import Plan, settings_of
 from ftcot.teach.prompts import hinted_question
 from ftcot.teach.records import Teacher
-from ftcot.teach.store import TeachStore
+from ftcot.teach.store import RATIONALIZE_DIR, TeachStore
 
-RATIONALIZE_DIR = "rationalize"
 REPORT_FILE = "rationalize.json"
 
 

@@ -166,14 +166,10 @@ def _public(base_url: str | list[str] | None) -> str | list[str] | None:
 
 
 def _write_json(path: Path, value: Any, secrets: list[str]) -> None:
-    import os
+    from ftcot.paths import atomic_write_text
 
-    text = redact(json.dumps(value, indent=2, ensure_ascii=False), secrets)
-    temporary = path.with_name(path.name + ".tmp")
     try:
-        temporary.write_text(text + "\n", encoding="utf-8")
-        os.replace(temporary, path)  # a reader sees the old file or the new one, never half
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise FtcotError(f"{path}: cannot write ({exc.strerror}); the completions are stored: fix that and "
-                         f"rerun the same command (it sends nothing already stored).") from None
+        atomic_write_text(path, redact(json.dumps(value, indent=2, ensure_ascii=False), secrets) + "\n")
+    except FtcotError as exc:
+        raise FtcotError(f"{exc} The completions are stored: rerun the same command once it is fixed (it sends "
+                         f"nothing already stored).") from None

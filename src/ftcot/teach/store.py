@@ -60,6 +60,8 @@ from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 
 STORE_FILE = "teach.sqlite"
+# A run directory's second store: rationalization's hinted chains (ftcot.teach.rationalize), RUN_DIR/rationalize/.
+RATIONALIZE_DIR = "rationalize"
 # Page cache of a writing connection, in KiB (negative: SQLite's unit for KiB). Keys are
 # SHA-256 hashes, so inserts land all over the key index; SQLite's default 2 MB made a
 # million-row store re-read index pages on every group commit (bench/teach_store_scale.py).

@@ -39,17 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from ftcot.errors import FtcotError
-from ftcot.jsonl import json_object, read_json_object
-from ftcot.paths import atomic_write_text, find_os_error, os_error
+from ftcot.jsonl import json_object
+from ftcot.paths import atomic_write_json, find_os_error, os_error
 from ftcot.templates import Template, get_template
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 TRAIN_JSON = "train.json"
-
-
-def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def temporary_dir(parent: Path, name: str) -> Path:
@@ -88,11 +84,6 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 def resume_hint(checkpoint: Path) -> str:
     return (f"delete {checkpoint} to resume from the checkpoint before it (or from the start), "
             f"or train into a new --out")
-
-
-def read_json(path: Path, hint: str) -> dict[str, Any]:
-    """A JSON object from a CKPT_DIR file; missing, cut short or not an object is a one-line error + ``hint``."""
-    return read_json_object(path, hint)
 
 
 def load_torch(path: Path, hint: str, **kwargs: Any) -> Any:

@@ -8,7 +8,7 @@ to "where the hardware has it", which is what makes a 270M student practical on 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ftcot.errors import FtcotError, check_float, check_int

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ftcot.paths import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 EPOCH_SCALARS = ("train_loss", "val_loss", "val_accuracy")
@@ -92,6 +94,4 @@ def _keep_until(path: Path, step: int) -> None:
             continue
         if isinstance(line, dict) and int(line.get("step", 0)) <= step:
             kept.append(raw)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{raw}\n" for raw in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(f"{raw}\n" for raw in kept))

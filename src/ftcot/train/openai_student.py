@@ -70,7 +70,6 @@ servers echo what they were sent).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -84,6 +83,8 @@ from ftcot.api_replies import public_url
 from ftcot.curate.dataset import chat_record, read_examples
 from ftcot.data_root import resolve_data_root
 from ftcot.dir_lock import lock_directory
+from ftcot.jsonl import read_json_object
+from ftcot.paths import atomic_write_json
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.jsonl import write_jsonl
 from ftcot.openai_rest import RestAPIError, RestClient
@@ -182,12 +183,7 @@ def sha256_file(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` so that ``path`` is always either the old or the new complete file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    atomic_write_json(path, data, sort_keys=True)
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -243,15 +239,7 @@ def _exclusive(ckpt: Path) -> Iterator[None]:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FtcotError(f"{path} not found: {what}.") from None
-    except ValueError as exc:
-        raise FtcotError(f"{path} is not valid JSON ({exc}); {what}.") from None
-    if not isinstance(data, dict):
-        raise FtcotError(f"{path} must hold a JSON object; {what}.")
-    return data
+    return read_json_object(path, what)
 
 
 class _Run:

@@ -42,7 +42,9 @@ from rich.console import Console
 from ftcot.data_root import resolve_data_root
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError, unknown_name
-from ftcot.paths import check_output, check_writable_dir, existing_path, find_os_error, os_error
+from ftcot.jsonl import read_json_object
+from ftcot.paths import (atomic_write_json, check_output, check_writable_dir, existing_path, find_os_error,
+                         os_error)
 from ftcot.scoring import score
 from ftcot.tasks.spec import TaskSpec
 from ftcot.train import checkpoint as ckpt
@@ -107,7 +109,7 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
     path = out / ckpt.TRAIN_JSON
     if not path.is_file():
         return None
-    record = ckpt.read_json(path, "restore it, or train into a new --out")
+    record = read_json_object(path, "restore it, or train into a new --out")
     before = record.get("config", {})
     for name, value in config.to_dict().items():
         if name in TrainConfig.RESUMABLE_CHANGES or before.get(name) == value:
@@ -185,7 +187,7 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
     last = ckpt.latest_checkpoint(out) if previous is not None else None
     if last is not None:
         hint = ckpt.resume_hint(last)
-        state = ckpt.read_json(last / "state.json", hint)
+        state = read_json_object(last / "state.json", hint)
         if sharded:
             accelerator.load_state(str(last / "accelerate"))
         else:
@@ -271,7 +273,7 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
     if main:
         _export_best(out, record, inner, loaded, config, sharded)
         record.update(finished=True, peak_rss_gb=peak_rss_gb())
-        ckpt.atomic_write_json(out / ckpt.TRAIN_JSON, record)
+        atomic_write_json(out / ckpt.TRAIN_JSON, record)
         console.print(summary_table(record))
         console.print(f"best epoch {record['best_epoch']} → {out / ckpt.BEST}; record: {out / ckpt.TRAIN_JSON}")
     accelerator.wait_for_everyone()
@@ -523,7 +525,7 @@ def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], reco
                 ckpt.save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
             for r, state in enumerate(rngs):
                 ckpt.save_torch(state, tmp / f"rng-rank{r}.pt")
-            ckpt.atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
+            atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
             ckpt.publish_dir(tmp, ckpt.checkpoint_dir(out, epoch))
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only takes space (a full disk's)
@@ -535,7 +537,7 @@ def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], reco
         for old in (out / ckpt.CHECKPOINTS).glob("epoch-*"):
             if old not in keep:
                 shutil.rmtree(old, ignore_errors=True)
-        ckpt.atomic_write_json(out / ckpt.TRAIN_JSON, record)
+        atomic_write_json(out / ckpt.TRAIN_JSON, record)
     accelerator.wait_for_everyone()
 
 

@@ -109,7 +109,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ftcot.api_replies import endpoint, error_message, parse_retry_after, public_url, redact, url_secrets
+from ftcot.api_replies import (backoff_delay, endpoint, error_message, parse_retry_after, public_url, redact,
+                               retryable_status, url_secrets)
 from ftcot.errors import FtcotError
 from ftcot.teach.records import Completion, CompletionRequest, TeacherError
 
@@ -284,15 +285,6 @@ def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Com
             )
         )
     return completions
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Exponential back-off with full jitter for retry ``attempt`` (0 = first retry)."""
-    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
-
-
-def retryable_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
 
 
 # --- the backend ---------------------------------------------------------------------------
