@@ -1,433 +1,44 @@
-"""Teaching through a provider's Batch API: the same completions at half the price, within 24 hours.
+"""A teach run through the Batch API: the run's plan sent as batches, polled, collected into the store.
 
-``ftcot teach … --batch`` (``batch: true`` for a teacher in ``ftcot run``)
-sends what a normal run would send, as batches, over OpenAI's files and batch
-HTTP API (``base_url`` = ``…/v1``):
-
-1. ``POST {base_url}/files`` (multipart: ``purpose=batch``, ``file``): a JSONL
-   input file, one line per request,
-   ``{"custom_id", "method": "POST", "url": "/v1/completions", "body"}``; the
-   body is exactly what the openai backend would post
-   (:meth:`OpenAICompatTeacher.payload`, ``/v1/chat/completions`` with
-   ``--chat``). A ``custom_id`` is the store key of the request's first
-   completion, so every output line maps back to its store rows.
-2. ``POST {base_url}/batches`` ``{input_file_id, endpoint, completion_window: "24h"}``.
-3. ``GET {base_url}/batches/{id}`` every ``poll_interval_s`` until the batch
-   is ``completed``, ``failed``, ``expired`` or ``cancelled`` (a progress bar
-   per batch shows its request counts).
-4. ``GET {base_url}/files/{output_file_id}/content`` and the same for
-   ``error_file_id``: each line is ``{"custom_id", "response": {"status_code",
-   "request_id", "body"}, "error"}``. A 200 body is read by the backend's
-   :func:`parse_response` and stored, usage and a reasoning model's separate
-   reasoning (``reasoning_content``/``reasoning``, :mod:`ftcot.teach.reasoning`)
-   included, under the keys a normal run uses: a batch run and a normal run read
-   and fill the same store, export the same chains under every ``--rationale``,
-   and nothing stored is paid twice.
-
-Two-stage Zero-shot-CoT is two rounds of batches: the rationales, then the
-answers to the rationales that came back. A stage larger than
-``max_requests`` (50,000, OpenAI's limit) or ~190 MB of input is split into
-several batches, polled together.
-
-State and resuming
-------------------
-Every batch is recorded in the run's ``teach.sqlite`` (tables ``batches`` and
-``batch_requests``, made by this module): its requests and their store keys
-before anything is uploaded, then the input file id, then ``create_sent``
-before the create request goes out, then the batch id the moment it is known,
-before any waiting. A run killed at any point (``kill -9`` while polling)
-resumes by polling the batches it recorded, never creating them again. A batch
-whose create request was sent but whose reply was lost (a kill, a timeout, a
-5xx) is looked up on the server by its input file (``GET {base_url}/batches``)
-and adopted; one never created is dropped from the ledger (an uploaded file
-costs nothing) and its requests are built afresh. A recorded batch is collected
-only from the server it was sent to: a rerun with another ``--base-url`` is
-refused in one line. A batch the server no longer knows (404) is marked lost
-and its requests are sent again. A normal run (without ``--batch``) refuses a
-run directory with open batches: their requests are paid for already.
-
-Failures
---------
-- a line with an error (HTTP 429 or 5xx in its ``response``, in the output or
-  the error file) and a request the batch left unanswered (``expired``: the
-  24-hour window passed; lines missing from both files) are resubmitted alone,
-  in a new batch, up to ``max_submissions`` batches per stage and run;
-- a line refused for good (another 4xx), a ``failed`` batch (the server refused
-  the input: its ``errors`` say why) and a ``cancelled`` one are recorded as
-  failures and not resubmitted by this run; the next run asks for them again,
-  as it does after a normal run's failures.
-
-Every result that came back is stored first, whatever the batch's status.
-Failure messages, errors and progress lines go through
-:func:`ftcot.api_replies.redact`: the API key and the URL's credentials never
-reach a log, a message or the store.
-
-Cost
-----
-Priced at batch prices (:meth:`PriceTable.batch_prices`, half the list price).
-``--max-cost`` reserves each request at an upper bound (prompt at 2 characters
-per token, ``max_tokens × n`` completion tokens) before its batch is created;
-the requests that would pass the cap are not sent, nor any after them (as in
-the engine: no stage-2 answer either once the cap is reached). What the
-collected completions cost counts against the cap, also those of batches a
-killed run left. ``--dry-run`` counts what would be sent (requests already in
-open batches are not counted again) and prices it at batch prices.
+Stage 1's missing requests go out as batches (split at the provider's limits), then, once they are
+collected, stage 2's for the rationales that came back; what came back retryable is resubmitted alone. Every
+result is stored under the keys a request-loop run uses, its cost charged to the run directory's budget.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ftcot.api_replies import error_message, public_url, redact, retryable_status
+from ftcot.api_replies import public_url, redact, retryable_status
 from ftcot.errors import FtcotError, check_float, check_int
-from ftcot.openai_rest import RestAPIError, RestClient
 from ftcot.tasks import Sample, Task
-from ftcot.teach.backends.openai_compat import OpenAICompatTeacher, parse_response
+from ftcot.teach.backends.openai_compat import OpenAICompatTeacher
+from ftcot.teach.batch.client import (MAX_REQUESTS_PER_BATCH, TERMINAL, BatchAPIError, BatchClient, LineResult,
+                                      batch_endpoint, chunked, input_line, parse_output_line)
+from ftcot.teach.batch.ledger import BatchLedger, BatchRecord
 from ftcot.teach.budget import Budget, run_root, spent_in
 from ftcot.teach.engine import (TeachSummary, check_same_run, questions_of, record_run, resolve_settings,
                                 stored_rows)
 from ftcot.teach.plan import Plan, PlannedRequest, Target, TeachSettings, plan_requests
 from ftcot.teach.pricing import PriceTable
-from ftcot.teach.records import Completion, CompletionRequest, Teacher
+from ftcot.teach.records import Teacher
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ftcot.teach.batch")
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-COMPLETION_WINDOW = "24h"
-MAX_REQUESTS_PER_BATCH = 50_000  # OpenAI's limit per batch
-MAX_BATCH_BYTES = 190 * 2**20  # OpenAI's input file limit is 200 MB
 DEFAULT_POLL_INTERVAL_S = 30.0
 DEFAULT_SUBMISSIONS = 3  # batches per stage and run: the first and two resubmissions of what came back retryable
 _STORE_EVERY = 500  # output lines per store transaction
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    teacher TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    base_url TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    input_file_id TEXT,
-    create_sent INTEGER NOT NULL DEFAULT 0,
-    batch_id TEXT,
-    status TEXT NOT NULL,
-    collected INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batch_requests (
-    batch INTEGER NOT NULL,
-    custom_id TEXT NOT NULL,
-    request TEXT NOT NULL,
-    targets TEXT NOT NULL,
-    PRIMARY KEY (batch, custom_id)
-);
-"""
-
-
-# --- records and pure helpers (no network) ---------------------------------------------------
-
-
-# A batch line is a planned request; its custom_id is the store key of its first choice.
-BatchItem = PlannedRequest  # noqa: the name the ledger and input files use
-
-
-@dataclass(frozen=True)
-class LineResult:
-    """What one output or error line says about its request."""
-
-    custom_id: str
-    completions: list[Completion] | None  # None: the request failed
-    status: int | None = None
-    message: str = ""
-    retryable: bool = False
-    request_id: str = ""
-
-
-@dataclass
-class BatchRecord:
-    """One row of the ``batches`` table."""
-
-    id: int
-    teacher: str
-    stage: str
-    endpoint: str
-    base_url: str
-    requests: int
-    input_file_id: str | None
-    create_sent: bool
-    batch_id: str | None
-    status: str
-    collected: bool
-    error: str | None
-
-
-def batch_endpoint(chat: bool) -> str:
-    return "/v1/chat/completions" if chat else "/v1/completions"
-
-
-def input_line(item: BatchItem, body: dict[str, Any], url: str) -> str:
-    """One line of a batch input file (OpenAI's request input object)."""
-    return json.dumps({"custom_id": item.key, "method": "POST", "url": url, "body": body},
-                      ensure_ascii=False, separators=(",", ":"))
-
-
-def chunked(lines: Sequence[tuple[BatchItem, str]], max_requests: int = MAX_REQUESTS_PER_BATCH,
-            max_bytes: int = MAX_BATCH_BYTES) -> list[list[tuple[BatchItem, str]]]:
-    """Split a stage's lines into batches within the provider's limits, in order."""
-    chunks: list[list[tuple[BatchItem, str]]] = []
-    size = 0
-    for pair in lines:
-        line_bytes = len(pair[1].encode("utf-8")) + 1
-        if not chunks or len(chunks[-1]) >= max_requests or (chunks[-1] and size + line_bytes > max_bytes):
-            chunks.append([])
-            size = 0
-        chunks[-1].append(pair)
-        size += line_bytes
-    return chunks
-
-
-def parse_output_line(line: dict[str, Any], chat: bool) -> LineResult:
-    """A line of a batch's output or error file (OpenAI's request output object)."""
-    custom_id = str(line.get("custom_id") or "")
-    response = line.get("response") if isinstance(line.get("response"), dict) else {}
-    error = line.get("error") if isinstance(line.get("error"), dict) else None
-    status = response.get("status_code")
-    status = int(status) if isinstance(status, (int, float)) and not isinstance(status, bool) else None
-    body = response.get("body")
-    request_id = str(response.get("request_id") or line.get("id") or "")
-    if status == 200 and error is None:
-        try:
-            return LineResult(custom_id, parse_response(body, chat=chat), 200, request_id=request_id)
-        except (ValueError, TypeError, AttributeError) as exc:
-            return LineResult(custom_id, None, 200, f"the result could not be read ({exc})", True, request_id)
-    if error is not None:
-        code, message = error.get("code"), str(error.get("message") or "no message")
-        text = f"{code}: {message}" if code else message
-        # batch_expired and friends: the request never ran; it may run in another batch.
-        retryable = status is None or retryable_status(status)
-        return LineResult(custom_id, None, status, text, retryable and code != "batch_cancelled", request_id)
-    if status is None:
-        return LineResult(custom_id, None, None, "the line has neither a response nor an error", True, request_id)
-    message = error_message(json.dumps(body)) if body is not None else "(empty body)"
-    return LineResult(custom_id, None, status, f"HTTP {status}: {message}", retryable_status(status), request_id)
-
-
-def _request_json(request: CompletionRequest) -> str:
-    return json.dumps(dataclasses.asdict(request), separators=(",", ":"))
-
-
-def _request_from_json(text: str) -> CompletionRequest:
-    data = json.loads(text)
-    data["stop"] = tuple(data.get("stop") or ())
-    return CompletionRequest(**data)
-
-
-# --- HTTP --------------------------------------------------------------------------------------
-
-
-class BatchAPIError(RestAPIError):
-    """A request to the files or batch API failed: at once (a 4xx) or after all retries."""
-
-
-class BatchClient(RestClient):
-    """The few requests of OpenAI's files and batch API, with the retries of :class:`ftcot.openai_rest.RestClient`
-    (408, 409, 429, 5xx, dropped connections; exponential back-off with full jitter, ``Retry-After`` honoured).
-
-    The key goes only into the ``Authorization`` header; every message is redacted.
-    """
-
-    error = BatchAPIError
-    key_hint = " (check the API key)"
-    logger = log
-
-    def __init__(self, base_url: str, api_key: str | None, *, request_timeout_s: float = 300,
-                 **options: Any) -> None:
-        super().__init__(base_url, api_key, request_timeout_s=request_timeout_s, **options)
-
-    def upload_file(self, content: bytes, filename: str) -> dict[str, Any]:
-        return self.upload(content, filename, "batch")
-
-    def create_batch(self, input_file_id: str, endpoint_path: str) -> dict[str, Any]:
-        payload = {"input_file_id": input_file_id, "endpoint": endpoint_path, "completion_window": COMPLETION_WINDOW}
-        # Not idempotent: after a lost reply, look for the batch before creating it again.
-        return self.request("POST", "batches", json=payload, recover=lambda: self.find_batch(input_file_id))
-
-    def get_batch(self, batch_id: str) -> dict[str, Any]:
-        return self.request("GET", f"batches/{batch_id}")
-
-    def find_batch(self, input_file_id: str, max_pages: int = 10) -> dict[str, Any] | None:
-        """The newest batch made from ``input_file_id``."""
-        return self.find_newest("batches", "input_file_id", input_file_id, max_pages)
-
-    def download(self, file_id: str, path: Path) -> None:
-        """A file's content into ``path`` (written whole or not at all; retried as a whole)."""
-        partial = path.with_name(path.name + ".part")
-
-        def receive(response: httpx.Response) -> None:
-            with partial.open("wb") as handle:
-                for block in response.iter_bytes():
-                    handle.write(block)
-            os.replace(partial, path)
-
-        try:
-            self.request("GET", f"files/{file_id}/content", receive=receive)
-        finally:
-            partial.unlink(missing_ok=True)
-
-
-# --- the ledger: batches recorded in teach.sqlite ---------------------------------------------------
-
-
-class BatchLedger:
-    """The ``batches`` and ``batch_requests`` tables of a run's store, on a connection of their own.
-
-    Writes commit at once (``synchronous=FULL``, like the store): a batch id is on disk before the
-    first poll.
-    """
-
-    def __init__(self, connection: sqlite3.Connection | None, writable: bool) -> None:
-        self._db = connection
-        self.writable = writable
-
-    @classmethod
-    def open(cls, store: TeachStore | None) -> BatchLedger:
-        if store is None:
-            return cls(None, False)
-        if not store.writable:
-            db = sqlite3.connect(f"{store.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            db.row_factory = sqlite3.Row
-            has = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'").fetchone()
-            if not has:
-                db.close()
-                return cls(None, False)
-            return cls(db, False)
-        db = sqlite3.connect(store.path, isolation_level=None, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=30000")
-        try:
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-        except sqlite3.Error as exc:
-            db.close()
-            raise FtcotError(f"{store.path}: cannot record batches ({exc}); free space or fix the directory "
-                             f"and rerun.") from None
-        return cls(db, True)
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
-    def add(self, teacher: str, stage: str, endpoint_path: str, base_url: str, items: Sequence[BatchItem]) -> int:
-        """Record a batch's requests before anything is uploaded; returns its ledger id."""
-        assert self._db is not None and self.writable
-        now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = self._db.execute(
-                "INSERT INTO batches (teacher, stage, endpoint, base_url, requests, status, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, 'prepared', ?, ?)", (teacher, stage, endpoint_path, base_url, len(items),
-                                                              now, now))
-            row_id = int(cursor.lastrowid)
-            self._db.executemany(
-                "INSERT INTO batch_requests (batch, custom_id, request, targets) VALUES (?, ?, ?, ?)",
-                [(row_id, item.key, _request_json(item.request),
-                  json.dumps([dataclasses.astuple(t) for t in item.targets])) for item in items])
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        return row_id
-
-    def update(self, row_id: int, **fields: Any) -> None:
-        assert self._db is not None and self.writable
-        names = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(f"UPDATE batches SET {names}, updated = ? WHERE id = ?",
-                         [*fields.values(), time.time(), row_id])
-
-    def open_batches(self) -> list[BatchRecord]:
-        """Batches not collected yet, oldest first."""
-        if self._db is None:
-            return []
-        rows = self._db.execute("SELECT * FROM batches WHERE collected = 0 ORDER BY id")
-        return [_record(row) for row in rows]
-
-    def get(self, row_id: int) -> BatchRecord:
-        assert self._db is not None
-        return _record(self._db.execute("SELECT * FROM batches WHERE id = ?", (row_id,)).fetchone())
-
-    def items(self, row_id: int) -> dict[str, BatchItem]:
-        assert self._db is not None
-        rows = self._db.execute("SELECT custom_id, request, targets FROM batch_requests WHERE batch = ? "
-                                "ORDER BY rowid", (row_id,))
-        return {row["custom_id"]: PlannedRequest(_request_from_json(row["request"]),
-                                                 tuple(Target(*t) for t in json.loads(row["targets"])))
-                for row in rows}
-
-    def open_keys(self) -> set[str]:
-        """Store keys of every request in a batch not collected yet (paid for, or about to be)."""
-        if self._db is None:
-            return set()
-        rows = self._db.execute("SELECT r.targets FROM batch_requests r JOIN batches b ON b.id = r.batch "
-                                "WHERE b.collected = 0")
-        return {t[0] for row in rows for t in json.loads(row["targets"])}
-
-    def all(self) -> list[BatchRecord]:
-        if self._db is None:
-            return []
-        return [_record(row) for row in self._db.execute("SELECT * FROM batches ORDER BY id")]
-
-
-def _record(row: sqlite3.Row) -> BatchRecord:
-    values = {name: row[name] for name in BatchRecord.__dataclass_fields__}
-    values["create_sent"], values["collected"] = bool(values["create_sent"]), bool(values["collected"])
-    return BatchRecord(**values)
-
-
-def open_batches(run_dir: Path) -> list[BatchRecord]:
-    """The batches a run directory has not collected yet (empty without a store or batches)."""
-    from ftcot.teach.store import STORE_FILE
-
-    if not (Path(run_dir) / STORE_FILE).is_file():
-        return []
-    with TeachStore.open_readonly(run_dir) as store:
-        ledger = BatchLedger.open(store)
-        try:
-            return ledger.open_batches()
-        finally:
-            ledger.close()
-
-
-def refuse_open_batches(run_dir: Path, how: str = "rerun with --batch") -> None:
-    """A normal run would pay again for what open batches are doing: refuse it in one line."""
-    recorded = [b for b in open_batches(run_dir) if b.batch_id or b.create_sent]
-    if recorded:
-        ids = ", ".join(b.batch_id or f"#{b.id} (being created)" for b in recorded[:3])
-        count = sum(b.requests for b in recorded)
-        raise FtcotError(f"{run_dir} has {len(recorded)} open teacher batch(es) ({ids}; {count} requests, paid "
-                         f"for); {how} to collect them instead of paying for those requests again.")
-
-
-# --- the run ----------------------------------------------------------------------------------------
-
 
 @dataclass
 class BatchTeachSummary(TeachSummary):
