@@ -141,9 +141,9 @@ def _friendly(model: type[BaseModel], name: str, field: Any, kind: str, given: A
         if "Gt" in bounds:
             return f"must be {number} above {bounds['Gt']}"
         return f"must be {number}"
-    if kind == "literal_error":
+    if kind == "literal_error":  # "Unknown method 'cot'. Did you mean 'zs_cot'? Valid: …"
         choices = typing.get_args(_scalar(typing.get_type_hints(model)[name]))
-        return str(unknown_name("value", str(given), [str(c) for c in choices])).rstrip(".")
+        return str(unknown_name(name.replace("_", " "), str(given), [str(c) for c in choices])).rstrip(".")
     return None
 
 

@@ -195,7 +195,7 @@ def test_cli_warns_writes_pairs_and_refuses_bad_options(tmp_path, data_root):
     assert every == summary["contamination"]["flags"] and summary["contamination"]["all_flags_in"] == "contamination.jsonl"
     bad = tmp_path / "bad.txt"
     bad.write_text("question\n")
-    for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate: Unknown value 'maybe'"),
+    for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate: Unknown decontaminate 'maybe'"),
                            (["--decontaminate", "warn,ngram=0"], "--decontaminate: must be at least 1"),
                            (["--decontaminate", f"warn,against={bad}"], "decontaminate against="),
                            (["--decontaminate", f"warn,against={tmp_path / 'none.jsonl'}"], "no such file")]:

@@ -115,4 +115,4 @@ def test_min_votes_1_labels_each_question_with_its_one_chains_answer(data_root, 
 def test_an_unknown_label_is_one_line(tmp_path):
     result = run_ftcot("curate", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip", "--label",
                        "majorty", "--out", tmp_path / "d")
-    assert_one_line_error(result, "--label: Unknown value 'majorty'", "Did you mean 'majority'")
+    assert_one_line_error(result, "--label: Unknown label 'majorty'", "Did you mean 'majority'")

@@ -22,7 +22,7 @@ from tests.evaluate.cli import run_evaluate
         (["--model", "tiny-gpt2", "--task", "tracking_shuffled_objects", "--method", "fs_cot"],
          ["No Few-shot-CoT exemplars for task 'tracking_shuffled_objects'", "use --method zs_cot or zs"]),
         (["--model", "tiny-gpt2", "--task", "coin_flip", "--method", "ft", "--limit", "0"],
-         ["--limit must be at least 1"]),
+         ["--limit: must be at least 1"]),
         (["--model", "tiny-gpt2", "--task", "coin_flip", "--method", "ft", "--split", "dev"],
          ["Unknown split 'dev'"]),
         (["--model", "tiny-gpt2", "--task", "coin_flip", "--method", "ft", "--base-url", "http://127.0.0.1:1/v1"],

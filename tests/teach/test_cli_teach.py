@@ -101,7 +101,7 @@ def test_replay_with_two_samples_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--teacher", "gpt4:x"], "Unknown teacher 'gpt4:x'"),
-    (["--teacher", "replay:text-davinci-002", "--method", "cot"], "--method: Unknown value 'cot'. Did you mean 'zs_cot'?"),
+    (["--teacher", "replay:text-davinci-002", "--method", "cot"], "--method: Unknown method 'cot'. Did you mean 'zs_cot'?"),
     (["--teacher", "replay:no-such-teacher"], "no such recorded teacher"),
     (["--teacher", "replay:text-davinci-002", "--samples", "2"], "cannot sample"),
 ])

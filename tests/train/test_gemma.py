@@ -30,7 +30,8 @@ def test_gemma_lora_step_save_reload_generate(data_root, tmp_path):
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: the step moved it
 
-    loaded, template = load_student(out, dtype=record["precision"]["weights"], device="cpu")
+    # float32: the adapter merged into bf16 weights rounds its small update away (3.3% off on an AMX CPU).
+    loaded, template = load_student(out, dtype="float32", device="cpu")
     assert template.name == "ft_cot" and not loaded.is_encoder_decoder
     # The reloaded (merged) student computes the validation loss the trained one recorded.
     data = read_data_dir(data_dir)
