@@ -285,8 +285,8 @@ def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, grou
         if not uvloop:
             engine.event_loop_factory = lambda: None
         if not group_commit:
-            async def one_commit_per_reply(self, rows):  # the engine before the group commit
-                self.summary.new += self.store.add_completions(rows)
+            async def one_commit_per_reply(self, rows, *spending):  # the engine before the group commit
+                self.summary.new += self.store.add_completions(rows, [s for s in spending if s])
             engine._Run._commit = one_commit_per_reply
         for url in base_urls:
             server_stamps(url)  # forget earlier replies
