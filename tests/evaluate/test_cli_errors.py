@@ -19,6 +19,8 @@ from tests.evaluate.cli import run_evaluate
          ["Unknown model 'tiny-gtp2'", "Did you mean 'tiny-gpt2'?"]),
         (["--model", "tiny-gpt2", "--task", "coin_flip"],
          ["tiny-gpt2 carries no template", "pass --method"]),
+        (["--model", "/no/such/ckpt", "--task", "coin_flip"],  # no method: a path, not a model without a template
+         ["--model /no/such/ckpt: no such directory"]),
         (["--model", "tiny-gpt2", "--task", "tracking_shuffled_objects", "--method", "fs_cot"],
          ["No Few-shot-CoT exemplars for task 'tracking_shuffled_objects'", "use --method zs_cot or zs"]),
         (["--model", "tiny-gpt2", "--task", "coin_flip", "--method", "ft", "--limit", "0"],
@@ -28,10 +30,11 @@ from tests.evaluate.cli import run_evaluate
         (["--model", "tiny-gpt2", "--task", "coin_flip", "--method", "ft", "--base-url", "http://127.0.0.1:1/v1"],
          ["--base-url and --api-key-env apply to openai: models"]),
     ],
-    ids=["unknown-method", "missing-model-dir", "model-typo", "no-method", "fs-cot-without-exemplars",
+    ids=["unknown-method", "missing-model-dir", "model-typo", "no-method", "missing-ckpt-no-method",
+         "fs-cot-without-exemplars",
          "bad-limit", "bad-split", "base-url-for-local-model"],
 )
 def test_bad_input_is_one_line_with_exit_code_2(args, fragments, data_root, tmp_path):
     result = run_evaluate(*args, "--out", tmp_path / "eval", "--data-dir", data_root)
     assert_one_line_error(result, *fragments)
-    assert not (tmp_path / "eval" / "predictions.jsonl").exists()
+    assert not (tmp_path / "eval").exists()  # not even an empty EVAL_DIR is left behind

@@ -46,8 +46,19 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
         early = EvalMethod(method, task, encoder_decoder=False, api=model.startswith("openai:"),
                            max_new_tokens=max_new_tokens)
         EvalStore(out).check(_settings(task, model, early, split, split_scheme, dtype))
+    path = Path(model).expanduser()
+    if not path.exists() and (model.startswith((".", "/", "~")) or path.suffix in (".gguf", ".safetensors")):
+        # A path, not a name: say so, rather than that it "carries no template" or looking it up on a hub.
+        raise FtcotError(f"--model {model}: no such directory; give a CKPT_DIR, a model directory or a model "
+                         f"name (tiny-gpt2, gemma-270m, smollm2-135m, openai:MODEL).")
+    created = not out.exists()
     check_writable_dir(out)  # before the (slow) model load, not after it
-    opened = open_model(model, method, dtype=dtype, device=device, base_url=base_url, api_key_env=api_key_env)
+    try:
+        opened = open_model(model, method, dtype=dtype, device=device, base_url=base_url, api_key_env=api_key_env)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was evaluated: leave no empty EVAL_DIR behind
+        raise
     backend = opened.backend
     try:
         plan = EvalMethod(opened.method, task, encoder_decoder=backend.is_encoder_decoder, api=backend.api,
