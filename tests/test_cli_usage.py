@@ -20,3 +20,12 @@ def test_a_usage_error_is_a_message_not_a_traceback(args, message):
     result = run_ftcot(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and message in result.stderr
+
+
+@pytest.mark.slow
+def test_a_log_file_gets_no_carriage_return_bars(tmp_path, data_root):
+    """Into a file, transformers' "Loading weights" bar wrote a carriage-return line per update."""
+    result = run_ftcot("evaluate", "--model", "gemma-270m", "--task", "coin_flip", "--method", "zs", "--limit", "1",
+                       "--out", tmp_path / "eval", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr + result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -78,6 +79,11 @@ def _stopped() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    if not sys.stderr.isatty():
+        # Into a log file, the libraries' bars (transformers' "Loading weights", a GGUF's conversion) are a
+        # carriage-return line per update; ftcot's own progress prints its lines there instead.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         # Without standalone mode click returns (not raises) some exit codes, e.g. 130 on Ctrl-C.
         code = app(standalone_mode=False)
