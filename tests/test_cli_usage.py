@@ -24,8 +24,9 @@ def test_a_usage_error_is_a_message_not_a_traceback(args, message):
 
 @pytest.mark.slow
 def test_a_log_file_gets_no_carriage_return_bars(tmp_path, data_root):
-    """Into a file, transformers' "Loading weights" bar wrote a carriage-return line per update."""
+    """Into a file, the first run's bars (the GGUF's conversion, loading its weights: a cold cache, as on a new
+    machine) wrote a carriage-return line per update."""
     result = run_ftcot("evaluate", "--model", "gemma-270m", "--task", "coin_flip", "--method", "zs", "--limit", "1",
-                       "--out", tmp_path / "eval", "--data-dir", data_root)
+                       "--out", tmp_path / "eval", "--data-dir", data_root, env={"XDG_CACHE_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr + result.stdout
