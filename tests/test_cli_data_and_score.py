@@ -20,6 +20,10 @@ def test_data_list_shows_every_task_with_split_sizes(data_root):
     assert "coin_flip" in rows and "strategy_qa" in rows and len(rows) == 12
     cells = [c.strip() for c in rows["coin_flip"].split("│")]
     assert cells[4:7] == ["500", "350", "150"]
+    # AQuA's paper split names 10,000 training questions whose file is not part of the data: none are here
+    # (it showed "train 10000" beside "samples 254").
+    aqua = [c.strip() for c in rows["aqua"].split("│")]
+    assert aqua[4:7] == ["254", "0 of 10000*", "254"] and "AQuA's train file" in result.stdout
 
 
 def test_data_export_writes_one_object_per_sample(data_root):

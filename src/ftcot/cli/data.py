@@ -27,13 +27,22 @@ def list_command(data_dir: DataDir = None) -> None:
     table = Table(title=f"Benchmarks under {root}")
     for column in ("task", "category", "answer", "samples", "train", "test", "random %"):
         table.add_column(column, no_wrap=column == "task", justify="right" if column in ("samples", "train", "test", "random %") else "left")
+    notes = []
     for key, spec in BUILTIN_TASKS.items():
         task = load_task(key, root)
         answer = f"letter {spec.letters[0]}-{spec.letters[-1]}" if spec.letters else str(spec.answer_type)
-        table.add_row(key, str(spec.category), answer, str(len(task.samples)),
-                      str(len(task.split_indices("train"))), str(len(task.split_indices("test"))),
+        sizes = []
+        for part in ("train", "test"):
+            missing = task.unavailable(part)
+            # A split the paper defines over a file that is not part of the data (AQuA's train) has no samples here.
+            sizes.append(f"0 of {len(task.split_indices(part))}*" if missing else str(len(task.split_indices(part))))
+            if missing:
+                notes.append(f"* {missing}")
+        table.add_row(key, str(spec.category), answer, str(len(task.samples)), *sizes,
                       f"{100 * spec.random_accuracy:.1f}")
     Console().print(table)
+    for note in notes:
+        Console().print(note, markup=False, highlight=False)
 
 
 @app.command("export")
