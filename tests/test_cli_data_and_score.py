@@ -58,6 +58,25 @@ def test_score_with_another_field_and_template(tmp_path, data_root):
     assert json.loads(result.stdout) == {"n": 2, "correct": 1, "accuracy": 0.5}
 
 
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+def test_scoring_nothing_is_an_error_not_zero_percent(tmp_path, data_root, content):
+    """An empty or blank-lines file exited 0 with accuracy=0.00%."""
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    details = tmp_path / "details.jsonl"
+    result = run_ftcot("score", path, "--task", "coin_flip", "--details", details, "--data-dir", data_root)
+    assert_one_line_error(result, str(path), "no records to score")
+    assert not details.exists()
+
+
+def test_a_jsonl_file_may_start_with_a_byte_order_mark(tmp_path, data_root):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"answer": "yes", "answer_completion": " Yes."}).encode() + b"\n")
+    result = run_ftcot("score", path, "--task", "coin_flip", "--json", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"n": 1, "correct": 1, "accuracy": 1.0}
+
+
 def test_malformed_jsonl_names_the_line(tmp_path, data_root):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"answer": "yes", "answer_completion": "yes"}\n{"answer": "no", \n')

@@ -19,7 +19,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig on the first line: editors on Windows start a file with a byte-order mark.
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise FtcotError(f"{path}:{number}: not UTF-8 text; save the file as UTF-8.") from None
             if not line.strip():

@@ -49,6 +49,8 @@ def score_command(
             raise _not_text(file, line, field, text)
         result = score(text, gold, spec, chosen, rule)
         rows.append({"line": line, "answer": gold, "prediction": result.prediction, "correct": result.correct})
+    if not rows:  # an accuracy of 0.00% over nothing would pass for a measurement
+        raise _no_records(file)
     correct = sum(r["correct"] for r in rows)
     summary = {"n": len(rows), "correct": correct, "accuracy": correct / len(rows) if rows else 0.0}
     if details:
@@ -65,3 +67,9 @@ def _not_text(file: Path, line: int, field: str, value: object):
     from ftcot.errors import FtcotError
 
     return FtcotError(f"{file}:{line}: field '{field}' must be a string, got {type(value).__name__}.")
+
+
+def _no_records(file: Path):
+    from ftcot.errors import FtcotError
+
+    return FtcotError(f"{file}: no records to score (the file is empty or blank); nothing was written.")
