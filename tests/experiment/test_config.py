@@ -60,6 +60,11 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {16: [0]}}]}, ["size 16", "train_sizes"]),
     ({"tasks": [{"spec": "coin_flip", "train_sizes": [8], "seeds_by_size": {8: [3]}}]}, ["seed 3", "subset"]),
     ({"teachers": [{"spec": "replay:text-davinci-002", "method": "zs"}]}, ["teachers[0]", "method zs_cot or ft_cot, not zs"]),
+    # YAML's .inf and .nan: refused wherever a number goes (diverse.temperature and parameters took .inf).
+    ({"diverse": {"D": [2], "temperature": float("inf")}}, ["diverse.temperature", "finite number"]),
+    ({"students": [{"spec": "tiny-gpt2", "parameters": float("inf")}]}, ["students[0].parameters", "finite"]),
+    ({"teachers": [{"spec": "openai:gpt-4o-mini", "max_cost": float("nan")}]}, ["teachers[0].max_cost", "finite"]),
+    ({"curate": {"decontaminate_min_overlap": float("nan")}}, ["curate.decontaminate_min_overlap", "finite"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})

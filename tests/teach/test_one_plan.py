@@ -16,22 +16,10 @@ from ftcot.teach.batch import BatchClient, teach_batch
 from ftcot.teach.engine import teach
 from ftcot.teach.store import TeachStore
 from tests.teach.batch_server import BatchServer
+from tests.teach.test_batch import server  # noqa: F401  (the batch server fixture)
 
 MODEL = "gpt-4o-mini"
 COMPLETIONS = ("POST", "/v1/completions")
-
-
-@pytest.fixture
-def server():
-    made: list[BatchServer] = []
-
-    def make(**options) -> BatchServer:
-        made.append(BatchServer(**options))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def _questions(task, count: int) -> list[int]:

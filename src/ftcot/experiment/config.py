@@ -36,7 +36,7 @@ PAPER_TEMPERATURE = 0.7  # diverse reasoning (spec §2)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN or infinity anywhere
 
 
 def _spec_or_mapping(value: Any) -> Any:
