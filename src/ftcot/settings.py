@@ -156,19 +156,16 @@ def _scalar(annotation: Any) -> Any:
     return args[0] if union and len(args) == 1 else annotation
 
 
-def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (), optional: bool = False,
+def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (),
            base: type[BaseModel] = Settings) -> type[BaseModel]:
     """A model with ``model``'s fields less ``exclude`` (the YAML block of a stage whose other fields an
-    experiment plans itself). ``optional``: every field defaults to None (an override block)."""
+    experiment plans itself)."""
     hints = typing.get_type_hints(model)
     fields: dict[str, Any] = {}
     for field_name, field in model.model_fields.items():
         if field_name in exclude:
             continue
-        if optional:
-            fields[field_name] = (Optional[hints[field_name]], Field(None, description=field.description))
-        else:
-            fields[field_name] = (hints[field_name], field)
+        fields[field_name] = (hints[field_name], field)
     return create_model(name, __base__=base, **fields)
 
 
