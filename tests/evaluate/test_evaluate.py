@@ -39,7 +39,10 @@ def test_student_spec_writes_predictions_and_metrics_that_agree(data_root, tmp_p
     assert sorted(r["sample_index"] for r in rows) == sorted(test_indices[:4])
     assert set(rows[0]) == {"sample_index", "question", "answer", "prompt", "output", "prediction", "correct",
                             "format_correct", "complete", "finish_reason", "prompt_tokens", "completion_tokens",
-                            "generation_s"}
+                            "generation_s", "dtype", "device"}
+    # What each prediction was generated in: tiny-gpt2 auto-resolves to this CPU's precision.
+    assert {(r["dtype"], r["device"]) for r in rows} <= {("bfloat16", "cpu"), ("float32", "cpu")}
+    assert metrics["precision"] == rows[0]["dtype"] and metrics["device"] == "cpu"
     for row in rows:
         assert row["prompt"] == row["question"].strip() + " ###"  # the ft_cot training prompt
         assert row["completion_tokens"] <= 8

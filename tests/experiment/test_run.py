@@ -70,6 +70,10 @@ def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
         ("coin_flip", "ft"), ("coin_flip", "ft_cot"), ("last_letter_concatenation", "ft"),
         ("last_letter_concatenation", "ft_cot")]
     assert all(r["n"] == "4" and r["train_size"] == "8" for r in rows)
+    # Precision is part of a result's identity: what this machine resolved, recorded per row.
+    assert {(r["train_precision"], r["eval_precision"]) for r in rows} <= {
+        (f"{t} (cpu)", f"{e} (cpu)") for t in ("bfloat16", "float32") for e in ("bfloat16", "float32")}
+    assert "Precision: trained in " in (out / "results.md").read_text()
     table = (out / "results.md").read_text()
     # The teacher row is the replay teacher's recorded test accuracy (paper rule) on coin flip.
     assert "| teacher: replay:text-davinci-002, Zero-shot-CoT | " in table and "91.33" in table
@@ -80,6 +84,8 @@ def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
     cot = next(e for e in lineage if e["task"] == "coin_flip" and e["method"] == "ft_cot")
     for link in ("predictions", "checkpoint", "training_rows", "teacher_completions"):
         assert (out / cot[link]).exists(), link
+    assert cot["train_precision"].endswith("(cpu)") and cot["eval_precision"].endswith("(cpu)")
+    assert "Precision: trained in " in html
     trained_on = [json.loads(line) for line in (out / cot["training_rows"]).open()]
     assert 0 < cot["teacher_records_used"] == len({r["teacher_record"] for r in trained_on}) <= 8
 

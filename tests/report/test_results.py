@@ -39,8 +39,10 @@ def test_csv_is_tidy(tmp_path):
     path = tmp_path / "results.csv"
     write_csv([_row("ft", "coin_flip", 76.0), _row("ft_cot", "coin_flip", 95.0, D=8)], path)
     rows = list(csv.DictReader(path.open()))
-    # The columns, then the training-set size (empty unless a subset was trained on).
-    assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy", "train_size"]
+    # The columns, then the training-set size (empty unless a subset was trained on) and the
+    # precisions (empty where not recorded).
+    assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy", "train_size",
+                             "train_precision", "eval_precision"]
     assert rows[0]["D"] == "" and rows[1]["D"] == "8" and rows[1]["accuracy"] == "95.0"
 
 
@@ -69,4 +71,4 @@ def test_a_teacher_row_over_fewer_questions_than_planned_says_so(tmp_path):
     assert lines[3] == "| teacher: t, Zero-shot-CoT | 50.00 | 100.00 (11 of 12 questions) |"
     write_csv([partial], tmp_path / "results.csv")  # the coverage is the table's, not a CSV column
     assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
-        "method,student,teacher,task,D,seed,n,accuracy,train_size"
+        "method,student,teacher,task,D,seed,n,accuracy,train_size,train_precision,eval_precision"

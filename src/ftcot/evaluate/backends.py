@@ -30,6 +30,9 @@ class Backend(Protocol):
     name: str
     is_encoder_decoder: bool
     api: bool
+    # What the weights compute in and where ("bfloat16", "cpu"); None for an API, whose server decides.
+    dtype: str | None
+    device: str | None
 
     def generate(self, requests: Sequence[GenerationRequest], batch_size: int) -> list[Generation]: ...
 
@@ -43,6 +46,8 @@ class LocalBackend:
         self.loaded = loaded
         self.name = loaded.spec
         self.is_encoder_decoder = loaded.is_encoder_decoder
+        weight = next(loaded.model.parameters())
+        self.dtype, self.device = str(weight.dtype).removeprefix("torch."), str(weight.device)
 
     def generate(self, requests: Sequence[GenerationRequest], batch_size: int) -> list[Generation]:
         from ftcot.models import generate
@@ -56,6 +61,7 @@ class LocalBackend:
 class ApiBackend:
     api = True
     is_encoder_decoder = False  # completion APIs continue the prompt, like a decoder
+    dtype = device = None
 
     def __init__(self, teacher: object) -> None:
         self.teacher = teacher

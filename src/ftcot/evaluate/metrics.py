@@ -43,7 +43,15 @@ def compute_metrics(records: Sequence[dict[str, Any]], settings: EvalSettings, s
         "generated_this_run": generated_now,
         "max_new_tokens": settings.max_new_tokens,
         "dtype": settings.dtype,
+        # What the predictions were generated in, as their records say (None: an API, or records older
+        # than this field); "bfloat16+float32" when a rerun on other hardware finished the split.
+        "precision": _joined(records, "dtype"),
+        "device": _joined(records, "device"),
     }
+
+
+def _joined(records: Sequence[dict[str, Any]], field: str) -> str | None:
+    return "+".join(sorted({str(r[field]) for r in records if r.get(field)})) or None
 
 
 def _rate(records: Sequence[dict[str, Any]], flag: str) -> float:
@@ -62,4 +70,6 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     speed = metrics["tokens_per_s"]
     table.add_row("tokens/s", "–" if speed is None else f"{speed:.1f}")
     table.add_row("generated this run", str(metrics["generated_this_run"]))
+    if metrics.get("precision"):
+        table.add_row("precision", f"{metrics['precision']} ({metrics['device']})")
     return table

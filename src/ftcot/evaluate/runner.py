@@ -56,6 +56,8 @@ def run_evaluation(task: Task, samples: list[Sample], method: EvalMethod, backen
             elapsed = time.perf_counter() - began
             for record in records:
                 record["generation_s"] = round(elapsed / len(records), 6)
+                if backend.dtype is not None:  # per record: a rerun on other hardware may finish the split
+                    record.update(dtype=backend.dtype, device=backend.device)
             store.append(records)
             done.update((r["sample_index"], r) for r in records)
             finished += len(records)

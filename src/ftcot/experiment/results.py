@@ -28,7 +28,7 @@ from ftcot.experiment.config import FINE_TUNING_METHODS
 from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
 from ftcot.jsonl import read_json_object, read_jsonl
 from ftcot.report.paper import paper_markdown
-from ftcot.report.results import ResultRow, results_markdown, write_csv
+from ftcot.report.results import ResultRow, precision_note, results_markdown, write_csv
 
 TRAINING_CURVES_SHOWN = 24  # more runs than this make the report a wall of plots; lineage.json lists them all
 
@@ -56,9 +56,12 @@ def collect(run: Experiment) -> Results:
             results.pending += 1
             continue
         row = ResultRow(cell.method, cell.student, cell.teacher, cell.task, cell.D, cell.seed, metrics["n"],
-                        round(100 * metrics["accuracy"], 4), cell.train_size)
+                        round(100 * metrics["accuracy"], 4), cell.train_size,
+                        train_precision=_train_precision(run, evaluation),
+                        eval_precision=_described(metrics.get("precision"), metrics.get("device")))
         results.rows.append(row)
-        results.lineage.append(lineage(run, cell, evaluation, metrics))
+        results.lineage.append({**lineage(run, cell, evaluation, metrics), "train_precision": row.train_precision,
+                                "eval_precision": row.eval_precision})
     for teach_key, teacher, task in run.plan.teacher_rows:
         stage = run.plan.stages[teach_key]
         report = teacher_test_report(run, stage)
@@ -76,6 +79,22 @@ def collect(run: Experiment) -> Results:
                 + f"; the rest are missing (failed items or a stopped run: `ftcot teach report {stage.path}`) — "
                   f"rerun `ftcot run` to ask for them.")
     return results
+
+
+def _described(dtype: str | None, device: str | None) -> str | None:
+    return None if not dtype else f"{dtype} ({device})" if device else dtype
+
+
+def _train_precision(run: Experiment, evaluation: Stage) -> str | None:
+    """What the evaluated student was trained in, from its train.json (None: a baseline, or not recorded)."""
+    train_key = evaluation.inputs["model"].get("train")
+    record = run.stage_dir(run.plan.stages[train_key]) / "train.json" if train_key else None
+    if record is None or not record.is_file():
+        return None
+    precision = _read_json(record).get("precision")
+    if not isinstance(precision, dict) or "bf16" not in precision:
+        return None  # an API student's record: the provider trains
+    return _described("bfloat16" if precision["bf16"] else "float32", precision.get("device"))
 
 
 def _training_questions(run: Experiment, tasks: set[str]) -> dict[str, int]:
@@ -136,7 +155,7 @@ def write_results(run: Experiment) -> Results:
     note = (f"\n{results.pending} of {len(run.plan.cells)} cells are not evaluated yet; rerun `ftcot run` to "
             f"finish them.\n" if results.pending else "")
     skipped = "".join(f"\n- not run: {reason}" for reason in run.plan.skipped)
-    skipped += "".join(f"\n- {line}" for line in results.notes)
+    skipped += "".join(f"\n- {line}" for line in [*results.notes, precision_note(results.rows)] if line)
     paper = paper_markdown({r.task for r in results.rows} | {r.task for r in results.teacher_rows})
     paper = f"\nThe paper's numbers on these tasks, to read the table against:\n\n{paper}" if paper else ""
     (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "

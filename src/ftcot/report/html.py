@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.report.results import ResultRow, results_markdown, task_order
+from ftcot.report.results import ResultRow, precision_note, results_markdown, task_order
 from ftcot.tasks import BUILTIN_TASKS
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -229,7 +229,8 @@ def render_report(inputs: ReportInputs) -> str:
     if inputs.rows or inputs.teacher_rows:
         parts.append("<section id='results'><h2>Results</h2>"
                      "<p class='muted'>Test accuracy (%); mean ± 95% interval over seeds where there are several.</p>"
-                     + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows)) + "</section>")
+                     + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows))
+                     + f"<p class='muted'>{esc(precision_note(inputs.rows))}</p></section>")
     if inputs.images:
         parts.append("<section id='plots'><h2>Plots</h2>")
         parts += [f"<figure><img src='{png_data_uri(image.path)}' alt='{esc(image.caption)}'>"

@@ -37,6 +37,11 @@ class ResultRow:
     n: int
     accuracy: float  # percent
     train_size: int | None = None  # training questions, when a seeded subset was trained on
+    # What the numbers were computed in, e.g. "bfloat16 (cpu)": part of a result's identity, since the same
+    # config trains in bf16 on a CPU with native bf16 and in fp32 elsewhere. None: not recorded (an API
+    # model, a baseline has no training, or a record older than these fields).
+    train_precision: str | None = None
+    eval_precision: str | None = None
     # The questions the row is about, when its accuracy covers fewer (n): a teacher stage with
     # failed items. Shown beside the number ("11 of 12 questions"); not a results.csv column.
     planned: int | None = None
@@ -124,6 +129,17 @@ def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow
     for label in dict.fromkeys(row_label(r, several_teachers(rows)) for r in rows):
         add(label, {t: str(c) for (lab, t), c in cells.items() if lab == label})
     return "\n".join(lines) + "\n"
+
+
+def precision_note(rows: Iterable[ResultRow]) -> str:
+    """One sentence on what the rows were trained and evaluated in (a rerun elsewhere may differ by a few points)."""
+    trained = sorted({r.train_precision for r in rows if r.train_precision})
+    evaluated = sorted({r.eval_precision or "not recorded" for r in rows})
+    if not trained and evaluated in ([], ["not recorded"]):
+        return ""
+    return (f"Precision: trained in {', '.join(trained) or '–'}; evaluated in {', '.join(evaluated)}. The same "
+            f"config trains in bf16 where the CPU or GPU has native bf16 and in fp32 elsewhere, so a rerun on other "
+            f"hardware may differ by a few points.")
 
 
 CSV_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "planned"]

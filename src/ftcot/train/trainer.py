@@ -318,7 +318,7 @@ def load_for_training(config: TrainConfig, device: Any) -> tuple[Any, dict]:
         # 34 vs ~17 ms a layer, forward and backward), 5% of a step. Eager keeps the (batch × heads × length²)
         # attention weights for the backward pass: Gemma's peak at 8 × 512 tokens went from 5.3 to 5.7 GB.
         loaded.model.set_attn_implementation("eager")
-    return loaded, {"bf16": bf16, "weights": weights, "autocast": bf16}
+    return loaded, {"bf16": bf16, "weights": weights, "autocast": bf16, "device": str(device)}
 
 
 def set_dropout(model: Any, p: float) -> None:
