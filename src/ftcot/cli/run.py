@@ -14,7 +14,7 @@ from rich.table import Table
 from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
-from ftcot.experiment.config import load_config
+from ftcot.experiment.config import ExperimentConfig, load_config
 from ftcot.experiment.runner import Experiment, StageOutcome
 from ftcot.experiment.stages import Stage
 
@@ -32,10 +32,15 @@ def run_command(
     archive: Annotated[Optional[Path], typer.Option(
         metavar="DIR", help="Also copy the results and the stages' records, without checkpoints, to DIR "
                             "(to commit; copy DIR/stages into an experiment directory to resume from it)")] = None,
+    executor: Annotated[Optional[str], typer.Option(
+        metavar="serial|ray", help="Who runs the stages: serial (this process, in order) or ray (a Ray cluster, in parallel); "
+             "default: the config's executor.kind, else serial")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="With --executor ray: the cluster ('auto', HOST:6379, ray://HOST:10001); none starts one here")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run an experiment: teach → curate → train → evaluate for every cell, then the tables, plots and report."""
-    config = load_config(config_file)
+    config = with_executor(load_config(config_file), executor, address)
     experiment = Experiment(config, out or Path("runs") / config.name, resolve_data_root(data_root_option(data_dir)), _stderr)
     if plan:
         print_plan(experiment)
@@ -47,6 +52,19 @@ def run_command(
 
             check_destination(experiment.out, archive)
         run_experiment(experiment, archive)
+
+
+def with_executor(config: ExperimentConfig, kind: str | None, address: str | None) -> ExperimentConfig:
+    """``config`` with the command line's executor options over its executor: block."""
+    if kind is None and address is None:
+        return config
+    if kind not in (None, "serial", "ray"):
+        raise FtcotError(f"--executor must be serial or ray (got '{kind}').")
+    chosen = config.executor.model_copy(update={k: v for k, v in (("kind", kind), ("address", address))
+                                                if v is not None})
+    if chosen.address and chosen.kind != "ray":
+        raise FtcotError(f"--address {address or chosen.address} is a Ray cluster's: add --executor ray.")
+    return config.model_copy(update={"executor": chosen})
 
 
 def run_experiment(experiment: Experiment, archive_to: Path | None = None) -> None:

@@ -223,6 +223,40 @@ EvaluateSettings = subset(EvaluateConfig, "EvaluateSettings", exclude=("model", 
                                                                        "base_url", "api_key_env", "answer_type"))
 
 
+StageKind = Literal["teach", "curate", "train", "evaluate"]
+
+
+class ExecutorConfig(_Strict):
+    """Who runs the stages (executors.py): this process in plan order, or a Ray cluster in parallel."""
+
+    kind: Literal["serial", "ray"] = Field("serial", description="serial: this process, one stage after another; "
+                                                                 "ray: a Ray cluster, every stage whose inputs exist")
+    address: Optional[str] = Field(None, description="ray: a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); "
+                                                     "none starts one on this machine for the run")
+    local_cpus: Optional[int] = Field(None, ge=1, description="ray without an address: CPUs of the local cluster "
+                                                              "(default: all)")
+    retries: int = Field(1, ge=0, le=10, description="ray: times a failed stage is tried again")
+    cpus: dict[StageKind, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="ray: CPUs a stage of each kind holds (default 1)")
+    gpus: dict[StageKind, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="ray: GPUs a stage of each kind holds (default 0; e.g. train: 4 with "
+                                          "a launcher that runs accelerate on 4 GPUs)")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ExecutorConfig:
+        if self.kind == "serial":
+            for name in ("address", "local_cpus"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for kind: ray (kind is serial)")
+        return self
+
+    def cpus_of(self, kind: str) -> float:
+        return self.cpus.get(kind, 1)  # type: ignore[call-overload]
+
+    def gpus_of(self, kind: str) -> float:
+        return self.gpus.get(kind, 0)  # type: ignore[call-overload]
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     tasks: list[Annotated[TaskConfig, BeforeValidator(_spec_or_mapping)]] = Field(min_length=1)
@@ -242,6 +276,7 @@ class ExperimentConfig(_Strict):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)  # type: ignore[valid-type]
     launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
                                                       "'accelerate launch --config_file configs/accelerate/ddp.yaml'")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -289,6 +324,8 @@ class ExperimentConfig(_Strict):
         for entry in dump["teachers"] + dump["students"]:
             if entry.get("base_url"):
                 entry["base_url"] = _public_urls(entry["base_url"])
+        if "://" in (dump["executor"]["address"] or ""):
+            dump["executor"]["address"] = public_url(dump["executor"]["address"])
         return dump
 
     def seeds_of(self, task: TaskConfig, student: StudentConfig) -> list[int]:

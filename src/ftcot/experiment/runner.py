@@ -144,39 +144,37 @@ class Experiment:
 
     # ---- running ---------------------------------------------------------------------------------------
     def run(self, on_stage_ran: Callable[[Stage, Path], None] | None = None) -> list[StageOutcome]:
-        """Every stage, in order. A stage that fails (a one-line FtcotError: a task the teacher has no
-        rationales for, a job that failed) blocks the stages that read it, and the rest go on — a big
-        experiment does not stop at its first empty cell. Ctrl-C and crashes stop the run; a rerun resumes.
-        ``on_stage_ran(stage, directory)`` is called after each stage that ran to the end (the CLI's
-        ``--archive`` copies its records there and then)."""
+        """Every stage, by the config's executor (executors.py: this process in plan order, or a Ray cluster).
+        A stage that fails (a one-line FtcotError: a task the teacher has no rationales for, a job that
+        failed) blocks the stages that read it, and the rest go on — a big experiment does not stop at its
+        first empty cell. Ctrl-C and crashes stop the run; a rerun resumes. ``on_stage_ran(stage, directory)``
+        is called after each stage that ran to the end (the CLI's ``--archive`` copies its records there and
+        then)."""
+        from ftcot.experiment.executors import connect_ray, run_on_ray, run_serial
+
         self.check()
+        if self.config.executor.kind == "ray":
+            connect_ray(self.config.executor)  # before OUT exists: a cluster that is not there leaves nothing
         self.out.mkdir(parents=True, exist_ok=True)
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
             f"{self.out} is in use by another ftcot run (pid {holder}); wait for it or use another --out."))
         try:
             atomic_write_json(self.out / "experiment.json", self.config.public_dump())
-            stages = self.plan.ordered()
-            outcomes: list[StageOutcome] = []
-            unusable: set[str] = set()  # keys of stages that failed or were blocked
-            for number, stage in enumerate(stages, 1):
-                blocked_by = [self.plan.stages[key] for key in stage.deps if key in unusable]
-                if blocked_by:
-                    outcome = StageOutcome(stage, "blocked", 0.0, f"needs {blocked_by[0].kind} {blocked_by[0].label}")
-                else:
-                    try:
-                        outcome = self._run_stage(stage, number, len(stages))
-                        if outcome.status == "ran" and on_stage_ran is not None:
-                            on_stage_ran(stage, self.stage_dir(stage))
-                    except FtcotError as exc:
-                        self.console.print(f"[red]✗[/] {stage.kind} {escape(stage.label)}: ", end="")
-                        self.console.print(str(exc), markup=False)
-                        outcome = StageOutcome(stage, "failed", 0.0, str(exc))
-                if outcome.status in ("failed", "blocked"):
-                    unusable.add(stage.key)
-                outcomes.append(outcome)
-            return outcomes
+            executor = self.config.executor
+            if executor.kind == "ray":
+                return run_on_ray(self, self.plan.ordered(), on_stage_ran, executor)
+            return run_serial(self, self.plan.ordered(), on_stage_ran)
         finally:
             lock.close()
+
+    def run_stage(self, stage: Stage, number: int, total: int) -> StageOutcome:
+        """One stage (``number`` of ``total``, for its heading): done earlier, ran, or failed in one line."""
+        try:
+            return self._run_stage(stage, number, total)
+        except FtcotError as exc:
+            self.console.print(f"[red]✗[/] {stage.kind} {escape(stage.label)}: ", end="")
+            self.console.print(str(exc), markup=False)
+            return StageOutcome(stage, "failed", 0.0, str(exc))
 
     def _run_stage(self, stage: Stage, number: int, total: int) -> StageOutcome:
         record = self.done(stage)

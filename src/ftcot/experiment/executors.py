@@ -1,0 +1,199 @@
+"""Who runs an experiment's stages: this process, one after another, or a Ray cluster, in parallel.
+
+Both executors consume the same plan (:meth:`ExperimentPlan.ordered`) and run each stage with the same
+function, :meth:`Experiment.run_stage`, so a stage's directory, key and files are the same whoever ran it:
+a run started serially resumes on Ray and back.
+
+- ``serial`` (the default): plan order in this process. A failed stage blocks the stages that read it.
+- ``ray``: every stage whose inputs exist is a Ray task, with the CPUs and GPUs its kind asks for
+  (``executor.cpus`` / ``executor.gpus``; a train stage with a ``launcher`` runs its ``accelerate launch``
+  inside its one task). Finished stages are skipped on the driver, before anything is sent. A stage that
+  fails is tried again ``retries`` times (a worker that died, a node lost, or a one-line error), then
+  reported like the serial executor's. Ctrl-C cancels what runs and keeps what finished.
+
+Storage: stages write their own directories under OUT, each stage one process, so no file (SQLite
+included) has two writers. With Ray, OUT must be a path every node sees (a local disk on one machine, a
+network file system on a cluster); a worker that cannot see it fails its stage in one line.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+
+from ftcot.errors import FtcotError
+
+if TYPE_CHECKING:
+    from ftcot.experiment.config import ExecutorConfig
+    from ftcot.experiment.runner import Experiment, StageOutcome
+    from ftcot.experiment.stages import Stage
+
+LOG_DIR = "logs"  # OUT/logs/<kind>-<key>.log: what each stage run by Ray printed
+OnStageRan = Callable[["Stage", Path], None] | None
+
+
+def run_serial(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRan) -> list[StageOutcome]:
+    """Each stage in plan order; one that failed or was blocked blocks the stages that read it."""
+    from ftcot.experiment.runner import StageOutcome
+
+    outcomes: list[StageOutcome] = []
+    unusable: set[str] = set()  # keys of stages that failed or were blocked
+    for number, stage in enumerate(stages, 1):
+        blocked_by = [run.plan.stages[key] for key in stage.deps if key in unusable]
+        if blocked_by:
+            outcome = StageOutcome(stage, "blocked", 0.0, f"needs {blocked_by[0].kind} {blocked_by[0].label}")
+        else:
+            outcome = run.run_stage(stage, number, len(stages))
+            if outcome.status == "ran" and on_stage_ran is not None:
+                on_stage_ran(stage, run.stage_dir(stage))
+        if outcome.status in ("failed", "blocked"):
+            unusable.add(stage.key)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRan,
+               settings: ExecutorConfig) -> list[StageOutcome]:
+    """The stages as Ray tasks, each as soon as the stages it reads have finished."""
+    from ftcot.experiment.runner import StageOutcome
+
+    ray = connect_ray(settings)
+    number = {stage.key: n for n, stage in enumerate(stages, 1)}
+    outcomes: dict[str, StageOutcome] = {}
+    tries: dict[str, int] = {}
+    waiting = list(stages)
+    running: dict[Any, Stage] = {}
+    for stage in list(waiting):  # finished earlier: no task, no worker start-up
+        record = run.done(stage)
+        if record is not None:
+            outcomes[stage.key] = StageOutcome(stage, "done earlier", record["seconds"], record.get("note", ""))
+            waiting.remove(stage)
+
+    def submit(stage: Stage) -> None:
+        tries[stage.key] = tries.get(stage.key, 0) + 1
+        task = ray.remote(_run_stage_task).options(
+            name=f"{stage.kind} {stage.label}"[:200], num_cpus=settings.cpus_of(stage.kind),
+            num_gpus=settings.gpus_of(stage.kind), max_retries=settings.retries)
+        running[task.remote(run.config, str(run.out), str(run.data_root), stage, number[stage.key],
+                            len(stages))] = stage
+
+    try:
+        while waiting or running:
+            for stage in list(waiting):
+                inputs = [outcomes.get(key) for key in stage.deps]
+                bad = next((o for o in inputs if o is not None and o.status in ("failed", "blocked")), None)
+                if bad is not None:
+                    outcomes[stage.key] = StageOutcome(stage, "blocked", 0.0,
+                                                       f"needs {bad.stage.kind} {bad.stage.label}")
+                    waiting.remove(stage)
+                elif all(o is not None for o in inputs):
+                    submit(stage)
+                    waiting.remove(stage)
+            if not running:
+                continue  # only blocked stages were left to settle
+            run.console.print(f"[dim]ray: {len(outcomes)} of {len(stages)} stages settled, {len(running)} "
+                              f"submitted, {len(waiting)} waiting for their inputs[/]")
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            stage = running.pop(ready)
+            outcome = _result(ray, ready, stage)
+            if outcome.status == "failed" and tries[stage.key] <= settings.retries:
+                run.console.print(f"{stage.kind} {escape(stage.label)}: trying again "
+                                  f"({tries[stage.key]} of {settings.retries + 1} tries failed)")
+                submit(stage)
+                continue
+            if outcome.status == "failed":
+                run.console.print(f"[red]✗[/] {stage.kind} {escape(stage.label)}: ", end="")
+                run.console.print(f"{outcome.note} (log: {stage_log(run.out, stage)})", markup=False)
+            elif outcome.status == "ran":
+                run.console.print(f"[green]✓[/] {stage.kind} {escape(stage.label)}: {escape(outcome.note)} "
+                                  f"({outcome.seconds:.1f} s)")
+                if on_stage_ran is not None:
+                    on_stage_ran(stage, run.stage_dir(stage))
+            outcomes[stage.key] = outcome
+    except BaseException:  # Ctrl-C, SIGTERM, a lost cluster: stop what runs; what finished is kept
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
+    return [outcomes[stage.key] for stage in stages]
+
+
+def connect_ray(settings: ExecutorConfig) -> Any:
+    """Ray, connected to the configured cluster (or a new one on this machine); a one-line error if not."""
+    try:
+        import ray
+    except ImportError:
+        raise FtcotError("executor ray needs Ray: pip install 'ftcot[ray]' (or pip install ray).") from None
+    if not ray.is_initialized():
+        _check_reachable(settings.address)
+        try:
+            if settings.address:
+                ray.init(address=settings.address, log_to_driver=False)
+            else:
+                # A cluster of this machine, for this run only.
+                ray.init(num_cpus=settings.local_cpus, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = settings.address or "a local cluster"
+            raise FtcotError(f"executor ray: could not connect to {where} ({str(exc).splitlines()[0]}); "
+                             f"start it with 'ray start --head' or fix executor.address.") from None
+    return ray
+
+
+def _check_reachable(address: str | None) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nothing answers on is one line now: ray.init retries it for minutes."""
+    from urllib.parse import urlsplit
+
+    if not address or address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise FtcotError(f"executor address '{address}': give HOST:PORT, ray://HOST:PORT or auto.")
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as exc:
+        raise FtcotError(f"executor address {host}:{port}: no Ray cluster answers ({exc.strerror or exc}); start "
+                         f"one with 'ray start --head' there, or fix --address / executor.address.") from None
+
+
+def _result(ray: Any, ref: Any, stage: Stage) -> StageOutcome:
+    """A finished task's outcome; a worker that died or raised is a failed stage, in one line."""
+    from ftcot.experiment.runner import StageOutcome
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        line = str(getattr(exc, "cause", None) or cause).strip().splitlines()
+        return StageOutcome(stage, "failed", 0.0, f"{type(getattr(exc, 'cause', cause)).__name__}: "
+                                                  f"{line[-1] if line else 'no message'}")
+    except ray.exceptions.RayError as exc:  # the worker or its node died, retries spent
+        return StageOutcome(stage, "failed", 0.0, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+
+
+def stage_log(out: Path, stage: Stage) -> Path:
+    """Where a Ray worker writes what the stage prints (the serial executor prints it to the terminal)."""
+    return out / LOG_DIR / f"{stage.kind}-{stage.key}.log"
+
+
+def _run_stage_task(config: Any, out: str, data_root: str, stage: Stage, number: int, total: int) -> StageOutcome:
+    """One stage, in a Ray worker: the same :meth:`Experiment.run_stage` the serial executor calls, its
+    output into the stage's log file (interleaved on the driver's terminal, parallel stages are unreadable)."""
+    from rich.console import Console
+
+    from ftcot.experiment.runner import Experiment, StageOutcome
+
+    if not (Path(out) / "experiment.json").is_file():
+        return StageOutcome(stage, "failed", 0.0, f"node {socket.gethostname()} does not see {out}: put the "
+                                                  f"experiment directory on a file system every node mounts")
+    log = stage_log(Path(out), stage)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as handle:
+        console = Console(file=handle, width=120, highlight=False, force_terminal=False)
+        return Experiment(config, Path(out), Path(data_root), console).run_stage(stage, number, total)
