@@ -65,6 +65,14 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"students": [{"spec": "tiny-gpt2", "parameters": float("inf")}]}, ["students[0].parameters", "finite"]),
     ({"teachers": [{"spec": "openai:gpt-4o-mini", "max_cost": float("nan")}]}, ["teachers[0].max_cost", "finite"]),
     ({"curate": {"decontaminate_min_overlap": float("nan")}}, ["curate.decontaminate_min_overlap", "finite"]),
+    # A value twice on any axis would be one result counted twice ("± 0.00").
+    ({"tasks": ["coin_flip", "multiarith", "coin_flip"]}, ["tasks[2]", "'coin_flip' is tasks[0] again"]),
+    ({"tasks": ["coin_flip", {"spec": "coin_flip", "seeds": [1]}]}, ["tasks[1]", "is tasks[0] again"]),
+    ({"diverse": {"D": [2, 4, 2]}}, ["diverse.D", "'2' is listed twice"]),
+    ({"diverse": {"D": [2], "per_task": {"coin_flip": [8, 8]}}}, ["diverse.per_task.coin_flip", "'8' is listed twice"]),
+    ({"teachers": ["replay:text-davinci-002", "replay:text-davinci-002"]}, ["two teachers share the label"]),
+    ({"executor": {"kind": "ray", "retries": 11}}, ["executor.retries", "less than or equal to 10"]),
+    ({"executor": {"address": "h:6379"}}, ["executor", "address is for kind: ray"]),
 ])
 def test_bad_values_name_the_key(change, fragments):
     message = _error({**BASE, **change})
@@ -99,3 +107,18 @@ def test_credentials_in_a_url_stay_out_of_stage_keys_and_records():
                            "students": [{"spec": "openai:s", "base_url": "https://u:secret@host/v1"}]})
     assert "secret" not in str(config.teachers[0].identity()) and "secret" not in str(config.public_dump())
     assert config.teachers[0].base_url == "https://u:secret@host/v1?k=secret"  # still used to connect
+
+
+def test_two_task_files_that_the_tables_would_name_alike_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for name in ("t.jsonl", "coin_flip.jsonl"):
+            (tmp_path / folder / name).write_text('{"question": "%s: 1 + 1?", "answer": "2"}\n' % folder)
+    user = lambda path: {"spec": path, "answer_type": "number"}  # noqa: E731
+    message = _error({**BASE, "tasks": [user("a/t.jsonl"), user("b/t.jsonl")]})
+    assert "tasks[1] 'b/t.jsonl' and tasks[0] 'a/t.jsonl' would both be 't' in the tables" in message
+    message = _error({**BASE, "tasks": ["coin_flip", user("a/coin_flip.jsonl")]})
+    assert "would both be 'coin_flip'" in message and "rename the file " in message
+    message = _error({**BASE, "tasks": [user("a/t.jsonl"), user("./b/../a/t.jsonl")]})
+    assert "tasks[1]: './b/../a/t.jsonl' is tasks[0] again" in message

@@ -35,7 +35,7 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     from ftcot.curate import curate
     from ftcot.curate.dataset import write_data_dir
     from ftcot.curate.report import settings
-    from ftcot.curate.sources import load_teacher_records
+    from ftcot.curate.sources import check_same_questions, load_teacher_records
     from ftcot.data_root import resolve_data_root
     from ftcot.paths import check_output, task_inputs
     from ftcot.tasks import load_task
@@ -52,6 +52,8 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
             raise FtcotError("Which task? Name it (--task, task=): a JSONL of teacher records does not say.")
         task = load_task(name, resolve_data_root(data_root), config.answer_type)
     check_output(out, [source, *task_inputs(task)])
+    if source is not None:
+        check_same_questions(records, task, Path(source), run_task)
     if config.samples is not None:  # the rationales a teacher run with D samples would have drawn
         records = [r for r in records if r.get("sample_number", 0) < config.samples]
     if source is not None and not records:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ftcot.errors import FtcotError
 from ftcot.jsonl import read_jsonl, require_field
@@ -53,3 +54,40 @@ def _store_records(run_dir: Path, rationale: str | None = None) -> tuple[list[di
             for chain in plan.chains(store) if chain.complete
         ]
     return records, plan.settings.task
+
+
+def check_same_questions(records: list[dict], task: Any, source: Path, taught_on: str | None) -> None:
+    """Refuse teacher records that answer another task's questions.
+
+    A record names its question by index, so curating a coin-flip run as StrategyQA would pair StrategyQA's
+    question 12 with the rationale for coin flip's question 12. Each record that carries its question text
+    must carry the task's text at that index (whitespace aside: every recorded text-davinci-002 file
+    matches its task exactly), which also tells apart two user files of the same name.
+    """
+    def same(a: str, b: str) -> bool:
+        return " ".join(a.split()) == " ".join(b.split())
+
+    for record in records:
+        question = record.get("question")
+        if not isinstance(question, str):
+            continue
+        index = record["sample_index"]
+        sample = task.samples.get(index) if isinstance(index, int) else None
+        if sample is not None and same(sample.question, question):
+            continue
+        theirs = f"{task.key}'s question {index} is '{_clip(sample.question)}'" if sample is not None else \
+            f"{task.key} has no question {index}"
+        if not taught_on:
+            hint = "curate it with the task it was taught on"
+        elif taught_on != task.key:
+            hint = f"it was taught on {taught_on}: curate it with --task {taught_on}"
+        else:  # the same name, other questions: the built-in task and a file named like it, or two files
+            hint = f"it was taught on another task named '{taught_on}' (the built-in one or another file of that " \
+                   f"name): curate it with that one"
+        raise FtcotError(f"{source} answers another task's questions: its question {index} is '{_clip(question)}', "
+                         f"but {theirs}; {hint}.")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -171,10 +171,13 @@ class StudentConfig(_Strict):
         return self.name or self.spec
 
 
+DValues = Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(_unique)]
+
+
 class DiverseConfig(_Strict):
-    D: list[Annotated[int, Field(ge=1)]] = Field(description="Rationales sampled per training question")
+    D: DValues = Field(description="Rationales sampled per training question")
     temperature: float = Field(PAPER_TEMPERATURE, gt=0)
-    per_task: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(
+    per_task: dict[str, DValues] = Field(
         default_factory=dict, description="Another list of D for some tasks ([] for none), as the paper's "
                                           "D = 64 for MultiArith and SVAMP")
 
@@ -434,9 +437,24 @@ def _check_names(config: ExperimentConfig, source: str) -> None:
     """Known task keys (or task files) and valid training settings, before anything runs."""
     from ftcot.tasks import BUILTIN_TASKS
 
+    places: dict[str, int] = {}  # a task, wherever it is written: index in tasks
+    names: dict[str, int] = {}  # what the tables call it: index in tasks
     for i, task in enumerate(config.tasks):
-        if task.spec not in BUILTIN_TASKS and not Path(task.spec).is_file():
+        builtin = task.spec in BUILTIN_TASKS
+        if not builtin and not Path(task.spec).is_file():
             raise FtcotError(f"{source}: tasks[{i}]: {unknown_name('task', task.spec, BUILTIN_TASKS)}")
+        # A task twice, or two tasks under one name, would be one column holding two results ("± 0.00").
+        place = task.spec if builtin else str(Path(task.spec).resolve())
+        if place in places:
+            raise FtcotError(f"{source}: tasks[{i}]: '{task.spec}' is tasks[{places[place]}] again; list each "
+                             f"task once.")
+        name = task.spec if builtin else Path(task.spec).stem
+        if name in names:
+            other = config.tasks[names[name]].spec
+            raise FtcotError(f"{source}: tasks[{i}] '{task.spec}' and tasks[{names[name]}] '{other}' would both be "
+                             f"'{name}' in the tables; rename the file{'s' if name not in BUILTIN_TASKS else ''} "
+                             f"so that each task has its own name.")
+        places[place], names[name] = i, i
     for i, student in enumerate(config.students):
         try:
             config.train_config(student, config.seeds[0])

@@ -1,0 +1,86 @@
+"""Curating one task's rationales as another's is refused on every path (issue 26, item 3).
+
+A record names its question by index: curating a coin-flip run as StrategyQA wrote 125 rows pairing
+StrategyQA's questions with coin-flip rationales. Each record's question must be the task's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ftcot
+from ftcot.errors import FtcotError
+from tests.cli import assert_one_line_error, run_ftcot
+from tests.conftest import TEACHER_DIR
+
+RECORDS = TEACHER_DIR / "zs_cot" / "coin_flip.jsonl"
+
+
+def _user_task(path, prefix: str, n: int = 30):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"question": f"{prefix}: what is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(n)), encoding="utf-8")
+    return path
+
+
+def _teacher_records(task_file, path):
+    """A teacher's records for a user task, in the shared JSONL format (every answer right)."""
+    rows = [json.loads(line) for line in task_file.read_text().splitlines()]
+    path.write_text("".join(json.dumps({
+        "sample_index": i, "question": row["question"], "answer": row["answer"],
+        "reasoning_completion": f" {i} plus one is {row['answer']}.",
+        "answer_completion": f" {row['answer']}"}) + "\n" for i, row in enumerate(rows)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def coin_flip_run(tmp_path_factory, data_root):
+    run = tmp_path_factory.mktemp("teach") / "run"
+    result = run_ftcot("teach", "--task", "coin_flip", "--teacher", "replay:text-davinci-002", "--split", "train",
+                       "--out", run, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_a_run_curated_as_another_builtin_task_is_refused(coin_flip_run, data_root, tmp_path):
+    result = run_ftcot("curate", coin_flip_run, "--task", "strategy_qa", "--out", tmp_path / "data",
+                       "--data-dir", data_root)
+    assert_one_line_error(result, "answers another task's questions", "A coin is heads up",
+                          "strategy_qa's question", "taught on coin_flip: curate it with --task coin_flip")
+    assert not (tmp_path / "data").exists()
+    ok = run_ftcot("curate", coin_flip_run, "--out", tmp_path / "data", "--data-dir", data_root)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_builtin_run_curated_as_a_user_file_of_the_same_name_is_refused(coin_flip_run, data_root, tmp_path):
+    lookalike = _user_task(tmp_path / "coin_flip.jsonl", "not a coin")
+    result = run_ftcot("curate", coin_flip_run, "--task", lookalike, "--answer-type", "number",
+                       "--out", tmp_path / "data", "--data-dir", data_root)
+    assert_one_line_error(result, "answers another task's questions", "coin_flip's question 1 is 'not a coin: what",
+                          "taught on another task named 'coin_flip'")
+
+
+def test_a_jsonl_of_one_task_curated_as_another_is_refused(data_root, tmp_path):
+    result = run_ftcot("curate", RECORDS, "--task", "last_letter_concatenation", "--out", tmp_path / "data",
+                       "--data-dir", data_root)
+    assert_one_line_error(result, f"{RECORDS} answers another task's questions",
+                          "last_letter_concatenation's question 0")
+    with pytest.raises(FtcotError, match="answers another task's questions"):
+        ftcot.curate(RECORDS, tmp_path / "api", task="strategy_qa", data_dir=data_root)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "api").exists()
+
+
+def test_a_user_tasks_records_curated_with_another_user_file_of_the_same_name_are_refused(data_root, tmp_path):
+    mine = _user_task(tmp_path / "a" / "t.jsonl", "a")
+    other = _user_task(tmp_path / "b" / "t.jsonl", "b")
+    records = _teacher_records(mine, tmp_path / "records.jsonl")
+    refused = run_ftcot("curate", records, "--task", other, "--answer-type", "number", "--out", tmp_path / "bad",
+                        "--data-dir", data_root, "--decontaminate", "off")
+    assert_one_line_error(refused, "its question 0 is 'a: what is 0 + 1?'", "t's question 0 is 'b: what is 0 + 1?'")
+    kept = run_ftcot("curate", records, "--task", mine, "--answer-type", "number", "--out", tmp_path / "good",
+                     "--data-dir", data_root, "--decontaminate", "off")
+    assert kept.returncode == 0, kept.stderr
+    rows = [json.loads(line) for line in (tmp_path / "good" / "train.jsonl").read_text().splitlines()]
+    assert rows and all(r["prompt"].startswith("a: what is") for r in rows)
