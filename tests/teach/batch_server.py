@@ -38,7 +38,8 @@ them), ``expire_after`` (the next batch expires after running that many
 requests: its output holds those, its error file ``batch_expired`` lines for
 the rest), ``fail_next_batch`` (the next batch fails validation with that
 message), ``lose_create_replies`` (the next N batch creations take effect but
-answer 500: a lost reply), ``refuse_creates`` (the next N are refused with a 400). A wrong bearer token gets a 401 whose message
+answer 500: a lost reply), ``refuse_creates`` (the next N are refused with a 400), ``forget_batches``
+(every batch GET answers 404), ``counts_as`` (every batch's ``request_counts`` replaced by that value). A wrong bearer token gets a 401 whose message
 repeats the token in full, to check that the client scrubs it.
 
 What tests read: :meth:`count` (requests per route), ``created`` (the
@@ -91,6 +92,8 @@ class BatchServer:
     lose_create_replies: int = 0
     refuse_creates: int = 0  # the next N batch creations are refused (HTTP 400, e.g. a billing limit)
     reasoning: str | None = None  # one of REASONING_STYLES: a reasoning model
+    forget_batches: bool = False  # GET /v1/batches/{id} answers 404 (a server that lost its batches)
+    counts_as: Any = None  # when set, every batch's request_counts is this (a server sending odd shapes)
     port: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, route) in order of arrival
     created: list[list[str]] = field(default_factory=list)  # custom_ids of each created batch
@@ -257,9 +260,11 @@ class BatchServer:
     async def _get(self, request: web.Request) -> web.Response:
         with self._lock:
             batch = self.batches.get(request.match_info["id"])
-            if batch is None:
+            if batch is None or self.forget_batches:
                 return _error(f"No batch found with id '{request.match_info['id']}'.", 404)
             self._advance(batch)
+            if self.counts_as is not None:
+                return web.json_response({**batch, "request_counts": self.counts_as})
             return web.json_response(batch)
 
     # -- running a batch -----------------------------------------------------------------------

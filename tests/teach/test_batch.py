@@ -432,3 +432,78 @@ def test_the_python_api_teaches_through_batches(tmp_path, data_root, server):
                          data_dir=data_root)
     assert (result.complete_chains, result.new_completions) == (3, 6) and batches.count("POST", CREATE) == 2
     assert result.summary["batches"] == sorted(batches.batches)
+
+
+# --- servers that misbehave, and runs that stop -------------------------------------------------------------------
+
+
+def _cli_args(batches: BatchServer, tmp_path: Path, data_root: Path, *extra: str) -> list:
+    coins(tmp_path, data_root, 4)
+    return ["teach", "--task", tmp_path / "coins.jsonl", "--answer-type", "yes/no", "--split", "test", "--teacher",
+            f"openai:{MODEL}", "--teacher-args", f"base_url={batches.base_url},api_key_env={KEY_ENV}", "--batch",
+            "--teacher-args", "poll_interval_s=0.05", *extra, "--out", tmp_path / "run"]
+
+
+@pytest.mark.parametrize("counts", [["completed", 3], {"completed": "lots", "failed": None},
+                                    {"completed": [1], "failed": {"n": 2}}, "3 of 4", {"completed": 1e300}])
+def test_request_counts_of_any_shape_do_not_stop_the_run(tmp_path, data_root, server, counts):
+    batches = server(counts_as=counts)
+    summary = run(batches, tmp_path / "run", coins(tmp_path, data_root, 3))
+    assert summary.complete_chains == summary.chains == 3
+
+
+def test_a_batch_that_never_finishes_is_waited_for_until_the_timeout_then_collected_by_a_rerun(
+        tmp_path, data_root, server):
+    batches = server(api_key=SECRET, hold=True)
+    env = cli_env(**{KEY_ENV: SECRET})
+    args = _cli_args(batches, tmp_path, data_root, "--teacher-args", "batch_timeout_s=1")
+    started = time.monotonic()
+    stopped = run_ftcot(*args, env=env)
+    assert time.monotonic() - started < 60
+    [batch_id] = sorted(batches.batches)
+    # Not a success: the last line says what is still running and how to collect it.
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    for fragment in ("batch_timeout_s=1 passed with 1 batch(es) still running", batch_id,
+                     "rerun the same command to collect them"):
+        assert fragment in last, last
+    [record] = open_batches(tmp_path / "run")
+    assert record.batch_id == batch_id
+
+    batches.hold = False
+    done = run_ftcot(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "4/4 chains complete" in done.stdout and "1 resumed from an earlier run" in done.stdout
+    assert batches.count("POST", CREATE) == 2 and len(batches.ran) == len(set(batches.ran)) == 8
+
+
+def test_a_server_that_forgets_every_batch_is_a_failed_run_not_a_silent_one(tmp_path, data_root, server):
+    batches = server(api_key=SECRET, forget_batches=True)
+    result = run_ftcot(*_cli_args(batches, tmp_path, data_root), env=cli_env(**{KEY_ENV: SECRET}))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "0/4 chains complete" in last and "unknown to the server" in last, last
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_sigterm_while_polling_exits_143_and_the_batches_are_collected_by_the_rerun(tmp_path, data_root, server):
+    batches = server(api_key=SECRET, hold=True)
+    env = cli_env(**{KEY_ENV: SECRET})
+    args = _cli_args(batches, tmp_path, data_root)
+    process = subprocess.Popen(ftcot_command(*args), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while batches.count("GET", BATCH) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "rerun the same command to collect them" in stdout
+    batches.hold = False
+    done = run_ftcot(*args, env=env)
+    assert done.returncode == 0 and "4/4 chains complete" in done.stdout, done.stderr
+    assert batches.count("POST", CREATE) == 2

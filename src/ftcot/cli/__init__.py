@@ -72,9 +72,14 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_exit_code() -> int:
+    """How a stopped command exits: 143 after SIGTERM, 130 after Ctrl-C (the shells' 128 + signal)."""
+    return 143 if _terminated else 130
+
+
 def _stopped() -> None:
     stderr.print(f"{'terminated' if _terminated else 'interrupted'}; everything stored so far is kept.")
-    sys.exit(143 if _terminated else 130)
+    sys.exit(stop_exit_code())
 
 
 def main() -> None:

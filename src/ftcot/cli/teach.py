@@ -63,9 +63,13 @@ def _teach(ctx: typer.Context, out: Optional[Path], dry_run: bool, data_root: Op
     if outcome.rationalized is not None:
         _stdout.print(outcome.rationalized.line(), markup=False)
     if outcome.interrupted:
-        # Exit as Ctrl-C does (130), now that everything that was in flight is stored. SystemExit,
-        # not KeyboardInterrupt: click (8.5) turns the latter into a return value of 130 that is lost.
-        raise SystemExit(130)
+        # Exit as Ctrl-C does (130; SIGTERM: 143), now that everything that was in flight is stored.
+        # SystemExit, not KeyboardInterrupt: click (8.5) turns the latter into a return value of 130.
+        from ftcot.cli import stop_exit_code
+
+        raise SystemExit(stop_exit_code())
+    if getattr(summary, "still_running", None):
+        raise FtcotError(summary.deadline_line())  # the run did not finish: a script must not go on
     if summary is not None and not dry_run and summary.failed and (summary.new == 0 or summary.credentials_refused):
         # Nothing this run asked for came back (a server down, a wrong key, a wrong URL): a script
         # must not go on to curate as if it had. A partly failed run exits 0; its rerun fills the gaps.

@@ -25,7 +25,7 @@ Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
 
 # The backend's knobs: --teacher-args NAME=VALUE,… on the command line, keys of a teachers: entry in a config.
 TEACHER_ARGS = ("base_url", "api_key_env", "chat", "extra_body", "system_prompt", "max_tokens", "concurrency",
-                "server_concurrency", "rationale", "poll_interval_s", "prices")
+                "server_concurrency", "rationale", "poll_interval_s", "batch_timeout_s", "prices")
 
 
 def _teacher_args(text: str) -> dict[str, Any]:
@@ -114,6 +114,9 @@ class TeachConfig(TeacherChecks):
                                   cli="group:teacher-args")
     poll_interval_s: float = option(30.0, help="Seconds between batch status checks (batch)",
                                     cli="group:teacher-args", gt=0)
+    batch_timeout_s: Optional[float] = option(None, help="Stop waiting for batches after this many seconds "
+                                                         "(batch; they run on, and a rerun collects them)",
+                                              cli="group:teacher-args", gt=0)
     prices: Optional[Path] = option(None, help="JSON price table overriding the built-in one (USD per 1M tokens)",
                                     cli="group:teacher-args")
     answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")

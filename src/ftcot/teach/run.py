@@ -128,7 +128,8 @@ def _execute(config: TeachConfig, task: Task, backend: Any, store: Any, prices: 
         return teach_batch(task, config.split, backend, config.method, config.samples, config.temperature,
                            config.max_tokens, config.max_cost, store, progress=progress, prices=prices,
                            secrets=secrets, console=console, only=config.questions, api_key_env=config.api_key_env,
-                           poll_interval_s=config.poll_interval_s, rationale=config.rationale)
+                           poll_interval_s=config.poll_interval_s, rationale=config.rationale,
+                           batch_timeout_s=config.batch_timeout_s)
     from ftcot.teach.engine import teach
 
     return teach(task, config.split, backend, config.method, config.samples, config.temperature, config.max_tokens,

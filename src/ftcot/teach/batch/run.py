@@ -46,6 +46,8 @@ class BatchTeachSummary(TeachSummary):
     resumed_batches: list[str] = field(default_factory=list)  # recorded by an earlier run, collected by this one
     resubmitted: int = 0  # requests sent again after their batch left them failed or unanswered
     open_requests: int = 0  # dry run: requests in open batches (paid for, not counted again)
+    still_running: list[str] = field(default_factory=list)  # batch ids running when batch_timeout_s passed
+    batch_timeout_s: float | None = None
 
     def lines(self) -> list[str]:
         lines = super().lines()
@@ -62,7 +64,15 @@ class BatchTeachSummary(TeachSummary):
         if self.interrupted:
             lines.append("the batches keep running on the server; rerun the same command to collect them "
                          "(nothing is created again).")
+        if self.still_running:
+            lines.append(self.deadline_line())
         return lines
+
+    def deadline_line(self) -> str:
+        shown = ", ".join(self.still_running[:4]) + (", …" if len(self.still_running) > 4 else "")
+        return (f"batch_timeout_s={self.batch_timeout_s:g} passed with {len(self.still_running)} batch(es) still "
+                f"running ({shown}); they keep running on the server: rerun the same command to collect them "
+                f"(nothing is created again).")
 
 
 def batch_teacher(teacher: Teacher) -> OpenAICompatTeacher:
@@ -79,7 +89,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
                 only: Collection[int] | None = None, api_key_env: str | None = None,
                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S, max_requests: int = MAX_REQUESTS_PER_BATCH,
                 max_submissions: int = DEFAULT_SUBMISSIONS, client: BatchClient | None = None,
-                rationale: str = "answer") -> BatchTeachSummary:
+                rationale: str = "answer", batch_timeout_s: float | None = None) -> BatchTeachSummary:
     """:func:`ftcot.teach.engine.teach` through the Batch API (see the module docstring).
 
     Same arguments and store as ``teach`` (``rationale`` included: recorded with the run, read
@@ -90,6 +100,7 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     """
     backend = batch_teacher(teacher)
     check_float("--poll-interval", poll_interval_s, 0, low_open=True)
+    check_float("batch_timeout_s", batch_timeout_s, 0, low_open=True, optional=True)
     check_int("max_requests", max_requests, 1)
     check_int("max_submissions", max_submissions, 1)
     table = (prices or PriceTable()).batch_prices()
@@ -115,7 +126,8 @@ def teach_batch(task: Task, split: str, teacher: Teacher, method: str = "zs_cot"
     http = client or BatchClient(backend.base_url, api_key, secrets=secrets)
     ledger = BatchLedger.open(store)
     try:
-        run = _BatchRun(settings, questions, backend, store, ledger, http, budget, secrets, poll_interval_s, max_requests, max_submissions, console or Console(stderr=True), progress)
+        run = _BatchRun(settings, questions, backend, store, ledger, http, budget, secrets, poll_interval_s,
+                        max_requests, max_submissions, console or Console(stderr=True), progress, batch_timeout_s)
         return run.main()
     finally:
         ledger.close()
@@ -127,7 +139,8 @@ class _BatchRun:
     def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: OpenAICompatTeacher,
                  store: TeachStore, ledger: BatchLedger, client: BatchClient, budget: Budget,
                  secrets: Sequence[str], poll_interval_s: float, max_requests: int,
-                 max_submissions: int, console: Console, show_progress: bool) -> None:
+                 max_submissions: int, console: Console, show_progress: bool,
+                 batch_timeout_s: float | None = None) -> None:
         self.settings, self.plan, self.questions = settings, Plan(settings), questions
         self.teacher, self.store, self.ledger, self.client = teacher, store, ledger, client
         self.budget, self.secrets = budget, secrets
@@ -152,6 +165,9 @@ class _BatchRun:
                                  disable=not show_progress, transient=False)
         self._bars: dict[int, Any] = {}
         self._started = time.monotonic()
+        # Stop polling then (batches keep running; the next run collects them): a server that never
+        # finishes a batch would otherwise be polled until its 24 h window closes.
+        self.deadline = None if batch_timeout_s is None else self._started + batch_timeout_s
 
     def clean(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -171,7 +187,10 @@ class _BatchRun:
         except KeyboardInterrupt:
             # Everything sent is recorded: the batches run on, and the next run polls them.
             self.summary.interrupted = True
+        except _DeadlinePassed:
+            pass  # the same: recorded, running on, collected by the next run (summary.still_running)
         self.summary.elapsed_s = time.monotonic() - self._started
+        self.summary.batch_timeout_s = self.deadline and self.deadline - self._started
         asked = {s.index for s in self.questions}
         self.summary.complete_chains = sum(chain.complete for chain in self.plan.chains(
             self.store, [q for q in self.store.questions() if q.sample_index in asked]))
@@ -287,12 +306,16 @@ class _BatchRun:
                         raise
                     self.say(f"batch {record.batch_id} is unknown to {self.base_url} (HTTP 404); its requests "
                              f"are sent again")
+                    for item in self.ledger.items(record.id).values():  # failed until an answer is stored
+                        self.fail(item.targets, 404, f"batch {record.batch_id} is unknown to the server", True)
+                    self.store.add_failures(self._failures)
+                    self._failures = []
                     self.ledger.update(record.id, collected=1, status="lost")
                     del pending[record.id]
                     continue
                 status = str(batch.get("status") or "unknown")
-                counts = batch.get("request_counts") or {}
-                done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+                counts = batch.get("request_counts")
+                done = _count(counts, "completed") + _count(counts, "failed")
                 self.progress.update(self._bars[record.id], completed=done, status=status)
                 if status != record.status:
                     self.ledger.update(record.id, status=status)
@@ -300,6 +323,9 @@ class _BatchRun:
                 if status in TERMINAL:
                     given_up |= self.collect(record, batch)
                     del pending[record.id]
+            if pending and self.deadline is not None and time.monotonic() >= self.deadline:
+                self.summary.still_running = sorted(str(r.batch_id) for r in pending.values())
+                raise _DeadlinePassed
             if pending:
                 time.sleep(self.poll_interval_s)
         return given_up
@@ -417,6 +443,22 @@ class _BatchRun:
             self.failed_keys.add(target.key)
         if len(self.summary.failure_examples) < 3 and targets:
             self.summary.failure_examples.append(f"sample {targets[0].sample_index}: {message}")
+
+
+class _DeadlinePassed(Exception):
+    """batch_timeout_s passed with batches still running."""
+
+
+def _count(counts: Any, name: str) -> int:
+    """One of a batch's ``request_counts``, 0 where a server sends something else than a count."""
+    value = counts.get(name) if isinstance(counts, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return 0
+    try:
+        number = int(float(value))
+    except (ValueError, OverflowError):
+        return 0
+    return max(number, 0)
 
 
 def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None, budget: Budget,
