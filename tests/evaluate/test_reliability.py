@@ -80,3 +80,32 @@ def test_a_full_disk_keeps_finished_batches_and_a_rerun_completes(small_disk, da
     assert again.returncode == 0, again.stderr
     metrics = json.loads(again.stdout)
     assert metrics["n"] == 24 and 0 < metrics["generated_this_run"] < 24
+
+
+def _save_tiny(directory, seed: int) -> None:
+    from ftcot.models import load_model
+
+    loaded = load_model("tiny-gpt2", dtype="float32", device="cpu", seed=seed)
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+
+
+def test_an_eval_dir_is_not_reused_for_other_weights_under_the_same_path(data_root, tmp_path):
+    """The path is not the model: weights trained further (or replaced) under it are a new evaluation."""
+    model, out = tmp_path / "model", tmp_path / "eval"
+    _save_tiny(model, seed=1)
+    args = ("--model", model, "--task", "coin_flip", "--method", "zs", "--limit", "2", "--max-new-tokens", "4",
+            "--out", out, "--data-dir", data_root)
+    first = run_evaluate(*args)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((out / "settings.json").read_text())["weights"]
+
+    _save_tiny(model, seed=2)  # other weights, same path
+    refused = run_evaluate(*args)
+    assert_one_line_error(refused, f"{out} holds an evaluation of other weights than {model} holds now")
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 2  # kept as they were
+
+    _save_tiny(model, seed=1)  # the same weights again: the finished evaluation is reused
+    again = run_evaluate(*args)
+    assert again.returncode == 0 and "generated this run" in again.stdout, again.stderr
+    assert json.loads((out / "metrics.json").read_text())["generated_this_run"] == 0

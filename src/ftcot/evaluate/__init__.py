@@ -17,7 +17,7 @@ from ftcot.errors import FtcotError, check_int
 from ftcot.evaluate.judge import Judgement, format_correct, judge
 from ftcot.evaluate.methods import BASELINE_METHODS, METHODS, STUDENT_METHODS, EvalMethod
 from ftcot.evaluate.runner import EvalResult, run_evaluation
-from ftcot.evaluate.source import open_model
+from ftcot.evaluate.source import open_model, weights_fingerprint
 from ftcot.evaluate.store import EvalSettings, EvalStore
 from ftcot.paths import check_output, check_writable_dir, existing_path, task_inputs
 from ftcot.tasks import Task
@@ -40,12 +40,13 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
     samples = task.split(split, split_scheme)[:limit]
     if not samples:
         raise FtcotError(f"Task '{task.key}' has no samples in split '{split}'.")
+    weights = weights_fingerprint(model)
     if method is not None:
         # Refuse a bad method, budget, missing exemplars or a different evaluation in --out
         # before the (slow) model load. With the method known, these settings are final.
         early = EvalMethod(method, task, encoder_decoder=False, api=model.startswith("openai:"),
                            max_new_tokens=max_new_tokens)
-        EvalStore(out).check(_settings(task, model, early, split, split_scheme, dtype))
+        EvalStore(out).check(_settings(task, model, early, split, split_scheme, dtype, weights))
     path = Path(model).expanduser()
     if not path.exists() and (model.startswith((".", "/", "~")) or path.suffix in (".gguf", ".safetensors")):
         # A path, not a name: say so, rather than that it "carries no template" or looking it up on a hub.
@@ -63,7 +64,7 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
     try:
         plan = EvalMethod(opened.method, task, encoder_decoder=backend.is_encoder_decoder, api=backend.api,
                           max_new_tokens=max_new_tokens, template=opened.template)
-        settings = _settings(task, model, plan, split, split_scheme, dtype)
+        settings = _settings(task, model, plan, split, split_scheme, dtype, weights)
         with EvalStore(out) as store:
             store.open(settings)
             return run_evaluation(task, samples, plan, backend, settings, store, batch_size=batch_size,
@@ -72,7 +73,8 @@ def evaluate(task: Task, model: str, out: Path, *, method: str | None = None, sp
         backend.close()
 
 
-def _settings(task: Task, model: str, plan: EvalMethod, split: str, split_scheme: str, dtype: str) -> EvalSettings:
+def _settings(task: Task, model: str, plan: EvalMethod, split: str, split_scheme: str, dtype: str,
+              weights: str | None) -> EvalSettings:
     return EvalSettings(task=task.key, split=split, split_scheme=split_scheme, method=plan.method,
                         template=plan.template.name, model=model, dtype=dtype, max_new_tokens=plan.max_new_tokens,
-                        stop=plan.stop)
+                        stop=plan.stop, weights=weights)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import hashlib
 import json
 
 from ftcot.errors import FtcotError
@@ -105,3 +106,29 @@ def _open_api_student(path: Path, record: dict, method: str | None, api_key_env:
     teacher = OpenAICompatTeacher(record["student"].removeprefix("openai:"), base_url=record["base_url"],
                                   chat=True, prefill=False, **kwargs)
     return Opened(ApiBackend(teacher), template.name, template)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def weights_fingerprint(model: str) -> str | None:
+    """A hash of the weight files a local model directory holds (a CKPT_DIR: its best/), None for a named
+    model (tiny-gpt2, gemma-270m, openai:…) or an API student.
+
+    Part of an evaluation's settings: the path alone is not the model. Trained further, a CKPT_DIR's best/
+    may hold other weights under the same path, and their evaluation must not reuse the old predictions.
+    """
+    path = Path(model.removeprefix("hf:")).expanduser()
+    if not path.is_dir() or _api_student(path) is not None:
+        return None
+    root = path / checkpoint.BEST if (path / checkpoint.BEST).is_dir() else path
+    digest = hashlib.sha256()
+    for file in sorted(f for f in root.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES):
+        digest.update(f"{file.relative_to(root)}\0{file.stat().st_size}\0".encode())
+        try:
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise FtcotError(f"{file}: cannot be read ({exc.strerror or exc}).") from None
+    return digest.hexdigest()[:16]

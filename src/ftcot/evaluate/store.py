@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +54,7 @@ class EvalSettings:
     dtype: str
     max_new_tokens: int
     stop: tuple[str, ...] = ()
+    weights: str | None = None  # a local model's weights (evaluate/source.py weights_fingerprint)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,6 +93,11 @@ class EvalStore:
         path = self.dir / SETTINGS_FILE
         if path.is_file():
             previous = _read_settings(path)
+            if previous.weights is None:  # recorded before weights were: nothing to compare them with
+                previous = replace(previous, weights=settings.weights)
+            if previous.weights != settings.weights:
+                raise FtcotError(f"{self.dir} holds an evaluation of other weights than {settings.model} holds now "
+                                 f"(trained further, or replaced); use another --out, or delete {self.dir}.")
             if previous != settings:
                 differ = [f.name for f in fields(EvalSettings) if getattr(previous, f.name) != getattr(settings, f.name)]
                 name = differ[0]
