@@ -69,7 +69,7 @@ def question_rows(plan, index: int, samples: int) -> list:
             latency_s=0.2, request_id=f"r{index}-{m}", created=now)
         second_prompt = plan.second_prompt(prompt, text)
         second = StoredCompletion(
-            key=plan.second_key(second_prompt, index), teacher="openai:synthetic", stage=ANSWER,
+            key=plan.second_key(second_prompt, index, plan.settings.answer_max_tokens), teacher="openai:synthetic", stage=ANSWER,
             sample_index=index, sample_number=m, prompt=second_prompt, max_tokens=32, temperature=0.0, stop=(),
             seed=None, text=f" {9 * (index - 4)}.", finish_reason="stop", prompt_tokens=120, completion_tokens=4,
             latency_s=0.2, request_id=f"a{index}-{m}", created=now)

@@ -31,10 +31,11 @@ ANSWER = "So the coin is still heads up: yes."
 
 
 class ReasoningServer:
-    """``/v1/chat/completions`` of a reasoning model; ``style`` "field" or "think"."""
+    """``/v1/chat/completions`` of a reasoning model; ``style`` "field" or "think". ``answer_thinks``: stage 2
+    thinks too, naming another answer first (cut off inside its think block under 64 tokens)."""
 
-    def __init__(self, style: str) -> None:
-        self.style = style
+    def __init__(self, style: str, answer_thinks: bool = False) -> None:
+        self.style, self.answer_thinks = style, answer_thinks
         self.bodies: list[dict] = []
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -43,13 +44,20 @@ class ReasoningServer:
             body = await request.json()
             self.bodies.append(body)
             last = body["messages"][-1]["content"]
-            if last.rstrip().endswith(" is") or "Therefore" in last:  # stage 2: the answer only
+            finish = "stop"
+            if (last.rstrip().endswith(" is") or "Therefore" in last) and self.answer_thinks:
+                budget = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+                if budget < 64:
+                    message, finish = {"role": "assistant", "content": "<think>\nIs it no? Let me"}, "length"
+                else:
+                    message = {"role": "assistant", "content": "<think>\nIs it no? Two flips: heads up.\n</think>\n\n yes."}
+            elif last.rstrip().endswith(" is") or "Therefore" in last:  # stage 2: the answer only
                 message = {"role": "assistant", "content": " yes."}
             elif self.style == "field":
                 message = {"role": "assistant", "content": ANSWER, "reasoning_content": REASONING}
             else:
                 message = {"role": "assistant", "content": f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"}
-            return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": finish}],
                                       "usage": {"prompt_tokens": 20, "completion_tokens": 30}})
 
         async def start() -> None:
@@ -81,8 +89,8 @@ class ReasoningServer:
 def reasoning_server():
     made = []
 
-    def make(style: str) -> ReasoningServer:
-        made.append(ReasoningServer(style))
+    def make(style: str, answer_thinks: bool = False) -> ReasoningServer:
+        made.append(ReasoningServer(style, answer_thinks))
         return made[-1]
 
     yield make
@@ -186,8 +194,10 @@ def test_a_store_made_before_the_reasoning_column_reads_and_takes_it(tmp_path, d
     server = reasoning_server("field")
     task = coin_task(data_root, 2)
     teacher = lambda: OpenAICompatTeacher("r1", base_url=server.base_url, chat=True, max_retries=0)  # noqa: E731
+    # max_tokens 32: a thinking chain's answer budget is stage 1's, so with 32 its stage-2 key is the one an
+    # older ftcot (which dropped the reasoning field) made for it.
     with TeachStore.open(tmp_path / "run") as store:
-        teach(task, "test", teacher(), "zs_cot", store=store)
+        teach(task, "test", teacher(), "zs_cot", max_tokens=32, store=store)
     path = tmp_path / "run" / STORE_FILE
     with sqlite3.connect(path) as db:  # as an older ftcot made it: no reasoning column
         db.execute("ALTER TABLE completions DROP COLUMN reasoning")
@@ -195,7 +205,7 @@ def test_a_store_made_before_the_reasoning_column_reads_and_takes_it(tmp_path, d
         assert {c.reasoning for c in old.completions()} == {None} and old.count() == 4
     with TeachStore.open(tmp_path / "run") as store:  # the writer adds the column; nothing is lost
         assert store.count() == 4
-        teach(coin_task(data_root, 3), "test", teacher(), "zs_cot", store=store)
+        teach(coin_task(data_root, 3), "test", teacher(), "zs_cot", max_tokens=32, store=store)
         rationales = [c for c in store.completions() if c.stage == "reasoning"]
         assert [c.reasoning for c in rationales] == [None, None, REASONING]  # the new one is kept raw
     assert len(server.bodies) == 6
@@ -217,3 +227,25 @@ def test_the_cli_options_system_prompt_and_rationale(tmp_path, reasoning_server)
     refused = run_ftcot(*common, "--teacher-args", "rationale=thoughts")  # --batch and adaptive runs: test_batch_reasoning.py
     assert refused.returncode != 0 and "Unknown rationale 'thoughts'" in refused.stderr
     assert len(server.bodies) == 4  # the refused run sent nothing
+
+
+@pytest.mark.parametrize("style", ["field", "think"])
+def test_a_reasoning_teachers_answer_is_read_without_its_think_block_and_has_room_for_it(
+        tmp_path, data_root, reasoning_server, style):
+    """Stage 2 of a model that thinks before it answers: 32 tokens ended inside the think block (no answer),
+    and scoring the raw text found the "no" it considered. Its chains get stage 1's budget, and the answer
+    is what follows the block."""
+    from ftcot.scoring import extract_answer
+    from ftcot.teach.plan import Plan, settings_of
+
+    server = reasoning_server(style, answer_thinks=True)
+    task = coin_task(data_root)
+    with TeachStore.open(tmp_path / "run") as store:
+        summary = teach(task, "test", OpenAICompatTeacher("r1", base_url=server.base_url, chat=True, max_retries=0),
+                        "zs_cot", max_tokens=128, store=store)
+        assert summary.complete_chains == 3
+        chains = list(Plan(settings_of(store)).chains(store))
+    answers = [b for b in server.bodies if b["messages"][-1]["content"].rstrip().endswith(" is")]
+    assert answers and all((b.get("max_completion_tokens") or b.get("max_tokens")) == 128 for b in answers)
+    assert [c.answer_text for c in chains] == [" yes."] * 3
+    assert [extract_answer(c.answer_text, task.spec) for c in chains] == ["yes"] * 3

@@ -64,6 +64,8 @@ def check_same_questions(records: list[dict], task: Any, source: Path, taught_on
     must carry the task's text at that index (whitespace aside: every recorded text-davinci-002 file
     matches its task exactly), which also tells apart two user files of the same name.
     """
+    from ftcot.teach.prompts import unhinted_question
+
     def same(a: str, b: str) -> bool:
         return " ".join(a.split()) == " ".join(b.split())
 
@@ -71,6 +73,8 @@ def check_same_questions(records: list[dict], task: Any, source: Path, taught_on
         question = record.get("question")
         if not isinstance(question, str):
             continue
+        if record.get("rationalized"):  # asked with the gold answer as a hint at its end
+            question = unhinted_question(question)
         index = record["sample_index"]
         sample = task.samples.get(index) if isinstance(index, int) else None
         if sample is not None and same(sample.question, question):

@@ -25,7 +25,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.teach.prompts import answer_prompt, few_shot_cot_prompt, reasoning_prompt, strip_hint, zero_shot_prompt
-from ftcot.teach.reasoning import check_rationale_source, visible_answer
+from ftcot.teach.reasoning import check_rationale_source, split_reasoning, visible_answer
 from ftcot.teach.pricing import Price, estimate_tokens
 from ftcot.teach.records import CompletionRequest
 from ftcot.teach.store import StoredCompletion, StoredQuestion, TeachStore, request_key
@@ -116,10 +116,11 @@ class Chain:
         if self.first is None:
             return None
         if self.first.stage == REASONING:
-            return self.second.text if self.second is not None else None
+            # What a reasoning model concluded, its think block left out (that may name other answers).
+            return visible_answer(self.second.text, self.second.reasoning) if self.second is not None else None
         if self.first.stage == "ft_cot":
             return split_ft_cot(self.first.text)[1]
-        return self.first.text
+        return visible_answer(self.first.text, self.first.reasoning)
 
 
 class Plan:
@@ -168,19 +169,23 @@ class Plan:
         # part the `rationale` setting exports (ftcot.teach.reasoning).
         return answer_prompt(strip_hint(first_prompt), visible_answer(rationale), self.settings.trigger)
 
-    def second_key(self, prompt: str, question: int) -> str:
-        # Greedy, so sample number 0: identical rationales share one paid answer.
-        return request_key(self.settings.teacher, prompt, self.settings.answer_max_tokens, 0.0, (), 0,
-                           self._question(question))
+    def answer_budget(self, rationale: StoredCompletion) -> int:
+        """Stage 2's token budget: the paper's 32; for a reasoning model's chain, stage 1's, since it thinks
+        again before it answers and 32 tokens ended inside its think block, with no answer at all."""
+        thinks = split_reasoning(rationale.text, rationale.reasoning)[0] is not None
+        s = self.settings
+        return max(s.answer_max_tokens, s.max_tokens) if thinks else s.answer_max_tokens
 
-    def second_request(self, prompt: str, question: int) -> CompletionRequest:
-        return CompletionRequest(prompt, self.settings.answer_max_tokens, 0.0, 1, None, (), question)
+    def second_key(self, prompt: str, question: int, budget: int) -> str:
+        # Greedy, so sample number 0: identical rationales share one paid answer.
+        return request_key(self.settings.teacher, prompt, budget, 0.0, (), 0, self._question(question))
 
     def answer_request(self, rationale: StoredCompletion) -> PlannedRequest:
         """The stage-2 request a stored rationale needs (its own stage-1 prompt holds the question)."""
         second = self.second_prompt(rationale.prompt, rationale.text)
-        key = self.second_key(second, rationale.sample_index)
-        return PlannedRequest(self.second_request(second, rationale.sample_index),
+        budget = self.answer_budget(rationale)
+        key = self.second_key(second, rationale.sample_index, budget)
+        return PlannedRequest(CompletionRequest(second, budget, 0.0, 1, None, (), rationale.sample_index),
                               (Target(key, ANSWER, rationale.sample_index, rationale.sample_number),))
 
     # -- reading back -------------------------------------------------------------
@@ -195,7 +200,8 @@ class Plan:
                 first = found.get(key)
                 second = None
                 if first is not None and self.two_stage:
-                    second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index))
+                    second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index,
+                                                       self.answer_budget(first)))
                 yield Chain(question, number, first, second)
 
 

@@ -44,6 +44,11 @@ def hinted_question(question: str, answer: str) -> str:
     return question + HINT.format(answer=answer)
 
 
+def unhinted_question(question: str) -> str:
+    """The question a rationalizing teacher was asked, without the hint :func:`hinted_question` added."""
+    return re.sub(r" \(Hint: the answer is [^\n]*?\.\)$", "", question, count=1)
+
+
 def strip_hint(prompt: str) -> str:
     """A Zero-shot-CoT stage-1 prompt without the rationalization hint (unchanged when it has none)."""
     return _HINT.sub("", prompt, count=1)
