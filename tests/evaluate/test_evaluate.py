@@ -131,7 +131,7 @@ def test_api_student_sends_the_prompt_with_stop_end_and_matches_the_local_model(
     server = ModelServer(load_model("tiny-gpt2"))
     try:
         remote = evaluate(coin_flip, "openai:tiny-gpt2", tmp_path / "api", method="ft_cot", max_new_tokens=8,
-                          limit=3, batch_size=3, base_url=server.base_url, api_key_env="FTCOT_TEST_NO_KEY")
+                          limit=3, batch_size=3, base_url=server.base_url)
     finally:
         server.close()
     assert len(server.requests) == 3

@@ -314,7 +314,7 @@ def test_import_zero_shot_cot_logs_round_trips_a_log(tmp_path):
 
 def teach_args(task_file: Path, base_url: str, run_dir: Path, *extra: str) -> list[str]:
     return ["teach", "--task", task_file, "--answer-type", "yes/no", "--split", "test", "--teacher", "openai:gemma",
-            "--teacher-args", f"base_url={base_url}", "--teacher-args", "api_key_env=FTCOT_TEST_UNSET_KEY", "--out", run_dir, *extra]
+            "--teacher-args", f"base_url={base_url}", "--out", run_dir, *extra]
 
 
 @pytest.mark.parametrize(("outage", "sent", "reason"), [
@@ -371,8 +371,8 @@ def test_credentials_in_the_base_url_reach_no_output_or_file_and_its_query_follo
     ("http://bob:hunter22@127.0.0.1:9/v1", {"FTCOT_TEST_KEY": FAKE_KEY}, "carries user:password"),
 ])
 def test_a_base_url_that_cannot_work_is_a_one_line_error_before_anything_runs(tmp_path, base_url, env, message):
-    args = teach_args(coin_task_file(tmp_path, 2), base_url, tmp_path / "run")
-    args[args.index("api_key_env=FTCOT_TEST_UNSET_KEY")] = "api_key_env=FTCOT_TEST_KEY"
+    args = teach_args(coin_task_file(tmp_path, 2), base_url, tmp_path / "run", "--teacher-args",
+                      "api_key_env=FTCOT_TEST_KEY")
     result = run_ftcot(*args, env=cli_env(**env))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr and "hunter22" not in result.stderr
@@ -425,3 +425,21 @@ def test_a_run_record_that_cannot_be_written_is_a_one_line_error_and_the_store_i
     assert not list(run_dir.glob(".run.json.tmp*"))
     with TeachStore.open_readonly(run_dir) as store:
         assert store.count() == 300
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_named_key_variable_that_is_unset_or_empty_is_refused_before_anything_is_sent(tmp_path, stub, value):
+    """api_key_env names the variable, so a key was meant: without it the requests went out with none (a local
+    server answered them; a remote one would refuse each)."""
+    server = stub()
+    env = cli_env() if value is None else cli_env(FTCOT_TEST_EMPTY_KEY=value)
+    env.pop("FTCOT_TEST_EMPTY_KEY", None) if value is None else None
+    args = teach_args(coin_task_file(tmp_path, 2), server.base_url, tmp_path / "run", "--teacher-args",
+                      "api_key_env=FTCOT_TEST_EMPTY_KEY")
+    result = run_ftcot(*args, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "FTCOT_TEST_EMPTY_KEY (api_key_env) is not set or empty" in result.stderr
+    assert server.count() == 0
+    # Without api_key_env, a local server needs no key: the same run goes through.
+    plain = run_ftcot(*teach_args(coin_task_file(tmp_path, 2), server.base_url, tmp_path / "run2"))
+    assert plain.returncode == 0, plain.stderr

@@ -203,11 +203,20 @@ def test_missing_key_for_a_remote_server_names_the_variable(monkeypatch):
         teacher.require_credentials()
 
 
-def test_local_server_needs_no_key_and_name_ignores_the_url(monkeypatch):
+def test_local_server_needs_no_key_unless_one_is_named_and_name_ignores_the_url(monkeypatch):
     monkeypatch.delenv("FTCOT_TEST_KEY", raising=False)
-    a = OpenAICompatTeacher("gemma", base_url="http://127.0.0.1:8000/v1", api_key_env="FTCOT_TEST_KEY")
-    b = OpenAICompatTeacher("gemma", base_url="http://localhost:9/v1/", api_key_env="FTCOT_TEST_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    a = OpenAICompatTeacher("gemma", base_url="http://127.0.0.1:8000/v1")
+    b = OpenAICompatTeacher("gemma", base_url="http://localhost:9/v1/")
     assert a.name == b.name == "openai:gemma"
+    a.require_credentials()
+    # A variable named on purpose means a key was meant: unset, it is refused, not sent without.
+    named = OpenAICompatTeacher("gemma", base_url="http://127.0.0.1:8000/v1", api_key_env="FTCOT_TEST_KEY")
+    with pytest.raises(FtcotError, match="FTCOT_TEST_KEY .api_key_env. is not set or empty"):
+        named.require_credentials()
+    monkeypatch.setenv("FTCOT_TEST_KEY", "")
+    with pytest.raises(FtcotError, match="not set or empty"):
+        OpenAICompatTeacher("gemma", base_url="http://127.0.0.1:8000/v1", api_key_env="FTCOT_TEST_KEY").require_credentials()
     assert is_local("http://[::1]:8000/v1") and not is_local("https://api.openai.com/v1")
 
 
@@ -232,7 +241,7 @@ async def complete(teacher: OpenAICompatTeacher, *requests: CompletionRequest) -
 
 
 def llama(base_url: str, **kwargs) -> OpenAICompatTeacher:
-    options = {"api_key_env": "FTCOT_TEST_KEY", "extra_body": LLAMA_CPP_EXTRA_BODY, "backoff_base_s": 0.05}
+    options = {"extra_body": LLAMA_CPP_EXTRA_BODY, "backoff_base_s": 0.05}
     options.update(kwargs)
     return OpenAICompatTeacher("gemma-3-270m", base_url=base_url, **options)
 
@@ -240,6 +249,7 @@ def llama(base_url: str, **kwargs) -> OpenAICompatTeacher:
 @pytest.fixture(autouse=True)
 def _no_key(monkeypatch):
     monkeypatch.delenv("FTCOT_TEST_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server gets none
 
 
 @pytest.mark.slow
@@ -370,7 +380,8 @@ def test_the_api_key_is_sent_but_never_shown(llama_server, proxy, monkeypatch, c
     ]:
         via = proxy(llama_server, faults=faults)
         with pytest.raises(TeacherError) as caught:
-            run(complete(llama(via.base_url, max_retries=max_retries), CompletionRequest(prompt=prompt, max_tokens=4)))
+            run(complete(llama(via.base_url, max_retries=max_retries, api_key_env="FTCOT_TEST_KEY"),
+                         CompletionRequest(prompt=prompt, max_tokens=4)))
         errors.append(caught.value)
         assert {s.authorization for s in via.seen} == {f"Bearer {SECRET}"}  # it was sent every time
 

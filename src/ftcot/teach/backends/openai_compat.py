@@ -311,7 +311,7 @@ class OpenAICompatTeacher:
         self,
         model: str,
         base_url: str | Sequence[str] = "https://api.openai.com/v1",
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = None,  # None: OPENAI_API_KEY, needed only by a remote server
         chat: bool = False,
         supports_n: bool | None = None,
         timeout_s: float = 60,
@@ -373,14 +373,21 @@ class OpenAICompatTeacher:
         self.server_concurrency = server_concurrency
         self.server_down_s = server_down_s
         self._server_waiters: list[asyncio.Future[None]] = []
+        named, api_key_env = api_key_env is not None, api_key_env or "OPENAI_API_KEY"
         self._api_key = os.environ.get(api_key_env) or None
         self._secrets = [s for s in [self._api_key, *(v for u in self.base_urls for v in url_secrets(u))] if s]
         remote = next((u for u in self.base_urls if not is_local(u)), None)
-        # Checked before the first request (require_credentials), not here: a dry run or a plan sends nothing.
-        self._missing_key = None if self._api_key is not None or remote is None else (
-            f"Environment variable {api_key_env} is not set; the teacher at {public_url(remote)} needs an "
-            f"API key (export {api_key_env}=…, or name another variable with api_key_env).")
         with_password = next((u for u in self.base_urls if urlsplit(u).password is not None), None)
+        # Checked before the first request (require_credentials), not here: a dry run or a plan sends nothing.
+        self._missing_key = None
+        if self._api_key is None and remote is not None:
+            self._missing_key = (f"Environment variable {api_key_env} is not set; the teacher at {public_url(remote)} "
+                                 f"needs an API key (export {api_key_env}=…, or name another variable with "
+                                 f"api_key_env).")
+        elif self._api_key is None and named and with_password is None:
+            # Named, so a key was meant: sending without one would be refused at best, and look like an outage.
+            self._missing_key = (f"Environment variable {api_key_env} (api_key_env) is not set or empty; export "
+                                 f"{api_key_env}=…, or leave api_key_env out for a server that needs no key.")
         if self._api_key is not None and with_password is not None:
             # aiohttp would refuse to send both (a ValueError on every request): say so once, up front.
             raise FtcotError(
