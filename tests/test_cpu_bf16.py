@@ -56,7 +56,7 @@ def test_a_crashing_probe_turns_bf16_off_once_a_machine(fresh_verdict, monkeypat
     assert resolve_dtype("auto", cpu) == torch.float32
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16  # asked for by name: not second-guessed
     _, precision = load_for_training(TrainConfig(student="tiny-gpt2", lora=True), cpu)
-    assert precision == {"bf16": False, "weights": "float32", "autocast": False}
+    assert precision == {"bf16": False, "weights": "float32", "autocast": False, "device": "cpu"}
     _, forced = load_for_training(TrainConfig(student="tiny-gpt2", lora=True, bf16=True), cpu)
     assert forced["bf16"] is True and forced["weights"] == "bfloat16"
 

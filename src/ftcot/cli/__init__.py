@@ -15,6 +15,7 @@ from rich.console import Console
 from ftcot.cli import curate, data, diagnose, evaluate, options, run, score, train
 from ftcot.cli import export as export_cli
 from ftcot.cli import teach as teach_cli
+from ftcot.cli.stopping import on_sigterm, stop_exit_code, terminated
 from ftcot.errors import FtcotError
 
 # `ftcot --help` lists the commands as the data flows (tasks → teach → curate → train → evaluate), then the
@@ -62,28 +63,13 @@ app.command("demo")(run.demo_command)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-_terminated: list[int] = []  # the SIGTERM received, if any
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a cluster's time limit, ``kill``, a container stopping) unwinds like Ctrl-C: the ``finally``
-    blocks run, so a stopped ``ftcot run`` still writes its results and archive and releases its locks."""
-    _terminated.append(signum)
-    raise KeyboardInterrupt
-
-
-def stop_exit_code() -> int:
-    """How a stopped command exits: 143 after SIGTERM, 130 after Ctrl-C (the shells' 128 + signal)."""
-    return 143 if _terminated else 130
-
-
 def _stopped() -> None:
-    stderr.print(f"{'terminated' if _terminated else 'interrupted'}; everything stored so far is kept.")
+    stderr.print(f"{'terminated' if terminated() else 'interrupted'}; everything stored so far is kept.")
     sys.exit(stop_exit_code())
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, on_sigterm)
     if not sys.stderr.isatty():
         # Into a log file, the libraries' bars (transformers' "Loading weights", a GGUF's conversion) are a
         # carriage-return line per update; ftcot's own progress prints its lines there instead.

@@ -15,7 +15,8 @@ from ftcot.cli.options import DataDir, data_root_option
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import ExperimentConfig, load_config
-from ftcot.experiment.runner import Experiment, StageOutcome
+from ftcot.experiment.executors import StageOutcome
+from ftcot.experiment.runner import Experiment
 from ftcot.experiment.stages import Stage
 
 _stdout = Console(highlight=False, soft_wrap=True)

@@ -65,7 +65,7 @@ def _teach(ctx: typer.Context, out: Optional[Path], dry_run: bool, data_root: Op
     if outcome.interrupted:
         # Exit as Ctrl-C does (130; SIGTERM: 143), now that everything that was in flight is stored.
         # SystemExit, not KeyboardInterrupt: click (8.5) turns the latter into a return value of 130.
-        from ftcot.cli import stop_exit_code
+        from ftcot.cli.stopping import stop_exit_code
 
         raise SystemExit(stop_exit_code())
     if getattr(summary, "still_running", None):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,19 @@ from ftcot.errors import FtcotError
 
 if TYPE_CHECKING:
     from ftcot.experiment.config import ExecutorConfig
-    from ftcot.experiment.runner import Experiment, StageOutcome
     from ftcot.experiment.stages import Stage
+
+# The executors take the experiment (experiment/runner.py's Experiment) as ``run`` without importing it: it
+# imports them. What they need of it: plan, config, out, data_root, console, done(), stage_dir(), run_stage().
+Experiment = Any
+
+
+@dataclass
+class StageOutcome:
+    stage: Stage
+    status: str  # "ran", "done earlier", "failed" (note: the error) or "blocked" (note: by which stage)
+    seconds: float
+    note: str = ""
 
 LOG_DIR = "logs"  # OUT/logs/<kind>-<key>.log: what each stage run by Ray printed
 OnStageRan = Callable[["Stage", Path], None] | None
@@ -38,8 +50,6 @@ OnStageRan = Callable[["Stage", Path], None] | None
 
 def run_serial(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRan) -> list[StageOutcome]:
     """Each stage in plan order; one that failed or was blocked blocks the stages that read it."""
-    from ftcot.experiment.runner import StageOutcome
-
     outcomes: list[StageOutcome] = []
     unusable: set[str] = set()  # keys of stages that failed or were blocked
     for number, stage in enumerate(stages, 1):
@@ -59,8 +69,6 @@ def run_serial(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
 def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRan,
                settings: ExecutorConfig) -> list[StageOutcome]:
     """The stages as Ray tasks, each as soon as the stages it reads have finished."""
-    from ftcot.experiment.runner import StageOutcome
-
     ray = connect_ray(settings)
     number = {stage.key: n for n, stage in enumerate(stages, 1)}
     outcomes: dict[str, StageOutcome] = {}
@@ -78,7 +86,7 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
         task = ray.remote(_run_stage_task).options(
             name=f"{stage.kind} {stage.label}"[:200], num_cpus=settings.cpus_of(stage.kind),
             num_gpus=settings.gpus_of(stage.kind), max_retries=settings.retries)
-        running[task.remote(run.config, str(run.out), str(run.data_root), stage, number[stage.key],
+        running[task.remote(type(run), run.config, str(run.out), str(run.data_root), stage, number[stage.key],
                             len(stages))] = stage
 
     try:
@@ -164,8 +172,6 @@ def _check_reachable(address: str | None) -> None:
 
 def _result(ray: Any, ref: Any, stage: Stage) -> StageOutcome:
     """A finished task's outcome; a worker that died or raised is a failed stage, in one line."""
-    from ftcot.experiment.runner import StageOutcome
-
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
@@ -182,12 +188,12 @@ def stage_log(out: Path, stage: Stage) -> Path:
     return out / LOG_DIR / f"{stage.kind}-{stage.key}.log"
 
 
-def _run_stage_task(config: Any, out: str, data_root: str, stage: Stage, number: int, total: int) -> StageOutcome:
-    """One stage, in a Ray worker: the same :meth:`Experiment.run_stage` the serial executor calls, its
-    output into the stage's log file (interleaved on the driver's terminal, parallel stages are unreadable)."""
+def _run_stage_task(experiment: type, config: Any, out: str, data_root: str, stage: Stage, number: int,
+                    total: int) -> StageOutcome:
+    """One stage, in a Ray worker: the same :meth:`Experiment.run_stage` the serial executor calls (``experiment``
+    is that class, pickled by reference), its output into the stage's log file (interleaved on the driver's
+    terminal, parallel stages would be unreadable)."""
     from rich.console import Console
-
-    from ftcot.experiment.runner import Experiment, StageOutcome
 
     if not (Path(out) / "experiment.json").is_file():
         return StageOutcome(stage, "failed", 0.0, f"node {socket.gethostname()} does not see {out}: put the "
@@ -196,4 +202,4 @@ def _run_stage_task(config: Any, out: str, data_root: str, stage: Stage, number:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as handle:
         console = Console(file=handle, width=120, highlight=False, force_terminal=False)
-        return Experiment(config, Path(out), Path(data_root), console).run_stage(stage, number, total)
+        return experiment(config, Path(out), Path(data_root), console).run_stage(stage, number, total)

@@ -29,7 +29,6 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +38,7 @@ from rich.markup import escape
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import ExperimentConfig
+from ftcot.experiment.executors import StageOutcome, connect_ray, run_on_ray, run_serial
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
 from ftcot.jsonl import read_json_object
 from ftcot.tasks import Task, load_task
@@ -48,14 +48,6 @@ from ftcot.train.config import TrainConfig
 STAGE_FILE = "stage.json"
 DONE_FILE = "done.json"
 LOCK_FILE = ".run.lock"
-
-
-@dataclass
-class StageOutcome:
-    stage: Stage
-    status: str  # "ran", "done earlier", "failed" (note: the error) or "blocked" (note: by which stage)
-    seconds: float
-    note: str = ""
 
 
 class Experiment:
@@ -150,8 +142,6 @@ class Experiment:
         first empty cell. Ctrl-C and crashes stop the run; a rerun resumes. ``on_stage_ran(stage, directory)``
         is called after each stage that ran to the end (the CLI's ``--archive`` copies its records there and
         then)."""
-        from ftcot.experiment.executors import connect_ray, run_on_ray, run_serial
-
         self.check()
         if self.config.executor.kind == "ray":
             connect_ray(self.config.executor)  # before OUT exists: a cluster that is not there leaves nothing
