@@ -37,6 +37,18 @@ def test_data_export_writes_one_object_per_sample(data_root):
     assert [r["sample_index"] for r in rows] == shipped["test"]
 
 
+def test_data_export_of_a_task_with_an_unpublished_split_exports_what_there_is(data_root):
+    """AQuA's train file is not part of the data: the default (all) exports its 254 test samples and says so
+    (it failed); asking for the train split by name stays an error."""
+    result = run_ftcot("data", "export", "aqua", "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 254 and {r["split"] for r in rows} == {"test"}
+    assert "exporting the 254 samples there are" in result.stderr
+    train = run_ftcot("data", "export", "aqua", "--split", "train", "--data-dir", data_root)
+    assert train.returncode == 2 and "AQuA's train file" in train.stderr
+
+
 def test_score_json_reproduces_teacher_accuracy(data_root, tmp_path):
     details = tmp_path / "details.jsonl"
     result = run_ftcot("score", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip",

@@ -332,3 +332,15 @@ def test_cli_malformed_json_task_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {path}:2: not valid JSON (Expecting value at column 1); "
                                                  f"fix or remove that line."]
+
+
+def test_the_same_question_with_two_answers_is_refused_and_with_one_answer_kept(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"question": "What is 1 + 1?", "answer": "2"},
+                                              {"question": "Cats?", "answer": "3"},
+                                              {"question": " What is  1 + 1? ", "answer": "3"}])
+    with pytest.raises(FtcotError, match=re.escape("t.jsonl:3: the question of ") + ".*" +
+                       re.escape("again, with another answer ('2' there, '3' here)")):
+        load_custom_task(path, "number")
+    same = write_jsonl(tmp_path / "same.jsonl", [{"question": "What is 1 + 1?", "answer": "2"},
+                                                 {"question": "What is 1 + 1?", "answer": "2.0"}])
+    assert len(load_custom_task(same, "number").samples) == 2  # one value twice: kept, as MultiArith has

@@ -443,3 +443,21 @@ def test_a_named_key_variable_that_is_unset_or_empty_is_refused_before_anything_
     # Without api_key_env, a local server needs no key: the same run goes through.
     plain = run_ftcot(*teach_args(coin_task_file(tmp_path, 2), server.base_url, tmp_path / "run2"))
     assert plain.returncode == 0, plain.stderr
+
+
+def test_a_split_with_no_questions_or_questions_not_in_it_are_refused_before_a_run_exists(tmp_path, data_root):
+    """Both taught nothing and exited 0 (the API's questions=[999999] too), so a script went on to curate."""
+    import ftcot
+    from ftcot.errors import FtcotError
+
+    only_test = tmp_path / "only_test.jsonl"
+    only_test.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1), "split": "test"}) + "\n"
+                                 for i in range(4)))
+    result = run_ftcot("teach", "--task", only_test, "--answer-type", "number", "--split", "train", "--teacher",
+                       "hf:tiny-gpt2", "--out", tmp_path / "run")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "Task 'only_test' has no questions in its train split" in result.stderr
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(FtcotError, match=r"questions 999999: not in coin_flip's train split"):
+        ftcot.teach("coin_flip", "replay:text-davinci-002", tmp_path / "api", questions=[999999], data_dir=data_root)
+    assert not (tmp_path / "api").exists()

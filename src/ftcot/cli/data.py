@@ -56,7 +56,13 @@ def export_command(
     """JSONL to stdout: one object per sample with sample_index, question, answer, split."""
     loaded = load_task(task, resolve_data_root(data_root_option(data_dir)), answer_type)
     train = set(loaded.split_indices("train", split_scheme))
-    samples = loaded.split(split, split_scheme)
+    if split == "all" and loaded.unavailable("all", split_scheme):
+        # A split whose file is not part of the data (AQuA's train): all there is, and a line saying so.
+        samples = sorted(loaded.samples.values(), key=lambda s: s.index)
+        Console(stderr=True).print(f"{task}: part of its data is not published (ftcot data list); exporting the "
+                                   f"{len(samples)} samples there are.", markup=False, highlight=False)
+    else:
+        samples = loaded.split(split, split_scheme)
     write_stdout(lambda handle: write_jsonl(
         ({"sample_index": s.index, "question": s.question, "answer": s.answer,
           "split": "train" if s.index in train else "test"} for s in samples),

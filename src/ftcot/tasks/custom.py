@@ -134,7 +134,31 @@ def _read(path: Path, kind: AnswerType) -> list[tuple[Sample, _Row, int]]:
         raise FtcotError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8.") from None
     if not out:
         raise FtcotError(f"{path}: no samples; add one record per line with 'question' and 'answer'.")
+    _refuse_contradictions(out, kind)
     return out
+
+
+def _refuse_contradictions(rows: list[tuple[Sample, _Row, int]], kind: AnswerType) -> None:
+    """The same question twice with different answers: one of them is wrong, and which one would be gold
+    would depend on the split. (The same question with the same answer is allowed: MultiArith has such.)"""
+    first: dict[str, tuple[Sample, _Row]] = {}
+    for sample, row, _ in rows:
+        if not sample.answer:
+            continue  # unlabelled
+        key = " ".join(sample.question.split())
+        if key not in first:
+            first[key] = (sample, row)
+            continue
+        earlier, where = first[key]
+        same = earlier.answer.strip() == sample.answer.strip()
+        if not same and kind is AnswerType.NUMBER:
+            try:
+                same = float(earlier.answer.replace(",", "")) == float(sample.answer.replace(",", ""))
+            except ValueError:
+                pass
+        if not same:
+            raise FtcotError(f"{row.where}: the question of {where.where} again, with another answer ('{earlier.answer}' "
+                             f"there, '{sample.answer}' here); keep the right one.")
 
 
 def _jsonl_rows(path: Path) -> Iterator[_Row]:

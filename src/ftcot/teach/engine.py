@@ -287,8 +287,16 @@ def check_same_run(store: TeachStore, settings: TeachSettings) -> None:
 def questions_of(task: Task, split: str, only: Collection[int] | None) -> list[Sample]:
     """``split``'s questions, or those of them whose sample index is in ``only``."""
     questions = task.split(split)
+    if not questions:  # a run with nothing to ask would "succeed" and curate nothing
+        raise FtcotError(f"Task '{task.key}' has no questions in its {split} split; teach another split.")
     if only is None:
         return questions
+    present = {s.index for s in questions}
+    strangers = sorted(set(only) - present)
+    if strangers:
+        shown = ", ".join(map(str, strangers[:5])) + (", …" if len(strangers) > 5 else "")
+        raise FtcotError(f"questions {shown}: not in {task.key}'s {split} split (its sample indices run "
+                         f"{min(present)}–{max(present)}, {len(present)} questions).")
     wanted = set(only)
     return [s for s in questions if s.index in wanted]
 

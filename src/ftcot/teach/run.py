@@ -58,7 +58,7 @@ def run_teach(config: TeachConfig, out: Path, *, data_root: Path | None = None, 
     from ftcot.tasks import load_task
     from ftcot.teach.backends import require_credentials, teacher_secrets
     from ftcot.teach.batch import batch_teacher, refuse_open_batches
-    from ftcot.teach.engine import resolve_settings
+    from ftcot.teach.engine import questions_of, resolve_settings
     from ftcot.teach.pricing import PriceTable
 
     out = Path(out)
@@ -78,6 +78,7 @@ def run_teach(config: TeachConfig, out: Path, *, data_root: Path | None = None, 
     settings, _ = resolve_settings(task, config.split, backend, config.method, samples, config.temperature,
                                    config.max_tokens, concurrency=config.concurrency, max_cost=config.max_cost,
                                    prices=prices, rationale=config.rationale)
+    questions_of(task, config.split, config.questions)  # an empty split, or questions not in it
     if config.batch:
         batch_teacher(backend)  # an hf: or replay: teacher has no Batch API
     elif not dry_run:
