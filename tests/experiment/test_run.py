@@ -63,7 +63,7 @@ def finished(tmp_path_factory, data_root) -> tuple[Path, Path]:
     return path, out
 
 
-def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
+def test_a_run_writes_the_tables_plots_report_and_lineage(finished, data_root):
     _, out = finished
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted((r["task"], r["method"]) for r in rows) == [
@@ -74,6 +74,21 @@ def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
     assert {(r["train_precision"], r["eval_precision"]) for r in rows} <= {
         (f"{t} (cpu)", f"{e} (cpu)") for t in ("bfloat16", "float32") for e in ("bfloat16", "float32")}
     assert "Precision: trained in " in (out / "results.md").read_text()
+    # Each accuracy with its interval, and Fine-tune-CoT against Fine-tune on the same questions, from the
+    # predictions: the counts of questions right by one alone agree with the two prediction files.
+    assert all(float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"]) for r in rows)
+    how_sure = (out / "results.md").read_text().split("## How sure", 1)[1]
+    assert "McNemar" in how_sure and "| tiny-gpt2, 8 questions | Coin Flip | 0 | Fine-tune-CoT " in how_sure
+    experiment = Experiment(load_config(finished[0]), out, data_root)
+    by_method = {}
+    for cell in experiment.plan.cells:
+        if cell.task == "coin_flip":
+            predictions = experiment.stage_dir(experiment.plan.stages[cell.evaluate]) / "predictions.jsonl"
+            by_method[cell.method] = {r["sample_index"]: r["correct"] for r in map(json.loads, predictions.open())}
+    only_cot = sum(by_method["ft_cot"][q] and not by_method["ft"][q] for q in by_method["ft"])
+    only_ft = sum(by_method["ft"][q] and not by_method["ft_cot"][q] for q in by_method["ft"])
+    line = next(line for line in how_sure.splitlines() if "| Coin Flip |" in line and "Fine-tune-CoT" in line)
+    assert f"| {only_cot} / {only_ft} |" in line
     table = (out / "results.md").read_text()
     # The teacher row is the replay teacher's recorded test accuracy (paper rule) on coin flip.
     assert "| teacher: replay:text-davinci-002, Zero-shot-CoT | " in table and "91.33" in table
@@ -85,7 +100,7 @@ def test_a_run_writes_the_tables_plots_report_and_lineage(finished):
     for link in ("predictions", "checkpoint", "training_rows", "teacher_completions"):
         assert (out / cot[link]).exists(), link
     assert cot["train_precision"].endswith("(cpu)") and cot["eval_precision"].endswith("(cpu)")
-    assert "Precision: trained in " in html
+    assert "Precision: trained in " in html and "id='how-sure'" in html
     trained_on = [json.loads(line) for line in (out / cot["training_rows"]).open()]
     assert 0 < cot["teacher_records_used"] == len({r["teacher_record"] for r in trained_on}) <= 8
 

@@ -42,7 +42,9 @@ def test_csv_is_tidy(tmp_path):
     # The columns, then the training-set size (empty unless a subset was trained on) and the
     # precisions (empty where not recorded).
     assert list(rows[0]) == ["method", "student", "teacher", "task", "D", "seed", "n", "accuracy", "train_size",
-                             "train_precision", "eval_precision"]
+                             "train_precision", "eval_precision", "ci_low", "ci_high"]
+    # 76% of 150 questions (114): its Wilson 95% interval (tests/report/test_statistics.py checks the formula).
+    assert (rows[0]["ci_low"], rows[0]["ci_high"]) == ("68.57", "82.13")
     assert rows[0]["D"] == "" and rows[1]["D"] == "8" and rows[1]["accuracy"] == "95.0"
 
 
@@ -71,4 +73,4 @@ def test_a_teacher_row_over_fewer_questions_than_planned_says_so(tmp_path):
     assert lines[3] == "| teacher: t, Zero-shot-CoT | 50.00 | 100.00 (11 of 12 questions) |"
     write_csv([partial], tmp_path / "results.csv")  # the coverage is the table's, not a CSV column
     assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
-        "method,student,teacher,task,D,seed,n,accuracy,train_size,train_precision,eval_precision"
+        "method,student,teacher,task,D,seed,n,accuracy,train_size,train_precision,eval_precision,ci_low,ci_high"

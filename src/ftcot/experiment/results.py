@@ -24,11 +24,13 @@ from ftcot.paths import atomic_write_json
 from ftcot.errors import FtcotError
 from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
 from ftcot.experiment.runner import Experiment
-from ftcot.experiment.config import FINE_TUNING_METHODS
+from ftcot.experiment.config import FINE_TUNING_METHODS, PROMPTING_METHODS
 from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
 from ftcot.jsonl import read_json_object, read_jsonl
 from ftcot.report.paper import paper_markdown
-from ftcot.report.results import ResultRow, precision_note, results_markdown, write_csv
+from ftcot.report.results import (PairedRow, ResultRow, method_label, precision_note, results_markdown,
+                                  uncertainty_markdown, write_csv)
+from ftcot.report.statistics import paired_test
 
 TRAINING_CURVES_SHOWN = 24  # more runs than this make the report a wall of plots; lineage.json lists them all
 
@@ -38,6 +40,7 @@ class Results:
     rows: list[ResultRow] = field(default_factory=list)
     teacher_rows: list[ResultRow] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[PairedRow] = field(default_factory=list)  # Fine-tune-CoT (and kin) vs Fine-tune, paired
     pending: int = 0  # cells whose evaluation has not finished
     notes: list[str] = field(default_factory=list)  # what a reader must know to trust a row (results.md)
 
@@ -49,6 +52,7 @@ def _metrics(path: Path) -> dict[str, Any] | None:
 
 def collect(run: Experiment) -> Results:
     results = Results()
+    correctness: dict[tuple, tuple[ResultRow, dict[int, bool]]] = {}  # for the paired tests
     for cell in run.plan.cells:
         evaluation = run.plan.stages[cell.evaluate]
         metrics = _metrics(run.stage_dir(evaluation)) if run.done(evaluation) else None
@@ -62,6 +66,9 @@ def collect(run: Experiment) -> Results:
         results.rows.append(row)
         results.lineage.append({**lineage(run, cell, evaluation, metrics), "train_precision": row.train_precision,
                                 "eval_precision": row.eval_precision})
+        correctness[(cell.method, cell.student, cell.teacher, cell.task, cell.D, cell.seed, cell.train_size)] = (
+            row, _correct_by_question(run.stage_dir(evaluation)))
+    results.pairs = _pairs(correctness)
     for teach_key, teacher, task in run.plan.teacher_rows:
         stage = run.plan.stages[teach_key]
         report = teacher_test_report(run, stage)
@@ -79,6 +86,25 @@ def collect(run: Experiment) -> Results:
                 + f"; the rest are missing (failed items or a stopped run: `ftcot teach report {stage.path}`) — "
                   f"rerun `ftcot run` to ask for them.")
     return results
+
+
+def _correct_by_question(directory: Path) -> dict[int, bool]:
+    path = directory / PREDICTIONS_FILE
+    return {int(r["sample_index"]): bool(r["correct"]) for _, r in read_jsonl(path)} if path.is_file() else {}
+
+
+def _pairs(correctness: dict[tuple, tuple[ResultRow, dict[int, bool]]]) -> list[PairedRow]:
+    """Each fine-tuned-on-rationales cell against Fine-tune of the same student, task, seed and training size."""
+    baselines = {(student, task, seed, size): value for (method, student, _, task, _, seed, size), value
+                 in correctness.items() if method == "ft"}
+    pairs = []
+    for (method, student, _, task, _, seed, size), (row, correct) in correctness.items():
+        baseline = baselines.get((student, task, seed, size))
+        if method in ("ft", *PROMPTING_METHODS) or baseline is None or not correct or not baseline[1]:
+            continue
+        pairs.append(PairedRow(student, task, seed, size, method_label(row), method_label(baseline[0]),
+                               row.accuracy, baseline[0].accuracy, paired_test(correct, baseline[1])))
+    return pairs
 
 
 def _described(dtype: str | None, device: str | None) -> str | None:
@@ -161,14 +187,14 @@ def write_results(run: Experiment) -> Results:
     (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "
                                     f"where there are several.\n\n"
                                     + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n"
-                                    + paper, encoding="utf-8")
+                                    + uncertainty_markdown(results.rows, results.pairs) + paper, encoding="utf-8")
     write_csv(results.rows, out / "results.csv")
     atomic_write_json(out / "lineage.json", results.lineage)
     images = [ReportImage(caption, path) for caption, path in _plots(run, results)]
     inputs = ReportInputs(
         title=f"{run.config.name}: Fine-tune-CoT report",
         subtitle=f"{len(results.rows)} of {len(run.plan.cells)} cells evaluated; experiment directory {out}",
-        rows=results.rows, teacher_rows=results.teacher_rows, images=images,
+        rows=results.rows, teacher_rows=results.teacher_rows, images=images, pairs=results.pairs,
         curation=[_read_json(run.stage_dir(s) / "curation.json") for s in run.plan.of_kind("curate") if run.done(s)],
         # A failed teach stage's report too: it counts the failed items.
         teacher_reports=[_read_json(run.stage_dir(s) / "report.json") for s in run.plan.of_kind("teach")

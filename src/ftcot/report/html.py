@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.report.results import ResultRow, precision_note, results_markdown, task_order
+from ftcot.report.results import (PairedRow, ResultRow, intervals_markdown, paired_markdown, precision_note,
+                                  results_markdown, task_order)
 from ftcot.tasks import BUILTIN_TASKS
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -73,6 +74,7 @@ class ReportInputs:
       ``teacher_rationale``, ``teacher_correct``, ``student_output``,
       ``student_prediction``, ``student_correct``; ``examples_per_side`` of
       the correct and of the wrong ones are shown side by side.
+    - ``pairs``: paired tests of two methods on the same questions (:class:`PairedRow`).
     - ``lineage``: one dict per accuracy (``ftcot.experiment.results.lineage``):
       the cell's fields and the paths, relative to the report, of the files it
       came from; each path becomes a link.
@@ -88,6 +90,7 @@ class ReportInputs:
     examples: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     examples_per_side: int = 2
     lineage: Sequence[Mapping[str, Any]] = ()
+    pairs: Sequence[PairedRow] = ()
 
 
 def task_title(task: str) -> str:
@@ -231,6 +234,16 @@ def render_report(inputs: ReportInputs) -> str:
                      "<p class='muted'>Test accuracy (%); mean ± 95% interval over seeds where there are several.</p>"
                      + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows))
                      + f"<p class='muted'>{esc(precision_note(inputs.rows))}</p></section>")
+    if inputs.rows:
+        parts.append("<section id='how-sure'><h2>How sure</h2><p class='muted'>Each accuracy with its 95% interval: "
+                     "over the test questions (Wilson) for one seed; for several, the wider of the spread over seeds (t) "
+                     "and the test set's own.</p>"
+                     + markdown_table_html(intervals_markdown(inputs.rows)))
+        if inputs.pairs:
+            parts.append("<p class='muted'>Fine-tune-CoT against Fine-tune on the same test questions (McNemar's "
+                         "exact test on the questions one got right and the other wrong).</p>"
+                         + markdown_table_html(paired_markdown(inputs.pairs)))
+        parts.append("</section>")
     if inputs.images:
         parts.append("<section id='plots'><h2>Plots</h2>")
         parts += [f"<figure><img src='{png_data_uri(image.path)}' alt='{esc(image.caption)}'>"

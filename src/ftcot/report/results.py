@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ftcot.report.statistics import PairedTest, p_text, wilson_interval
 from ftcot.tasks import BUILTIN_TASKS
 
 METHOD_NAMES = {"zs": "Zero-shot", "zs_cot": "Zero-shot-CoT", "fs_cot": "Few-shot-CoT",
@@ -142,7 +143,90 @@ def precision_note(rows: Iterable[ResultRow]) -> str:
             f"hardware may differ by a few points.")
 
 
-CSV_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "planned"]
+def row_interval(row: ResultRow) -> tuple[float, float]:
+    """The 95% Wilson interval of one evaluation's accuracy over its questions, in percent."""
+    low, high = wilson_interval(round(row.accuracy * row.n / 100), row.n)
+    return 100 * low, 100 * high
+
+
+def group_interval(rows: Sequence[ResultRow]) -> tuple[float, float, float]:
+    """(mean, low, high) in percent of one cell's seeds: Wilson over the test questions for one seed; for several,
+    the wider of the spread over seeds (t) and the test set's own (Wilson at the mean: every seed answers the
+    same questions, so seeds that agree do not make a 150-question test set exact), within [0, 100]."""
+    if len(rows) == 1:
+        return (rows[0].accuracy, *row_interval(rows[0]))
+    cell = mean_interval([r.accuracy for r in rows])
+    n = min(r.n for r in rows)
+    low, high = wilson_interval(round(cell.mean * n / 100), n)
+    return (cell.mean, max(0.0, min(cell.mean - cell.half_width, 100 * low)),
+            min(100.0, max(cell.mean + cell.half_width, 100 * high)))
+
+
+def intervals_markdown(rows: Sequence[ResultRow]) -> str:
+    """The table's cells with their 95% intervals (:func:`group_interval`); one test question is 100/n points,
+    so on 150 questions a difference under ~8 points may be noise."""
+    tasks = task_order({r.task for r in rows})
+    with_teacher = several_teachers(rows)
+    groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row_label(row, with_teacher), row.task)].append(row)
+    lines = ["| | " + " | ".join(markdown_cell(BUILTIN_TASKS[t].title if t in BUILTIN_TASKS else t) for t in tasks)
+             + " |", "|---|" + "---|" * len(tasks)]
+    for label in dict.fromkeys(row_label(r, with_teacher) for r in rows):
+        cells = []
+        for task in tasks:
+            group = groups.get((label, task))
+            if not group:
+                cells.append("–")
+            else:
+                mean, low, high = group_interval(group)
+                cells.append(f"{mean:.2f} [{low:.1f}, {high:.1f}]")
+        lines.append(f"| {markdown_cell(label)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """Two methods' evaluations of one student on the same test questions (same task, seed and training size)."""
+
+    student: str
+    task: str
+    seed: int
+    train_size: int | None
+    first: str  # method labels, as the table names them
+    second: str
+    first_accuracy: float
+    second_accuracy: float
+    test: PairedTest
+
+
+def paired_markdown(pairs: Sequence[PairedRow]) -> str:
+    lines = ["| student | task | seed | A | B | A − B | right only by A / only by B | McNemar p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for pair in pairs:
+        size = f", {pair.train_size} questions" if pair.train_size is not None else ""
+        lines.append("| " + " | ".join(markdown_cell(c) for c in (
+            pair.student + size, BUILTIN_TASKS[pair.task].title if pair.task in BUILTIN_TASKS else pair.task,
+            str(pair.seed), f"{pair.first} {pair.first_accuracy:.2f}", f"{pair.second} {pair.second_accuracy:.2f}",
+            f"{pair.first_accuracy - pair.second_accuracy:+.2f}", f"{pair.test.only_a} / {pair.test.only_b}",
+            p_text(pair.test.p_value))) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def uncertainty_markdown(rows: Sequence[ResultRow], pairs: Sequence[PairedRow]) -> str:
+    """results.md's section on how sure each number is (empty without rows)."""
+    if not rows:
+        return ""
+    text = ("\n## How sure\n\nEach accuracy with its 95% interval: over the test questions (Wilson) for one seed; for "
+            "several, the wider of the spread over seeds (t) and the test set's own.\n\n" + intervals_markdown(rows))
+    if pairs:
+        text += ("\nFine-tune-CoT against Fine-tune on the same test questions: McNemar's exact test counts only the "
+                 "questions one got right and the other wrong (p < 0.05: unlikely to be noise).\n\n"
+                 + paired_markdown(pairs))
+    return text
+
+
+CSV_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "planned"] + ["ci_low", "ci_high"]
 
 
 def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
@@ -151,5 +235,7 @@ def write_csv(rows: Iterable[ResultRow], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             record = {k: v for k, v in asdict(row).items() if k in CSV_COLUMNS}
+            low, high = row_interval(row)  # over this row's questions
             writer.writerow({**record, "D": "" if row.D is None else row.D,
-                             "train_size": "" if row.train_size is None else row.train_size})
+                             "train_size": "" if row.train_size is None else row.train_size,
+                             "ci_low": round(low, 2), "ci_high": round(high, 2)})
