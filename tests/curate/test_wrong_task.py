@@ -84,3 +84,11 @@ def test_a_user_tasks_records_curated_with_another_user_file_of_the_same_name_ar
     assert kept.returncode == 0, kept.stderr
     rows = [json.loads(line) for line in (tmp_path / "good" / "train.jsonl").read_text().splitlines()]
     assert rows and all(r["prompt"].startswith("a: what is") for r in rows)
+
+
+def test_a_binary_decontamination_file_is_one_line(data_root, tmp_path):
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    result = run_ftcot("curate", RECORDS, "--task", "coin_flip", "--decontaminate", f"warn,against={binary}",
+                       "--out", tmp_path / "data", "--data-dir", data_root)
+    assert_one_line_error(result, f"against={binary}: not UTF-8 text")

@@ -109,3 +109,11 @@ def test_an_eval_dir_is_not_reused_for_other_weights_under_the_same_path(data_ro
     again = run_evaluate(*args)
     assert again.returncode == 0 and "generated this run" in again.stdout, again.stderr
     assert json.loads((out / "metrics.json").read_text())["generated_this_run"] == 0
+
+
+def test_a_binary_train_json_is_one_line(data_root, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "train.json").write_bytes(bytes(range(128, 256)))
+    result = run_evaluate("--model", tmp_path / "ckpt", "--task", "coin_flip", "--out", tmp_path / "eval",
+                          "--data-dir", data_root)
+    assert_one_line_error(result, "train.json: truncated or unreadable", "rerun 'ftcot train'")

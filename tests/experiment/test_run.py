@@ -271,3 +271,23 @@ def test_raising_epochs_continues_the_shorter_run_and_matches_a_fresh_longer_one
     assert [round(e["val_loss"], 5) for e in continued["epochs"]] == [round(e["val_loss"], 5) for e in scratch["epochs"]]
     assert [round(e["train_loss"], 5) for e in continued["epochs"]] == \
         [round(e["train_loss"], 5) for e in scratch["epochs"]]
+
+
+@pytest.mark.parametrize(("launcher", "fragment"), [
+    ("no-such-launcher-cmd", "launcher: 'no-such-launcher-cmd' cannot run"),
+    ("true", "finished without writing it"),  # exits 0, trains nothing
+])
+def test_a_launcher_that_cannot_train_fails_its_stage_in_one_line(data_root, tmp_path, launcher, fragment):
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 1}], "launcher": launcher}
+    result = run_ftcot("run", _write(tmp_path, config), "--out", tmp_path / "out", "--data-dir", data_root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "1 stage(s) failed, e.g. train" in last and fragment in last
+
+
+def test_a_launcher_with_unbalanced_quotes_is_refused_before_anything_runs(data_root, tmp_path):
+    path = _write(tmp_path, {**TINY, "launcher": "accelerate launch 'unbalanced"})
+    assert_one_line_error(run_ftcot("run", path, "--out", tmp_path / "out", "--data-dir", data_root),
+                          "launcher: not a command line", "quotes")
+    assert not (tmp_path / "out").exists()

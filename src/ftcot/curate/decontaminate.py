@@ -30,6 +30,7 @@ the task being curated under its own split scheme) and any file the user names
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import Counter
@@ -191,11 +192,17 @@ def read_test_file(path: Path) -> list[TestQuestion]:
     if not path.is_file():
         raise FtcotError(f"{option}{path}: no such file; name a JSONL or CSV file with a 'question' column.")
     rows: list[dict] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FtcotError(f"{option}{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
+                         f"JSONL or CSV.") from None
+    except OSError as exc:
+        raise FtcotError(f"{option}{path}: cannot be read ({exc.strerror or exc}).") from None
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
     elif path.suffix.lower() in (".jsonl", ".json"):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

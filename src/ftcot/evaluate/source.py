@@ -14,14 +14,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-import hashlib
-import json
 
 from ftcot.errors import FtcotError
 from ftcot.evaluate.backends import ApiBackend, Backend, LocalBackend
 from ftcot.evaluate.methods import METHODS, STUDENT_METHODS, check_method
+from ftcot.jsonl import read_json_object
 from ftcot.models.loading import make_output_layer_input_contiguous
 from ftcot.train import checkpoint
 from ftcot.templates import Template
@@ -87,10 +87,7 @@ def _api_student(path: Path) -> dict | None:
     record_path = path / checkpoint.TRAIN_JSON
     if not record_path.is_file():
         return None
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FtcotError(f"{record_path}: not valid JSON ({exc.msg}); rerun 'ftcot train' to rewrite it.") from None
+    record = read_json_object(record_path, "rerun 'ftcot train' to rewrite it")
     return record if str(record.get("student", "")).startswith("openai:") else None
 
 

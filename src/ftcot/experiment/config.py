@@ -15,11 +15,13 @@ train`` does, with the same defaults.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError,
+                      create_model, field_validator, model_validator)
 
 from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
@@ -280,6 +282,18 @@ class ExperimentConfig(_Strict):
     launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
                                                       "'accelerate launch --config_file configs/accelerate/ddp.yaml'")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher_words(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"not a command line ({exc}): check its quotes") from None
+            if not words:
+                raise ValueError("empty: leave launcher out to train in this process")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -310,10 +310,16 @@ def _train(run: Experiment, stage: Stage, directory: Path) -> str:
         command = [*shlex.split(run.config.launcher), "-m", "ftcot", "train", str(data_dir), "--out",
                    str(directory), "--task", task_name, *train_cli_args(config)]
         command += ["--answer-type", answer_type] if answer_type else []
-        if subprocess.run(command).returncode != 0:
+        try:
+            code = subprocess.run(command).returncode
+        except OSError as exc:  # not found, not executable
+            raise FtcotError(f"launcher: '{command[0]}' cannot run ({exc.strerror or exc}); install it or fix "
+                             f"launcher: in the config.") from None
+        if code != 0:
             raise FtcotError(f"The train stage's command failed: {shlex.join(command)}; fix what it printed above "
                              f"and rerun (finished epochs are kept).")
-        record = json.loads((directory / TRAIN_JSON).read_text(encoding="utf-8"))
+        record = read_json_object(directory / TRAIN_JSON, f"the launcher's command ({shlex.join(command)}) "
+                                                          f"finished without writing it: check that it runs ftcot train")
     else:
         from ftcot.train import train
 
