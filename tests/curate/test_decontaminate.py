@@ -29,7 +29,8 @@ def test_normalize_and_ngrams():
 
 
 def test_benchmark_test_questions_are_every_test_split(data_root):
-    questions = benchmark_test_questions(data_root)
+    questions, missing = benchmark_test_questions(data_root)
+    assert missing == []
     per_task = {}
     for q in questions:
         per_task[q.task] = per_task.get(q.task, 0) + 1

@@ -92,3 +92,32 @@ def test_a_binary_decontamination_file_is_one_line(data_root, tmp_path):
     result = run_ftcot("curate", RECORDS, "--task", "coin_flip", "--decontaminate", f"warn,against={binary}",
                        "--out", tmp_path / "data", "--data-dir", data_root)
     assert_one_line_error(result, f"against={binary}: not UTF-8 text")
+
+
+def test_a_user_task_is_checked_against_the_benchmarks_on_disk_and_names_the_others(data_root, tmp_path):
+    """A user's task was checked against no benchmark at all (it has no data root of its own); with a data root
+    holding only coin flip it is checked against coin flip, and the 11 missing are named, not an error."""
+    import shutil
+
+    partial = tmp_path / "partial"
+    (partial / "raw").mkdir(parents=True)
+    for part in ("splits", "prompts"):
+        shutil.copytree(data_root / part, partial / part)
+    shutil.copytree(data_root / "raw" / "coin_flip", partial / "raw" / "coin_flip")
+    coin = [json.loads(line) for line in RECORDS.read_text().splitlines()]
+    task_file = tmp_path / "mine.jsonl"  # two coin-flip test questions among a user's own
+    rows = [{"question": f"mine {i}: is it heads?", "answer": "yes"} for i in range(20)]
+    rows += [{"question": coin[i]["question"], "answer": coin[i]["answer"]} for i in (0, 2)]
+    task_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({
+        "sample_index": i, "question": r["question"], "answer": r["answer"],
+        "reasoning_completion": " The coin was flipped an even number of times, so it is still heads up.",
+        "answer_completion": f" {r['answer']}"}) + "\n" for i, r in enumerate(rows)))
+    result = run_ftcot("curate", records, "--task", task_file, "--answer-type", "yes/no", "--out", tmp_path / "data",
+                       "--data-dir", partial)
+    assert result.returncode == 0, result.stderr
+    contamination = json.loads((tmp_path / "data" / "curation.json").read_text())["contamination"]
+    assert len(contamination["benchmarks_not_checked"]) == 11 and "coin_flip" not in contamination["benchmarks_not_checked"]
+    assert contamination["per_test_task"].get("coin_flip", 0) >= 1  # the copied test questions are found
+    assert "benchmarks not on disk, not checked" in result.stdout

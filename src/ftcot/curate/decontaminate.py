@@ -34,7 +34,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -149,7 +149,7 @@ def find_contamination(index: TestIndex, task: str, train: Iterable[tuple[int, s
 
 
 def summarize(flags: list[Flag], mode: str, n: int, against: list[str],
-              min_overlap: float = DEFAULT_MIN_OVERLAP) -> dict:
+              min_overlap: float = DEFAULT_MIN_OVERLAP, missing: Sequence[str] = ()) -> dict:
     """The contamination block of curation.json: the flagged training questions (in all, per test task), the
     pairs per rule, and every flagged pair."""
     per_task = Counter(test_task for test_task, _ in {(f.test_task, f.train_index) for f in flags})
@@ -158,6 +158,7 @@ def summarize(flags: list[Flag], mode: str, n: int, against: list[str],
         "ngram": n,
         "min_overlap": min_overlap,
         "against": against,
+        "benchmarks_not_checked": list(missing),  # not on disk under the data root
         "flagged_questions": len({f.train_index for f in flags}),
         "pairs": len(flags),
         "per_test_task": dict(sorted(per_task.items())),
@@ -167,23 +168,29 @@ def summarize(flags: list[Flag], mode: str, n: int, against: list[str],
 
 
 # ---- the test questions ------------------------------------------------------------------------------------------
-def benchmark_test_questions(data_root: Path, scheme: str = "default") -> list[TestQuestion]:
-    """The test questions of the 12 benchmarks (their ``scheme`` split)."""
+def benchmark_test_questions(data_root: Path, scheme: str = "default") -> tuple[list[TestQuestion], list[str]]:
+    """The test questions of the benchmarks on disk under ``data_root`` (their ``scheme`` split), and the keys of
+    those that are not (a data root holding some of the 12 is checked against those, and says so)."""
     from ftcot.tasks import BUILTIN_TASKS, load_task
 
-    questions = []
+    questions, missing = [], []
     for key in BUILTIN_TASKS:
-        task = load_task(key, data_root)
+        try:
+            task = load_task(key, data_root)
+        except FtcotError:
+            missing.append(key)
+            continue
         for i in task.split_indices("test", scheme):
             if i in task.samples:
                 questions.append(TestQuestion(key, i, task.samples[i].question))
-    return questions
+    return questions, missing
 
 
 @lru_cache(maxsize=4)
-def benchmark_index(data_root: Path, n: int = DEFAULT_NGRAM, max_df: int = DEFAULT_MAX_DF) -> TestIndex:
-    """The benchmarks' test questions, indexed once a process."""
-    return TestIndex.build(benchmark_test_questions(data_root), n, max_df)
+def benchmark_index(data_root: Path, n: int = DEFAULT_NGRAM, max_df: int = DEFAULT_MAX_DF) -> tuple[TestIndex, list[str]]:
+    """The benchmarks' test questions, indexed once a process; and the benchmarks missing from the data root."""
+    questions, missing = benchmark_test_questions(data_root)
+    return TestIndex.build(questions, n, max_df), missing
 
 
 def read_test_file(path: Path) -> list[TestQuestion]:
@@ -229,6 +236,8 @@ class Decontamination:
     data_root: Path | None = None
     max_df: int = DEFAULT_MAX_DF
     min_overlap: float = DEFAULT_MIN_OVERLAP
+    # After check(): the benchmarks not on disk, so not checked against (all 12 without a data root).
+    missing: list[str] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -255,9 +264,13 @@ class Decontamination:
         root = self.data_root or task.data_root
         skip: set[tuple[str, int]] = set()
         own: list[TestQuestion] = []
-        if root is not None:
-            flags += find_contamination(benchmark_index(Path(root), self.n, self.max_df), task.key, train,
-                                        self._own_default_test(task, scheme), self.min_overlap)
+        if root is None:
+            self.missing[:] = list(BUILTIN_TASKS)
+        else:
+            index, missing = benchmark_index(Path(root), self.n, self.max_df)
+            self.missing[:] = missing
+            flags += find_contamination(index, task.key, train, self._own_default_test(task, scheme),
+                                        self.min_overlap)
         if task.key not in BUILTIN_TASKS or scheme != "default" or root is None:
             # The task's own test split: a user's file, or a benchmark under another split scheme.
             own = [TestQuestion(task.key, i, task.samples[i].question)

@@ -89,7 +89,8 @@ def report(task, train_indices: list[int], records: list[dict], examples: list, 
         block["contamination"] = {"mode": "off"}
     else:
         block["contamination"] = summarize(flags, decontamination.mode, decontamination.n,
-                                           list(decontamination.against), decontamination.min_overlap)
+                                           list(decontamination.against), decontamination.min_overlap,
+                                           decontamination.missing)
     return block
 
 
@@ -119,6 +120,9 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         per_task = ", ".join(f"{k} {v}" for k, v in contamination["per_test_task"].items()) or "none"
         rows.append((f"overlap test ({contamination['mode']})",
                      f"{contamination['flagged_questions']} ({per_task})"))
+        missing = contamination.get("benchmarks_not_checked") or []
+        if missing:
+            rows.append(("benchmarks not on disk, not checked", f"{len(missing)}: {', '.join(missing)}"))
     return rows
 
 

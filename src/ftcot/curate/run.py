@@ -59,7 +59,10 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     if source is not None and not records:
         raise FtcotError(f"The teacher answered none of {task.key}'s training questions (see {source}/report.json); "
                          f"a recorded teacher covers only the questions it was run on.")
-    extra = settings(task.data_root, **config.model_dump(include={
+    # A user's task has no data root of its own: its training questions are checked against the benchmarks
+    # of the data root there is (those on disk; curation.json names the others).
+    benchmarks = task.data_root or _benchmarks_root(data_root)
+    extra = settings(benchmarks, **config.model_dump(include={
         "decontaminate", "decontaminate_against", "decontaminate_ngram", "decontaminate_max_df",
         "decontaminate_min_overlap", "drop_truncated", "drop_repetitive", "drop_no_reasoning", "min_rationale_words",
         "teacher_token_limit", "label", "min_votes", "rationalized"}))  # the rest of curate()'s, by name below
@@ -74,3 +77,13 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     summary["source"] = source_name if source_name is not None else str(source) if source is not None else None
     write_data_dir(out, train, val, summary)
     return CurateOutcome(Path(out), task, train, val, summary)
+
+
+def _benchmarks_root(data_root: Path | None) -> Path | None:
+    from ftcot.data_root import resolve_data_root
+
+    try:
+        root = resolve_data_root(data_root)
+    except FtcotError:
+        return None
+    return root if Path(root).is_dir() else None
