@@ -14,7 +14,7 @@ import pytest
 from ftcot.curate import curate
 from ftcot.curate.sources import load_teacher_records
 from ftcot.tasks import load_task
-from ftcot.teach.adaptive import coverage
+from ftcot.teach.adaptive import QuestionChains, coverage
 from ftcot.templates import get_template
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.conftest import SHARED_DATA
@@ -60,7 +60,10 @@ def test_each_question_is_sampled_until_it_has_k_correct_and_the_store_answers_f
     assert min(drawn) == 2 and max(drawn) == 6  # easy questions stop at K, the rest go on to M
     # The fixed-D comparison, recomputed from the teacher's own answers for every D.
     right = {i: [sampled_answer(q, m) == gold(q) for m in range(6)] for i, q in enumerate(questions)}
-    by_D = coverage(right, 2, 6)
+    spec = load_task(str(task_file), answer_type="yes/no").spec
+    by_D = coverage({i: QuestionChains(gold(q), tuple(f" {sampled_answer(q, m)}." for m in range(6)))
+                     for i, q in enumerate(questions)}, spec, 2, 6)
+    assert by_D == [sum(sum(r[:D]) >= 2 for r in right.values()) for D in range(1, 7)]
     assert summary["coverage_by_D"] == by_D and summary["covered"] == by_D[-1]
     fixed = next(D for D, n in enumerate(by_D, 1) if n >= by_D[-1])
     assert (summary["fixed_D"], summary["fixed_samples"]) == (fixed, fixed * 16)
@@ -145,3 +148,19 @@ def test_adaptive_sampling_with_gemma_on_llama_cpp(tmp_path, llama_server):
         correct = [score(r["answer_completion"], r["answer"], get_spec("coin_flip")).correct
                    for r in sorted(chains, key=lambda r: r["sample_number"])]
         assert len(correct) == 3 or (correct[-1] and not any(correct[:-1]))
+
+
+def test_without_gold_the_fixed_D_comparison_judges_each_D_by_its_own_majority(data_root):
+    """A fixed-D run without gold labels takes the majority of its D chains for the label (2 votes at least):
+    one chain, or a 1–1 tie, gives none. Judged against the majority of all 5 chains instead, adaptive.json
+    counted questions covered at small D that a real fixed-D run does not (here [1, 2, …] for [0, 1, …])."""
+    spec = load_task("coin_flip", data_root).spec
+    yes_then_no = QuestionChains("", (" yes.", " no.", " no.", " no.", " no."))
+    assert yes_then_no.judged(spec, 2) == [False, False]  # yes / no: no majority yet
+    assert yes_then_no.judged(spec, 3) == [False, True, True]  # "no", 2 votes
+    assert yes_then_no.judged(spec) == [False, True, True, True, True]
+    always_yes = QuestionChains("", (" yes.",) * 5)
+    assert always_yes.judged(spec, 1) == [False] and always_yes.judged(spec, 2) == [True, True]
+    assert coverage({0: yes_then_no, 1: always_yes}, spec, 1, 5) == [0, 1, 2, 2, 2]
+    # With gold the first D chains are judged against it, whatever their majority.
+    assert coverage({0: QuestionChains("no", yes_then_no.texts)}, spec, 1, 5) == [0, 1, 1, 1, 1]

@@ -112,9 +112,9 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        from ftcot.models.cpu_bf16 import cpu_bf16_works
-
-        return cpu_bf16_works()
+        # AVX512-BF16/AMX CPUs run bf16 matmuls natively (Gemma: 24.5 vs 13 tok/s here);
+        # elsewhere bf16 is emulated and slower than fp32.
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
 

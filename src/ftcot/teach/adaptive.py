@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ftcot.errors import FtcotError, check_int
-from ftcot.scoring import extract_answer, is_correct
+from ftcot.scoring import agrees, extract_answer, is_correct, majority_votes
 from ftcot.tasks import Task
+from ftcot.tasks.spec import TaskSpec
 from ftcot.teach.plan import Plan, TeachSettings
 from ftcot.teach.records import Teacher
 from ftcot.teach.store import TeachStore
@@ -94,34 +95,40 @@ def check_adaptive(until_correct: int, max_samples: int, temperature: float) -> 
                          "rationale; sample with --temperature 0.7 (the paper's).")
 
 
-def chain_results(store: TeachStore, settings: TeachSettings, task: Task, questions: Collection[int]
-                  ) -> dict[int, list[bool]]:
-    """Per question, whether each complete chain among sample numbers < ``settings.samples`` is correct, in
-    sample-number order (a question without gold: whether it agrees with its chains' majority answer)."""
-    from ftcot.scoring import agrees, majority_votes
+@dataclass(frozen=True)
+class QuestionChains:
+    """One question's gold answer (``""`` without a label) and its complete chains' answer texts, in order."""
 
+    gold: str
+    texts: tuple[str, ...]
+
+    def judged(self, spec: TaskSpec, first: int | None = None) -> list[bool]:
+        """Whether each of the first ``first`` chains is correct; without gold, whether it agrees with the majority
+        of those chains (what a run that drew only them would take for the label)."""
+        texts = self.texts[:first]
+        answers = [extract_answer(t, spec, "zs_cot") for t in texts]
+        if self.gold.strip():
+            return [is_correct(a, self.gold, spec) for a in answers]
+        vote = majority_votes([{"sample_index": 0, "answer_completion": t} for t in texts], spec).get(0)
+        return [agrees(a, vote.label if vote else "", spec) for a in answers]
+
+
+def chain_results(store: TeachStore, settings: TeachSettings, task: Task, questions: Collection[int]
+                  ) -> dict[int, QuestionChains]:
+    """Per question, its complete chains among sample numbers < ``settings.samples``, in sample-number order."""
     plan = Plan(settings)
     wanted = set(questions)
-    answers: dict[int, list[str]] = {i: [] for i in wanted}
+    texts: dict[int, list[str]] = {i: [] for i in wanted}
     for chain in plan.chains(store, [q for q in store.questions() if q.sample_index in wanted]):
         if chain.complete:
-            answers[chain.question.sample_index].append(chain.answer_text or "")
-    results = {}
-    for index, texts in answers.items():
-        gold = task.samples[index].answer
-        if gold.strip():
-            results[index] = [is_correct(extract_answer(t, task.spec, "zs_cot"), gold, task.spec) for t in texts]
-        else:
-            records = [{"sample_index": index, "answer_completion": t} for t in texts]
-            label = majority_votes(records, task.spec).get(index)
-            results[index] = [agrees(extract_answer(t, task.spec, "zs_cot"), label.label if label else "",
-                                     task.spec) for t in texts]
-    return results
+            texts[chain.question.sample_index].append(chain.answer_text or "")
+    return {i: QuestionChains(task.samples[i].answer, tuple(t)) for i, t in texts.items()}
 
 
-def coverage(results: dict[int, list[bool]], until_correct: int, max_samples: int) -> list[int]:
-    """[D-1] = questions with ``until_correct`` correct among their first D chains, for D = 1..max_samples."""
-    return [sum(sum(chains[:D]) >= until_correct for chains in results.values()) for D in range(1, max_samples + 1)]
+def coverage(results: dict[int, QuestionChains], spec: TaskSpec, until_correct: int, max_samples: int) -> list[int]:
+    """[D-1] = questions with ``until_correct`` correct among their first D chains, for D = 1..max_samples, as a
+    fixed-D run would judge them (without gold: against the majority of those D chains, not of all)."""
+    return [sum(sum(q.judged(spec, D)) >= until_correct for q in results.values()) for D in range(1, max_samples + 1)]
 
 
 def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], store: TeachStore, *,
@@ -147,7 +154,7 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
     summary = AdaptiveSummary(until_correct, max_samples, len(questions))
     drawn = 0
     while True:
-        results = chain_results(store, settings, task, questions)
+        results = {i: q.judged(task.spec) for i, q in chain_results(store, settings, task, questions).items()}
         targets: dict[int, list[int]] = {}
         for index in questions:
             chains = results.get(index, [])
@@ -175,14 +182,15 @@ def adaptive_teach(task: Task, split: str, make_teacher: Callable[[], Teacher], 
             summary.stopped = "a round got nothing new (failed items are recorded; rerun to ask again)"
             break
     # The run's settings say how many samples to read back: the most any question got.
-    results = chain_results(store, settings, task, questions)
+    chains = chain_results(store, settings, task, questions)
+    results = {i: q.judged(task.spec) for i, q in chains.items()}
     final = max([drawn] + [len(c) for c in results.values()] + [_last_samples(store)])
     teach(task, split, teacher or make_teacher(), method, final, temperature, max_tokens, store=store, only=[],
           rationale=rationale, **{k: v for k, v in teach_options.items() if k in ("prices", "secrets", "console")})
     summary.samples_spent = sum(len(c) for c in results.values())
     summary.covered = sum(sum(c) >= until_correct for c in results.values())
     summary.with_correct = sum(any(c) for c in results.values())
-    summary.coverage_by_D = coverage(results, until_correct, max_samples)
+    summary.coverage_by_D = coverage(chains, task.spec, until_correct, max_samples)
     fixed = next((D for D, n in enumerate(summary.coverage_by_D, 1) if n >= summary.covered), None)
     if fixed is not None:
         summary.fixed_D, summary.fixed_samples = fixed, fixed * len(questions)

@@ -139,9 +139,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=acc, device=hidden.device)
         buffers = _ChunkBuffers(pool, min(chunk_rows, hidden.shape[0]), weight.shape[0], dtype, acc, softcap,
                                 hidden.device)
-        # (rows × vocabulary) @ (vocabulary × hidden) ran 12% faster from a transposed copy of the layer
-        # (MKL, bf16): kept in the pool while the layer is frozen (LoRA), the layer's size again in memory.
-        w_back = w if weight.requires_grad or not want_h else pool.transposed(weight, dtype).T
+        # (rows × vocabulary) @ (vocabulary × hidden) from the layer as it is laid out. A transposed copy ran
+        # this matmul 12% faster, but its bf16 kernel (oneDNN, torch 2.13, AVX512-BF16/AMX) killed the process
+        # with SIGFPE for a 6-row chunk against Gemma's 262,144-token vocabulary: the demo died on the CI
+        # machine and here. The plain layout ran every chunk size of 1 to 69 rows.
+        w_back = w
         rows = torch.arange(buffers.rows, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             h = h_all[start:start + chunk_rows]
@@ -185,7 +187,6 @@ class ScratchPool:
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
-        self.transposed_of: tuple = ()
 
     def take(self, name: str, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         held = self.tensors.get(name)
@@ -193,14 +194,6 @@ class ScratchPool:
                 or held.device != device:
             held = self.tensors[name] = torch.empty((rows, vocab), dtype=dtype, device=device)
         return held[:rows]
-
-    def transposed(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``weight.T`` in ``dtype``, contiguous; copied again only when ``weight`` is another or has changed."""
-        source, version, held_dtype = self.transposed_of or (None, None, None)
-        if source is not weight or version != weight._version or held_dtype != dtype:
-            self.tensors["transposed"] = weight.to(dtype).T.contiguous()
-            self.transposed_of = (weight, weight._version, dtype)
-        return self.tensors["transposed"]
 
 
 class _ChunkBuffers:
