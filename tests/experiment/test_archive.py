@@ -83,3 +83,15 @@ def test_a_run_terminated_midway_has_archived_every_stage_it_finished(data_root,
     shutil.copytree(kept / "stages", again / "stages", ignore=shutil.ignore_patterns("evaluate"))
     statuses = _rerun(path, again, data_root)
     assert set(statuses["train"]) == {"ran"} and set(statuses["evaluate"]) == {"ran"}
+
+
+def test_the_report_names_no_absolute_path(tmp_path, data_root):
+    """report.html is committed and moved: it showed the experiment directory's absolute path (a home path)."""
+    from tests.experiment.test_run import TINY, STUDENT, _write
+
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 1}]}
+    out = tmp_path / "deep" / "out"
+    result = run_ftcot("run", _write(tmp_path, config), "--out", out, "--data-dir", data_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert str(tmp_path) not in (out / "report.html").read_text()

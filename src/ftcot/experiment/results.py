@@ -193,7 +193,8 @@ def write_results(run: Experiment) -> Results:
     images = [ReportImage(caption, path) for caption, path in _plots(run, results)]
     inputs = ReportInputs(
         title=f"{run.config.name}: Fine-tune-CoT report",
-        subtitle=f"{len(results.rows)} of {len(run.plan.cells)} cells evaluated; experiment directory {out}",
+        # The directory's name, not its path: the page is committed and moved (a path names the author's home).
+        subtitle=f"{len(results.rows)} of {len(run.plan.cells)} cells evaluated; experiment {out.name}",
         rows=results.rows, teacher_rows=results.teacher_rows, images=images, pairs=results.pairs,
         curation=[_read_json(run.stage_dir(s) / "curation.json") for s in run.plan.of_kind("curate") if run.done(s)],
         # A failed teach stage's report too: it counts the failed items.
