@@ -2,7 +2,7 @@
 
 Candidates are found by answer type (not by dataset name), so a user's own
 task scores through the same code as a built-in one. The two rules differ only
-where spec §5 says they do:
+where the paper's rule says they do:
 
 - ``paper`` (reasoning-teacher): numbers ``-?\\d+(?:\\.\\d+)?``; with the
   template's prefix present, the first candidate after it; prefix absent, the

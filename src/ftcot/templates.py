@@ -3,7 +3,7 @@
 Fine-tuning templates also declare how a training example is laid out for
 decoder and encoder-decoder students, so training and inference share one
 definition. The answer prefix is where the scorer looks for the answer in a completion
-(spec §5): Fine-tune-CoT completions end in ``--> answer``, Few-shot-CoT
+(the paper's rule): Fine-tune-CoT completions end in ``--> answer``, Few-shot-CoT
 completions in ``The answer is X.``; the others have none.
 
 Distilling step-by-step (``ft_dss``, Hsieh et al. 2023) trains two tasks behind
@@ -27,7 +27,7 @@ OBJECTIVES = (LABEL, RATIONALE)
 
 @dataclass(frozen=True)
 class StudentFormat:
-    """How a fine-tuning template lays out one example for a student (spec §3).
+    """How a fine-tuning template lays out one example for a student (as in the paper).
 
     Placeholders: ``{question}``, ``{rationale}``, ``{answer}``, each stripped of
     surrounding whitespace. The end-of-sequence token is the trainer's business.

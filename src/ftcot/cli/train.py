@@ -72,7 +72,7 @@ train_command = _train_command()
 
 def _train_api_student(data_dir: Path, base_model: str, out: Path, base_url: str | None, api_key_env: str,
                        timeout: float | None) -> None:
-    """A provider's fine-tuning job with its default hyperparameters (spec §4), resumable by job id."""
+    """A provider's fine-tuning job with its default hyperparameters (as in the paper), resumable by job id."""
     from rich.console import Console
 
     from ftcot.train.openai_student import DEFAULT_BASE_URL, train_openai_student

@@ -1,4 +1,4 @@
-"""Which teacher rationales become training data (spec §3).
+"""Which teacher rationales become training data (as in the paper).
 
 A rationale is kept when its stage-2 answer, extracted with no prefix (first
 candidate), equals the gold answer; every correct sample of a question is kept

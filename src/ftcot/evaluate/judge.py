@@ -4,7 +4,7 @@ Pure functions over text; no model. Extraction is the paper's evaluator
 (:func:`ftcot.scoring.score`) with the template's answer prefix, so a student
 is scored exactly as ``ftcot score --template`` would score its outputs.
 
-- ``correct``: the extracted answer equals the gold answer (spec §5).
+- ``correct``: the extracted answer equals the gold answer (as in the paper).
 - ``format_correct``: the output has the shape the template asks for. With an
   answer prefix (``-->``, ``The answer is``): the prefix occurs and a
   candidate follows its first occurrence. Without one (zs, zs_cot, ft): some

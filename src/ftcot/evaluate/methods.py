@@ -1,7 +1,7 @@
 """What each evaluation method asks the model, and which template scores the answer.
 
 Students (``ft_cot``, ``ft``, ``ft_cot_natural``, ``ft_dss``) get the prompt
-their template trained them on (spec §3) and one greedy generation; a local
+their template trained them on (as in the paper) and one greedy generation; a local
 student stops at EOS, an API student (trained on completions ending in
 ``" END"``) at ``" END"``. A distilling step-by-step student (``ft_dss``) is
 asked its label task only (``[label] question ###``) and answers like vanilla
@@ -18,6 +18,7 @@ the teacher's 32.
 
 from __future__ import annotations
 
+from ftcot.curate.dataset import API_STOP
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.models.generation import GenerationRequest
 from ftcot.tasks import Task
@@ -32,7 +33,7 @@ METHODS = STUDENT_METHODS + BASELINE_METHODS
 # Enough for a teacher-length rationale (128 teacher tokens, and students
 # trained on byte-level or smaller vocabularies need more) or a bare answer.
 STUDENT_MAX_NEW_TOKENS = {"ft_cot": 256, "ft_cot_natural": 256, "ft": 16, "ft_dss": 16}
-API_STUDENT_STOP = (" END",)
+API_STUDENT_STOP = (API_STOP,)  # what curate ends an API student's completions with
 
 
 def check_method(method: str) -> str:

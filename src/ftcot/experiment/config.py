@@ -2,7 +2,7 @@
 
 Every axis of the paper is a list: tasks × teachers × methods × students ×
 seeds, plus diverse reasoning (a list of D), training-set sizes and the split
-scheme. Anything left out takes the paper's default (spec §2–§4). An unknown
+scheme. Anything left out takes the paper's default. An unknown
 key or a bad value is a one-line error that names the file and the key::
 
     experiment.yaml: students[1].lr: Input should be greater than 0 (got -1)
@@ -34,7 +34,7 @@ from ftcot.train.config import TrainConfig
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
 FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss")  # ft_dss: distilling step-by-step
 METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
-PAPER_TEMPERATURE = 0.7  # diverse reasoning (spec §2)
+PAPER_TEMPERATURE = 0.7  # diverse reasoning (as in the paper)
 
 
 class _Strict(BaseModel):

@@ -1,6 +1,6 @@
 """The paper's headline numbers (Ho et al., ACL 2023, test accuracy %), to read a run's table against.
 
-From the authors' results notebook (docs: fine-tune-cot.md §7). The teacher row is over train + test
+From the authors' results notebook. The teacher row is over train + test
 questions, as the paper reports it; a run's teacher row is over the test questions only.
 """
 

@@ -45,13 +45,13 @@ CSV_CHOICE_SEPARATOR = "|"
 # Spellings a shell user types for the answer types (``yes/no`` needs no quoting as ``yes_no``).
 _ANSWER_TYPE_ALIASES = {t.value: t for t in AnswerType} | {"yes_no": AnswerType.YES_NO}
 
-TRIGGERS = {  # spec §1 (Kojima's triggers); the letter one depends on the number of choices
+TRIGGERS = {  # Kojima et al.'s triggers, as the paper; the letter one depends on the number of choices
     AnswerType.NUMBER: ARABIC,
     AnswerType.YES_NO: YES_NO,
     AnswerType.TEXT: "\nTherefore, the answer is",
 }
 
-# The shape the scorer can extract (spec §5: commas dropped, then -?\d+(?:\.\d+)?). A gold
+# The shape the scorer can extract (the paper's rule: commas dropped, then -?\d+(?:\.\d+)?). A gold
 # answer like "1e3" or "+3" parses as a float but could never be matched, so it is refused.
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # The text rule deletes quotes, newlines, periods and whitespace from predictions, so a

@@ -1,4 +1,4 @@
-"""Teacher prompts (spec §1): pure string builders, plus one loader for the exemplars.
+"""Teacher prompts (as in the paper): pure string builders, plus one loader for the exemplars.
 
 The builders reproduce, byte for byte, the prompts of the recorded
 text-davinci-002 outputs (``prompt`` and ``answer_prompt`` of every record

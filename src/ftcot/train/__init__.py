@@ -1,4 +1,4 @@
-"""Stage 3: fine-tune a student on a curated DATA_DIR (spec §4).
+"""Stage 3: fine-tune a student on a curated DATA_DIR (as in the paper).
 
 - ``train(data_dir, out, TrainConfig(...))``: the ``ftcot train`` command's work.
 - ``load_student(ckpt_dir, dtype=, device=) -> (LoadedModel, Template)``: what evaluation loads.

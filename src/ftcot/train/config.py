@@ -1,6 +1,6 @@
 """Training settings: one dataclass, each field with its help text (the CLI reads it from here).
 
-Defaults are the paper's (spec §4): AdamW, lr 3e-4, batch 8, no scheduler, no
+Defaults are the paper's: AdamW, lr 3e-4, batch 8, no scheduler, no
 warm-up, 512-token limits. The paper trains 20 epochs in fp32; ``bf16`` defaults
 to "where the hardware has it", which is what makes a 270M student practical on a CPU.
 """

@@ -1,7 +1,7 @@
 """A DATA_DIR read and tokenized once, length-grouped batches, and a collator that only pads.
 
 Each example is tokenized exactly once, into the ids the model sees and the
-labels it is trained on (spec §4: loss on the completion only):
+labels it is trained on (as in the paper: loss on the completion only):
 
 - decoder students: ``prompt ids`` (``LoadedModel.encode_prompt``: BOS where the
   model uses one — the ids generation will see) + ``completion ids`` + EOS;

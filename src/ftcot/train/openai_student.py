@@ -1,7 +1,7 @@
 """API students: fine-tune an OpenAI model on a DATA_DIR (``ftcot train --student openai:MODEL``).
 
 The paper fine-tuned GPT-3 through the provider's API with the provider's
-defaults (docs/fine-tune-cot.md §4); so does this module: no hyperparameters
+defaults (as in the paper); so does this module: no hyperparameters
 are sent unless the caller passes some.
 
 What is sent (OpenAI's fine-tuning HTTP API, ``base_url`` = ``…/v1``)

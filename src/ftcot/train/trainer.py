@@ -1,4 +1,4 @@
-"""Student fine-tuning (spec §4): a small accelerate loop around ``CompletionLM``.
+"""Student fine-tuning (as in the paper): a small accelerate loop around ``CompletionLM``.
 
 One process or many (``accelerate launch``: DDP, FSDP, DeepSpeed) run the same
 code. ``--batch-size`` is the global batch: every process computes the same
