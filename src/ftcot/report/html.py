@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.report.results import (PairedRow, ResultRow, intervals_markdown, paired_markdown, precision_note,
-                                  results_markdown, task_order)
-from ftcot.tasks import BUILTIN_TASKS
+from ftcot.report.results import (INTERVALS_NOTE, PAIRED_NOTE, PairedRow, ResultRow, intervals_markdown,
+                                  paired_markdown, precision_note, results_markdown, task_order, task_title)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 PERCENT_KEYS = {"accuracy", "share_with_correct", "truncation_rate", "val_fraction"}
@@ -91,11 +90,6 @@ class ReportInputs:
     examples_per_side: int = 2
     lineage: Sequence[Mapping[str, Any]] = ()
     pairs: Sequence[PairedRow] = ()
-
-
-def task_title(task: str) -> str:
-    # Not imported from plots: rendering a report needs no matplotlib when its images are already made.
-    return BUILTIN_TASKS[task].title if task in BUILTIN_TASKS else task
 
 
 def esc(value: Any) -> str:
@@ -235,14 +229,10 @@ def render_report(inputs: ReportInputs) -> str:
                      + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows))
                      + f"<p class='muted'>{esc(precision_note(inputs.rows))}</p></section>")
     if inputs.rows:
-        parts.append("<section id='how-sure'><h2>How sure</h2><p class='muted'>Each accuracy with its 95% interval: "
-                     "over the test questions (Wilson) for one seed; for several, the wider of the spread over seeds (t) "
-                     "and the test set's own.</p>"
+        parts.append(f"<section id='how-sure'><h2>How sure</h2><p class='muted'>{esc(INTERVALS_NOTE)}</p>"
                      + markdown_table_html(intervals_markdown(inputs.rows)))
         if inputs.pairs:
-            parts.append("<p class='muted'>Fine-tune-CoT against Fine-tune on the same test questions (McNemar's "
-                         "exact test on the questions one got right and the other wrong).</p>"
-                         + markdown_table_html(paired_markdown(inputs.pairs)))
+            parts.append(f"<p class='muted'>{esc(PAIRED_NOTE)}</p>" + markdown_table_html(paired_markdown(inputs.pairs)))
         parts.append("</section>")
     if inputs.images:
         parts.append("<section id='plots'><h2>Plots</h2>")

@@ -30,7 +30,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ftcot.errors import FtcotError
 from ftcot.report.results import (METHOD_NAMES, Cell, ResultRow, mean_interval, method_label, row_label,
-                                  several_teachers, task_order)
+                                  several_teachers, task_order, task_title)
 from ftcot.tasks import BUILTIN_TASKS
 
 DPI = 100
@@ -42,10 +42,6 @@ _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
             "#bcbd22", "#17becf"]
 _RC = {"axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": "medium", "legend.fontsize": "small"}
 ACCURACY_LABEL = "Accuracy (%)"
-
-
-def task_title(task: str) -> str:
-    return BUILTIN_TASKS[task].title if task in BUILTIN_TASKS else task
 
 
 def _cells(points: Iterable[tuple[tuple, float]]) -> dict[tuple, Cell]:

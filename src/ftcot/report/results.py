@@ -94,13 +94,22 @@ def task_order(tasks: Iterable[str]) -> list[str]:
     return known + sorted(set(tasks) - set(known))
 
 
+def task_title(task: str) -> str:
+    return BUILTIN_TASKS[task].title if task in BUILTIN_TASKS else task
+
+
+def seed_groups(rows: Sequence[ResultRow]) -> dict[tuple[str, str], list[ResultRow]]:
+    """(row label, task) -> the rows of that cell, one per seed."""
+    with_teacher = several_teachers(rows)
+    groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row_label(row, with_teacher), row.task)].append(row)
+    return groups
+
+
 def aggregate(rows: Sequence[ResultRow]) -> dict[tuple[str, str], Cell]:
     """(row label, task) -> the cell over seeds."""
-    with_teacher = several_teachers(rows)
-    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for row in rows:
-        groups[(row_label(row, with_teacher), row.task)].append(row.accuracy)
-    return {key: mean_interval(values) for key, values in groups.items()}
+    return {key: mean_interval([r.accuracy for r in group]) for key, group in seed_groups(rows).items()}
 
 
 def markdown_cell(text: str) -> str:
@@ -108,10 +117,14 @@ def markdown_cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _table_head(tasks: Sequence[str]) -> list[str]:
+    """A pipe table's header lines: an empty corner, then one column per task."""
+    return ["| | " + " | ".join(markdown_cell(task_title(t)) for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+
+
 def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow] = ()) -> str:
     tasks = task_order({r.task for r in rows} | {r.task for r in teacher_rows})
-    headers = [BUILTIN_TASKS[t].title if t in BUILTIN_TASKS else t for t in tasks]
-    lines = ["| | " + " | ".join(map(markdown_cell, headers)) + " |", "|---|" + "---|" * len(tasks)]
+    lines = _table_head(tasks)
 
     def add(label: str, cells: dict[str, str]) -> None:
         lines.append(f"| {markdown_cell(label)} | " + " | ".join(markdown_cell(cells.get(t, "–")) for t in tasks)
@@ -166,13 +179,9 @@ def intervals_markdown(rows: Sequence[ResultRow]) -> str:
     """The table's cells with their 95% intervals (:func:`group_interval`); one test question is 100/n points,
     so on 150 questions a difference under ~8 points may be noise."""
     tasks = task_order({r.task for r in rows})
-    with_teacher = several_teachers(rows)
-    groups: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
-    for row in rows:
-        groups[(row_label(row, with_teacher), row.task)].append(row)
-    lines = ["| | " + " | ".join(markdown_cell(BUILTIN_TASKS[t].title if t in BUILTIN_TASKS else t) for t in tasks)
-             + " |", "|---|" + "---|" * len(tasks)]
-    for label in dict.fromkeys(row_label(r, with_teacher) for r in rows):
+    groups = seed_groups(rows)
+    lines = _table_head(tasks)
+    for label in dict.fromkeys(label for label, _ in groups):
         cells = []
         for task in tasks:
             group = groups.get((label, task))
@@ -206,23 +215,27 @@ def paired_markdown(pairs: Sequence[PairedRow]) -> str:
     for pair in pairs:
         size = f", {pair.train_size} questions" if pair.train_size is not None else ""
         lines.append("| " + " | ".join(markdown_cell(c) for c in (
-            pair.student + size, BUILTIN_TASKS[pair.task].title if pair.task in BUILTIN_TASKS else pair.task,
+            pair.student + size, task_title(pair.task),
             str(pair.seed), f"{pair.first} {pair.first_accuracy:.2f}", f"{pair.second} {pair.second_accuracy:.2f}",
             f"{pair.first_accuracy - pair.second_accuracy:+.2f}", f"{pair.test.only_a} / {pair.test.only_b}",
             p_text(pair.test.p_value))) + " |")
     return "\n".join(lines) + "\n"
 
 
+# The "How sure" section's words, in results.md and report.html alike.
+INTERVALS_NOTE = ("Each accuracy with its 95% interval: over the test questions (Wilson) for one seed; for several, "
+                  "the wider of the spread over seeds (t) and the test set's own.")
+PAIRED_NOTE = ("Fine-tune-CoT against Fine-tune on the same test questions: McNemar's exact test counts only the "
+               "questions one got right and the other wrong (p < 0.05: unlikely to be noise).")
+
+
 def uncertainty_markdown(rows: Sequence[ResultRow], pairs: Sequence[PairedRow]) -> str:
     """results.md's section on how sure each number is (empty without rows)."""
     if not rows:
         return ""
-    text = ("\n## How sure\n\nEach accuracy with its 95% interval: over the test questions (Wilson) for one seed; for "
-            "several, the wider of the spread over seeds (t) and the test set's own.\n\n" + intervals_markdown(rows))
+    text = f"\n## How sure\n\n{INTERVALS_NOTE}\n\n" + intervals_markdown(rows)
     if pairs:
-        text += ("\nFine-tune-CoT against Fine-tune on the same test questions: McNemar's exact test counts only the "
-                 "questions one got right and the other wrong (p < 0.05: unlikely to be noise).\n\n"
-                 + paired_markdown(pairs))
+        text += f"\n{PAIRED_NOTE}\n\n" + paired_markdown(pairs)
     return text
 
 
