@@ -236,8 +236,6 @@ class Decontamination:
     data_root: Path | None = None
     max_df: int = DEFAULT_MAX_DF
     min_overlap: float = DEFAULT_MIN_OVERLAP
-    # After check(): the benchmarks not on disk, so not checked against (all 12 without a data root).
-    missing: list[str] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -264,11 +262,8 @@ class Decontamination:
         root = self.data_root or task.data_root
         skip: set[tuple[str, int]] = set()
         own: list[TestQuestion] = []
-        if root is None:
-            self.missing[:] = list(BUILTIN_TASKS)
-        else:
-            index, missing = benchmark_index(Path(root), self.n, self.max_df)
-            self.missing[:] = missing
+        if root is not None:
+            index, _ = benchmark_index(Path(root), self.n, self.max_df)
             flags += find_contamination(index, task.key, train, self._own_default_test(task, scheme),
                                         self.min_overlap)
         if task.key not in BUILTIN_TASKS or scheme != "default" or root is None:
@@ -280,6 +275,13 @@ class Decontamination:
             flags += find_contamination(TestIndex.build(own + extra, self.n, self.max_df), task.key, train, skip,
                                         self.min_overlap)
         return sorted(flags, key=lambda f: (f.train_index, f.test_task, f.test_index))
+
+    def not_checked(self, task) -> list[str]:
+        """The benchmarks ``check`` could not check ``task`` against: not on disk (all 12 without a data root)."""
+        from ftcot.tasks import BUILTIN_TASKS
+
+        root = self.data_root or task.data_root
+        return list(BUILTIN_TASKS) if root is None else benchmark_index(Path(root), self.n, self.max_df)[1]
 
     @staticmethod
     def _own_default_test(task, scheme: str) -> set[tuple[str, int]]:

@@ -90,7 +90,7 @@ def report(task, train_indices: list[int], records: list[dict], examples: list, 
     else:
         block["contamination"] = summarize(flags, decontamination.mode, decontamination.n,
                                            list(decontamination.against), decontamination.min_overlap,
-                                           decontamination.missing)
+                                           decontamination.not_checked(task))
     return block
 
 
