@@ -308,8 +308,7 @@ class _BatchRun:
                              f"are sent again")
                     for item in self.ledger.items(record.id).values():  # failed until an answer is stored
                         self.fail(item.targets, 404, f"batch {record.batch_id} is unknown to the server", True)
-                    self.store.add_failures(self._failures)
-                    self._failures = []
+                    self.store_failures()
                     self.ledger.update(record.id, collected=1, status="lost")
                     del pending[record.id]
                     continue
@@ -365,8 +364,7 @@ class _BatchRun:
                 if not reason[1]:
                     given_up.update(t.key for t in item.targets)
                 self.fail(item.targets, None, f"batch {record.batch_id} {status}: {reason[0]}", reason[1])
-        self.store.add_failures(self._failures)
-        self._failures = []
+        self.store_failures()
         error = self.clean(reason[0]) if status in ("failed", "cancelled") else None
         self.ledger.update(record.id, collected=1, error=error)  # after the store has it all: a kill collects again
         if status == "failed":
@@ -432,6 +430,11 @@ class _BatchRun:
         self.summary.new += self.store.add_completions(rows, self._spending)
         self._spending = []
         self.new_keys.update(row.key for row in rows)
+
+    def store_failures(self) -> None:
+        """The failures :meth:`fail` noted, into the store in one transaction."""
+        self.store.add_failures(self._failures)
+        self._failures = []
 
     def fail(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
         """Note failed items; :meth:`store_failures` records them (one transaction per batch, not per item)."""
