@@ -200,8 +200,7 @@ class Plan:
                 first = found.get(key)
                 second = None
                 if first is not None and self.two_stage:
-                    second = store.get(self.second_key(self.second_prompt(prompt, first.text), question.sample_index,
-                                                       self.answer_budget(first)))
+                    second = store.get(self.answer_request(first).key)  # the key the executors stored it under
                 yield Chain(question, number, first, second)
 
 
