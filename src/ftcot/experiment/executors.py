@@ -81,11 +81,14 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
             outcomes[stage.key] = StageOutcome(stage, "done earlier", record["seconds"], record.get("note", ""))
             waiting.remove(stage)
 
+    remote = ray.remote(_run_stage_task)
+
     def submit(stage: Stage) -> None:
         tries[stage.key] = tries.get(stage.key, 0) + 1
-        task = ray.remote(_run_stage_task).options(
-            name=f"{stage.kind} {stage.label}"[:200], num_cpus=settings.cpus_of(stage.kind),
-            num_gpus=settings.gpus_of(stage.kind), max_retries=settings.retries)
+        # One retry policy, below: a worker that died comes back as a failed outcome like an error does
+        # (Ray's own retries on top would try a stage up to (retries + 1)² times).
+        task = remote.options(name=f"{stage.kind} {stage.label}"[:200], num_cpus=settings.cpus_of(stage.kind),
+                              num_gpus=settings.gpus_of(stage.kind), max_retries=0)
         running[task.remote(type(run), run.config, str(run.out), str(run.data_root), stage, number[stage.key],
                             len(stages))] = stage
 
