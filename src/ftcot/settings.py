@@ -68,12 +68,13 @@ def _extra(field: Any) -> dict[str, Any]:
 
 
 def flag_of(model: type[BaseModel], name: str) -> str:
-    """How the command line spells field ``name``: its own option, or the compound option that sets it."""
+    """How the command line spells field ``name``: its own option, or the compound option that sets it and the
+    name in it (``--teacher-args workers``)."""
     field = model.model_fields.get(name)
     extra = _extra(field) if field is not None else {}
     cli = extra.get("cli", "option")
     if cli.startswith("group:"):
-        return "--" + cli.split(":", 1)[1]
+        return f"--{cli.split(':', 1)[1]} {name}"
     if extra.get("flag"):
         return extra["flag"].split("/")[0]
     return "--" + name.replace("_", "-")

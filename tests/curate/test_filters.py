@@ -120,4 +120,4 @@ def test_teach_run_through_the_cli(tmp_path, data_root):
     assert len(rows) == summary["kept"] == same[2]["kept"] == 201
     assert [r["rationale"] for r in rows] == [e.rationale for e in same[0] + same[1]]
     assert_one_line_error(run_ftcot("curate", run_dir, "--out", tmp_path / "o", "--data-dir", data_root,
-                                    "--drop", "no-reasoning:0"), "--drop: must be at least 1")
+                                    "--drop", "no-reasoning:0"), "--drop min_rationale_words: must be at least 1")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,20 +32,36 @@ def gemma_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def llama_server(gemma_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _llama_servers(gemma_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LlamaServer]]:
+    """The session's llama.cpp servers: the live one last (see ``llama_server``)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail("llama-cpp-python is not installed: pip install -e '.[dev]' (it builds from source, ~4 min)")
+    servers: list[LlamaServer] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def llama_server(gemma_gguf: Path, _llama_servers: list[LlamaServer],
+                 tmp_path_factory: pytest.TempPathFactory) -> str:
     """Base URL (``http://127.0.0.1:PORT/v1``) of a real llama.cpp server serving Gemma 3 270M.
 
     It serves one request at a time, ignores ``n`` and applies ``repeat_penalty``
-    1.1 unless a request sends 1.0 (see docs/offline-models.md).
+    1.1 unless a request sends 1.0 (see docs/offline-models.md). One server for
+    the session; should it have died (CI once saw every llama.cpp test of a run
+    refused a connection), its exit code and log are a warning and a new one
+    serves the rest, so one death cannot fail every later test unexplained.
     """
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail("llama-cpp-python is not installed: pip install -e '.[dev]' (it builds from source, ~4 min)")
-    server = LlamaServer(gemma_gguf, tmp_path_factory.mktemp("llama") / "server.log")
-    server.wait_ready()
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
+    if _llama_servers and _llama_servers[-1].process.poll() is not None:
+        dead = _llama_servers[-1]
+        warnings.warn(f"the llama.cpp server died (exit code {dead.process.returncode}); its log ends:\n"
+                      f"{dead.log_tail(1500)}", stacklevel=1)
+    if not _llama_servers or _llama_servers[-1].process.poll() is not None:
+        server = LlamaServer(gemma_gguf, tmp_path_factory.mktemp("llama") / "server.log")
+        _llama_servers.append(server)
+        server.wait_ready()
+    return _llama_servers[-1].base_url
 
 
 @pytest.fixture

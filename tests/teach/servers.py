@@ -70,9 +70,13 @@ class LlamaServer:
         try:
             wait_http_ok(f"{self.base_url}/models", timeout_s, self.process)
         except (RuntimeError, TimeoutError) as exc:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
+            tail = self.log_tail(3000)
             self.stop()
             raise RuntimeError(f"llama.cpp server did not start: {exc}\n--- its log ---\n{tail}") from None
+
+    def log_tail(self, chars: int) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,4 +1,4 @@
-"""``ftcot export model|dataset``: take a trained student or its training data elsewhere."""
+"""``ftcot export model|dataset|tasks``: take a trained student, its training data or the benchmarks elsewhere."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Export a student as a plain transformers model, or training data as a Hub dataset.",
-                  no_args_is_help=True)
+from ftcot.cli.options import DataDir, data_root_option
+
+app = typer.Typer(help="Export a student as a plain transformers model, training data as a Hub dataset, or the "
+                       "benchmarks as lm-evaluation-harness tasks.", no_args_is_help=True)
 
 _stdout = Console(highlight=False, soft_wrap=True)
 
@@ -52,3 +54,26 @@ def export_dataset_command(
     result = export_dataset(data_dir, to, force=force)
     counts = ", ".join(f"{n} {split}" for split, n in result.rows.items())
     _stdout.print(f"wrote {result.to}: {counts} rows; load with datasets.load_dataset('{result.to}')", markup=False)
+
+
+@app.command("tasks")
+def export_tasks_command(
+    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)")],
+    tasks: Annotated[Optional[list[str]], typer.Argument(
+        metavar="TASK", help="Task keys or your own task files (.jsonl/.csv); default: the 12 benchmarks",
+        show_default=False)] = None,
+    answer_type: Annotated[Optional[str], typer.Option(
+        help="For your own task files: number, letter, yes/no or text")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --to")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The test splits as an lm-evaluation-harness task directory: zs, zs_cot, ft_cot and ft per task."""
+    from ftcot.export.lm_eval import GROUP, export_tasks
+
+    result = export_tasks(list(tasks or []), to, data_root=data_root_option(data_dir), answer_type=answer_type,
+                          force=force)
+    questions = sum(result.questions.values())
+    _stdout.print(f"wrote {result.to}: {len(result.tasks)} lm-eval tasks ({len(result.questions)} task(s), "
+                  f"{questions} test questions)", markup=False)
+    _stdout.print(f"run: lm_eval --model hf --model_args pretrained=MODEL_DIR --include_path {result.to} "
+                  f"--tasks {GROUP}", markup=False)

@@ -58,6 +58,10 @@ def _teach(ctx: typer.Context, out: Optional[Path], dry_run: bool, data_root: Op
     if dry_run and config.adaptive:
         _stdout.print(f"(a dry run prices the most adaptive sampling could send: {config.max_samples} samples a "
                       f"question)", markup=False)
+    for number, worker in enumerate(outcome.workers or []):
+        died = f", died {worker['deaths']} times (its requests went to another)" if worker["deaths"] else ""
+        _stdout.print(f"worker {number} ({worker['node']}, pid {worker['pid']}): {worker['requests']} requests"
+                      f"{died}", markup=False)
     if outcome.report is not None:
         _stdout.print(outcome.report.table())
     if outcome.rationalized is not None:

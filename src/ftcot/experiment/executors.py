@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from ftcot.errors import FtcotError
-
 if TYPE_CHECKING:
     from ftcot.experiment.config import ExecutorConfig
     from ftcot.experiment.stages import Stage
@@ -133,44 +131,10 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
 
 
 def connect_ray(settings: ExecutorConfig) -> Any:
-    """Ray, connected to the configured cluster (or a new one on this machine); a one-line error if not."""
-    try:
-        import ray
-    except ImportError:
-        raise FtcotError("executor ray needs Ray: pip install 'ftcot[ray]' (or pip install ray).") from None
-    if not ray.is_initialized():
-        _check_reachable(settings.address)
-        try:
-            if settings.address:
-                ray.init(address=settings.address, log_to_driver=False)
-            else:
-                # A cluster of this machine, for this run only.
-                ray.init(num_cpus=settings.local_cpus, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = settings.address or "a local cluster"
-            raise FtcotError(f"executor ray: could not connect to {where} ({str(exc).splitlines()[0]}); "
-                             f"start it with 'ray start --head' or fix executor.address.") from None
-    return ray
+    """Ray, connected to the executor's cluster (or a new one on this machine); a one-line error if not."""
+    from ftcot.ray_cluster import connect_ray as connect
 
-
-def _check_reachable(address: str | None) -> None:
-    """A HOST:PORT (or ray://HOST:PORT) nothing answers on is one line now: ray.init retries it for minutes."""
-    from urllib.parse import urlsplit
-
-    if not address or address == "auto":
-        return
-    parts = urlsplit(address if "://" in address else f"ray://{address}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or not port:
-        raise FtcotError(f"executor address '{address}': give HOST:PORT, ray://HOST:PORT or auto.")
-    try:
-        socket.create_connection((host, port), timeout=10).close()
-    except OSError as exc:
-        raise FtcotError(f"executor address {host}:{port}: no Ray cluster answers ({exc.strerror or exc}); start "
-                         f"one with 'ray start --head' there, or fix --address / executor.address.") from None
+    return connect(settings.address, local_cpus=settings.local_cpus, setting="--address / executor.address")
 
 
 def _result(ray: Any, ref: Any, stage: Stage) -> StageOutcome:

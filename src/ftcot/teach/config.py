@@ -25,7 +25,8 @@ Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
 
 # The backend's knobs: --teacher-args NAME=VALUE,… on the command line, keys of a teachers: entry in a config.
 TEACHER_ARGS = ("base_url", "api_key_env", "chat", "extra_body", "system_prompt", "max_tokens", "concurrency",
-                "server_concurrency", "rationale", "poll_interval_s", "batch_timeout_s", "prices")
+                "server_concurrency", "rationale", "poll_interval_s", "batch_timeout_s", "prices", "workers",
+                "worker_cpus", "worker_gpus", "ray_address")
 
 
 def _teacher_args(text: str) -> dict[str, Any]:
@@ -63,6 +64,14 @@ class TeacherChecks(Settings):
         if until is not None and most < until:
             raise ValueError(f"max_samples {most} is below until_correct {until}: a question could never have "
                              f"{until} correct rationales")
+        workers = getattr(self, "workers", 0)
+        if workers and getattr(self, "batch", False):
+            raise ValueError("batch does not combine with workers: the provider runs a batch, nothing is sent "
+                             "from here")
+        if not workers:
+            for name, default in (("ray_address", None), ("worker_cpus", 1.0), ("worker_gpus", 0.0)):
+                if getattr(self, name, default) != default:
+                    raise ValueError(f"{name} is a setting of the teach workers: set workers (e.g. workers=2) too")
         if until is not None and getattr(self, "batch", False):
             raise ValueError("batch does not combine with adaptive sampling: a batch sends everything at once, "
                              "adaptive sampling needs each round's answers first")
@@ -119,6 +128,15 @@ class TeachConfig(TeacherChecks):
                                               cli="group:teacher-args", gt=0)
     prices: Optional[Path] = option(None, help="JSON price table overriding the built-in one (USD per 1M tokens)",
                                     cli="group:teacher-args")
+    workers: int = option(0, help="Ray workers that send the requests, each with its own teacher (a local model or "
+                                  "server per node; 0: this process); the store, budget and concurrency stay here",
+                          cli="group:teacher-args", ge=0)
+    worker_cpus: float = option(1.0, help="CPUs a worker holds (workers)", cli="group:teacher-args", gt=0)
+    worker_gpus: float = option(0.0, help="GPUs a worker holds (workers; e.g. 1 for an hf: teacher per GPU)",
+                                cli="group:teacher-args", ge=0)
+    ray_address: Optional[str] = option(None, help="The Ray cluster of the workers ('auto', HOST:6379, "
+                                                   "ray://HOST:10001; none: a new one on this machine)",
+                                        cli="group:teacher-args")
     answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")
     questions: Optional[list[int]] = option(None, help="Only these sample indices of the split (an experiment "
                                                        "teaches only the questions it trains on)", cli="hidden")

@@ -27,6 +27,8 @@ from ftcot.errors import FtcotError
 from ftcot.tasks import Task
 from ftcot.teach.config import TeachConfig
 
+RAY_ADDRESS_SETTING = "--teacher-args ray_address"
+
 
 @dataclass
 class TeachOutcome:
@@ -37,6 +39,7 @@ class TeachOutcome:
     adaptive: Any = None  # AdaptiveSummary
     rationalized: Any = None  # RationalizeSummary
     report: Any = None  # TeacherReport (None for a dry run)
+    workers: list[dict[str, Any]] | None = None  # with workers: each one's node, pid and requests answered
 
     @property
     def interrupted(self) -> bool:
@@ -83,19 +86,39 @@ def run_teach(config: TeachConfig, out: Path, *, data_root: Path | None = None, 
         batch_teacher(backend)  # an hf: or replay: teacher has no Batch API
     elif not dry_run:
         refuse_open_batches(out)  # their requests are paid for: collect them, do not send them again
+    if config.workers and not dry_run:
+        from ftcot.ray_cluster import check_reachable
+
+        check_reachable(config.ray_address, RAY_ADDRESS_SETTING)  # ray.init would retry it for minutes
     if dry_run:
         return TeachOutcome(out, task, config, _dry_run(config, task, backend, prices, out))
+    outcome = TeachOutcome(out, task, config, None)
+    pool = _start_workers(config, backend, root, console) if config.workers else None
+    try:
+        _run(config, task, backend if pool is None else pool, root, out, outcome, prices, secrets, settings,
+             console, progress)
+    finally:
+        if pool is not None:
+            outcome.workers = pool.to_json()
+            pool.shutdown()
+    return outcome
+
+
+def _run(config: TeachConfig, task: Task, backend: Any, root: Path | None, out: Path, outcome: TeachOutcome,
+         prices: Any, secrets: list[str], settings: Any, console: Console, progress: bool) -> None:
+    """The run proper, into ``outcome``: the plan through its executor, then rationalization."""
     from ftcot.teach.report import report_from_store
     from ftcot.teach.store import TeachStore
 
-    outcome = TeachOutcome(out, task, config, None)
+    # Adaptive rounds and rationalization run the loop several times: with workers, on the same pool.
+    teacher = (lambda: backend) if config.workers else (lambda: make_backend(config, root))
     with TeachStore.open(out) as store:
         store.lock_for_writing()
         if config.adaptive:
             from ftcot.teach.adaptive import adaptive_teach
 
             outcome.adaptive = adaptive_teach(
-                task, config.split, lambda: make_backend(config, root), store, until_correct=config.until_correct,
+                task, config.split, teacher, store, until_correct=config.until_correct,
                 max_samples=config.max_samples, temperature=config.temperature, max_tokens=config.max_tokens,
                 method=config.method, only=config.questions, concurrency=config.concurrency,
                 max_cost=config.max_cost, prices=prices, secrets=secrets, console=console, progress=progress,
@@ -103,21 +126,38 @@ def run_teach(config: TeachConfig, out: Path, *, data_root: Path | None = None, 
         else:
             outcome.summary = _execute(config, task, backend, store, prices, secrets, console, progress)
         summary = outcome.summary.to_json() if outcome.summary is not None else None
+        workers = {"workers": backend.to_json()} if config.workers else {}
         record = {"settings": {k: v for k, v in settings.to_json().items() if k != "exemplars"},
                   "config": config.model_dump(mode="json", exclude={"questions", "base_url"}),
                   "base_url": _public(config.base_url), "finished": time.time(), "summary": summary,
-                  **({"adaptive": outcome.adaptive.to_json()} if outcome.adaptive is not None else {})}
+                  **({"adaptive": outcome.adaptive.to_json()} if outcome.adaptive is not None else {}), **workers}
         _write_json(out / "run.json", record, secrets)
         outcome.report = report_from_store(store, task.spec, prices)
         _write_json(out / "report.json", outcome.report.to_json(), secrets)
     if config.rationalize and not outcome.interrupted:
         from ftcot.teach.rationalize import rationalize
 
-        outcome.rationalized = rationalize(task, out, lambda: make_backend(config, root),
+        outcome.rationalized = rationalize(task, out, teacher,
                                            samples=config.rationalize, max_tokens=config.max_tokens,
                                            concurrency=config.concurrency, max_cost=config.max_cost, prices=prices,
                                            secrets=secrets, console=console, progress=progress)
-    return outcome
+
+
+def _start_workers(config: TeachConfig, prototype: Any, root: Path | None, console: Console) -> Any:
+    """``config.workers`` Ray workers, each with the teacher ``prototype`` was built from
+    (:mod:`ftcot.teach.workers`)."""
+    import os
+
+    from ftcot.teach.workers import WorkerPool
+
+    key_variable = config.api_key_env or "OPENAI_API_KEY"
+    environment = {key_variable: os.environ[key_variable]} if os.environ.get(key_variable) else {}
+    console.print(f"starting {config.workers} teach workers on Ray ({config.ray_address or 'a local cluster'}) …")
+    pool = WorkerPool.start(prototype, config.spec, config.backend_options(), count=config.workers,
+                            cpus=config.worker_cpus, gpus=config.worker_gpus, address=config.ray_address,
+                            data_root=root, environment=environment, setting=RAY_ADDRESS_SETTING)
+    console.print("started: " + ", ".join(f"{w.node} (pid {w.pid})" for w in pool.workers), markup=False)
+    return pool
 
 
 def _execute(config: TeachConfig, task: Task, backend: Any, store: Any, prices: Any, secrets: list[str],
