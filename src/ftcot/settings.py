@@ -74,7 +74,9 @@ def flag_of(model: type[BaseModel], name: str) -> str:
     extra = _extra(field) if field is not None else {}
     cli = extra.get("cli", "option")
     if cli.startswith("group:"):
-        return f"--{cli.split(':', 1)[1]} {name}"
+        group = cli.split(":", 1)[1]
+        stem = group.replace("-", "_")  # decontaminate_ngram is ngram inside --decontaminate
+        return f"--{group}" if name == stem else f"--{group} {name.removeprefix(stem + '_')}"
     if extra.get("flag"):
         return extra["flag"].split("/")[0]
     return "--" + name.replace("_", "-")

@@ -197,7 +197,7 @@ def test_cli_warns_writes_pairs_and_refuses_bad_options(tmp_path, data_root):
     bad = tmp_path / "bad.txt"
     bad.write_text("question\n")
     for args, fragment in [(["--decontaminate", "maybe"], "--decontaminate: Unknown decontaminate 'maybe'"),
-                           (["--decontaminate", "warn,ngram=0"], "--decontaminate: must be at least 1"),
+                           (["--decontaminate", "warn,ngram=0"], "--decontaminate ngram: must be at least 1"),
                            (["--decontaminate", f"warn,against={bad}"], "decontaminate against="),
                            (["--decontaminate", f"warn,against={tmp_path / 'none.jsonl'}"], "no such file")]:
         assert_one_line_error(run_ftcot("curate", source, "--task", "single_eq", "--out", tmp_path / "o",

@@ -109,7 +109,7 @@ def test_min_votes_1_labels_each_question_with_its_one_chains_answer(data_root, 
     rows = [json.loads(line) for d in ("train", "val") for line in (tmp_path / "d" / f"{d}.jsonl").open()]
     assert [r["label"] for r in rows] == ["majority"] * 350
     assert_one_line_error(run_ftcot("curate", TEACHER_DIR / "zs_cot" / "coin_flip.jsonl", "--task", "coin_flip",
-                                    "--label", "majority:0", "--out", tmp_path / "e"), "--label: must be at least 1")
+                                    "--label", "majority:0", "--out", tmp_path / "e"), "--label min_votes: must be at least 1")
 
 
 def test_an_unknown_label_is_one_line(tmp_path):
