@@ -69,6 +69,34 @@ def test_bad_arguments_are_one_line_errors(data_root, tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda d: ftcot.teach(123, "replay:text-davinci-002", d / "a"), "teach(): task: Input should be a valid string"),
+    (lambda d: ftcot.teach("coin_flip", None, d / "a"), "teach(): teacher must be a spec"),
+    (lambda d: ftcot.teach("coin_flip", "replay:text-davinci-002", None), "teach(): out must be a path"),
+    (lambda d: ftcot.teach("coin_flip", "replay:text-davinci-002", d / "a", data_dir=7), "teach(): data_dir must"),
+    (lambda d: ftcot.teach("coin_flip", "replay:text-davinci-002", d / "a", temperature="hot"), "temperature"),
+    (lambda d: ftcot.teach("coin_flip", "replay:text-davinci-002", d / "a", concurrency=2.5), "concurrency"),
+    (lambda d: ftcot.curate(123, d / "a"), "curate(): source must be a path"),
+    (lambda d: ftcot.curate(d, ["x"]), "curate(): out must be a path"),
+    (lambda d: ftcot.train(None, d / "a", student="tiny-gpt2"), "train(): data_dir must be a path"),
+    (lambda d: ftcot.train(d, "", student="tiny-gpt2"), "train(): out must be a path"),
+    (lambda d: ftcot.train(d, d / "a", student=None), "train(): student must be a model spec"),
+    (lambda d: ftcot.train(d, d / "a", student="tiny-gpt2", epochs="x"), "--epochs must be a whole number"),
+    (lambda d: ftcot.evaluate(None, "coin_flip", d / "a"), "evaluate(): model"),
+    (lambda d: ftcot.evaluate("tiny-gpt2", "coin_flip", 3.5), "evaluate(): out must be a path"),
+    (lambda d: ftcot.Experiment({"tasks": ["coin_flip"], "methods": ["zs"], "students": ["tiny-gpt2"],
+                                 "teacher_row": False}, out=5),
+     "Experiment(): out must be a path"),
+])
+def test_a_wrong_type_for_any_argument_is_one_line_and_writes_nothing(data_root, tmp_path, monkeypatch, call,
+                                                                      message):
+    monkeypatch.setenv("FTCOT_DATA", str(data_root))
+    with pytest.raises(FtcotError) as caught:
+        call(tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("quickstart") / "out"

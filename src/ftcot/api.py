@@ -79,11 +79,12 @@ def teach(task: str, teacher: str, out: PathLike, *, data_dir: PathLike | None =
     from ftcot.teach.config import TeachConfig
     from ftcot.teach.run import run_teach
 
+    if not isinstance(teacher, str):
+        raise FtcotError(f"teach(): teacher must be a spec such as 'openai:MODEL' or 'hf:PATH' (got {teacher!r}).")
     config = build(TeachConfig, {"task": task, "spec": teacher, **settings}, surface="api", where="teach()")
-    if out is None or not isinstance(out, (str, os.PathLike)):
-        raise FtcotError(f"teach(): out must be a directory path (got {out!r}).")
-    outcome = run_teach(config, Path(out), data_root=_path(data_dir), dry_run=dry_run, progress=progress,
-                        console=_quiet_console(progress))
+    out = _path(out, "out", "teach()")
+    outcome = run_teach(config, out, data_root=_path(data_dir, "data_dir", "teach()", optional=True),
+                        dry_run=dry_run, progress=progress, console=_quiet_console(progress))
     summary = outcome.summary
     if outcome.interrupted:
         raise KeyboardInterrupt  # Ctrl-C: what arrived is stored; calling again finishes the run
@@ -105,8 +106,13 @@ def teach(task: str, teacher: str, out: PathLike, *, data_dir: PathLike | None =
                        report.accuracy, summary.cost_usd, summary.to_json(), report.to_json())
 
 
-def _path(value: PathLike | None) -> Path | None:
-    return None if value is None else Path(value)
+def _path(value: Any, name: str, where: str, *, optional: bool = False) -> Path | None:
+    """A path argument as a Path; a wrong type (None where one is needed, a number) is one line naming it."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise FtcotError(f"{where}: {name} must be a path (got {value!r}).")
+    return Path(value)
 
 
 # ---- curate -----------------------------------------------------------------------------------------------------
@@ -137,9 +143,9 @@ def curate(source: PathLike | None, out: PathLike, *, data_dir: PathLike | None 
     from ftcot.settings import build
 
     config = build(CurateConfig, settings, surface="api", where="curate()")
-    if out is None or not isinstance(out, (str, os.PathLike)):
-        raise FtcotError(f"curate(): out must be a directory path (got {out!r}).")
-    outcome = run_curate(config, _path(source), Path(out), data_root=_path(data_dir))
+    out = _path(out, "out", "curate()")
+    outcome = run_curate(config, _path(source, "source", "curate()", optional=True), out,
+                         data_root=_path(data_dir, "data_dir", "curate()", optional=True))
     summary = outcome.summary
     return CurateResult(Path(out), outcome.task.key, config.template, len(outcome.train), len(outcome.val),
                         dict(summary["dropped"]), summary)
@@ -166,6 +172,10 @@ def train(data_dir: PathLike, out: PathLike, *, student: str = "gemma-270m", tas
     """
     from ftcot.train.config import TrainConfig
 
+    if not isinstance(student, str):
+        raise FtcotError(f"train(): student must be a model spec or directory such as 'gemma-270m' "
+                         f"(got {student!r}).")
+    data_dir, out = _path(data_dir, "data_dir", "train()"), _path(out, "out", "train()")
     if student.startswith("openai:"):
         raise FtcotError("train() runs local students; fine-tune an API student with "
                          "'ftcot train DATA_DIR --student openai:MODEL --out CKPT_DIR'.")
@@ -213,10 +223,10 @@ def evaluate(model: str | os.PathLike, task: str, out: PathLike, *, data_dir: Pa
 
     config = build(EvaluateConfig, {"model": str(model) if isinstance(model, os.PathLike) else model, "task": task,
                                     **settings}, surface="api", where="evaluate()")
-    if out is None or not isinstance(out, (str, os.PathLike)):
-        raise FtcotError(f"evaluate(): out must be a directory path (got {out!r}).")
+    out = _path(out, "out", "evaluate()")
     with _transformers_bars(progress or config.model.startswith("openai:")):  # an API model needs no transformers
-        result = run_evaluate(config, Path(out), data_root=_path(data_dir), progress=progress,
+        result = run_evaluate(config, out, data_root=_path(data_dir, "data_dir", "evaluate()", optional=True),
+                              progress=progress,
                               console=_quiet_console(progress))
     m = result.metrics
     return EvalResult(Path(out), m["task"], m["method"], m["n"], m["correct"], m["accuracy"], m, result.records)
@@ -245,9 +255,11 @@ class Experiment:
             raise FtcotError(f"Experiment(config): expected a mapping of settings or a YAML path, "
                              f"got {type(config).__name__}.")
         self.config = parsed
-        self.out = Path(out) if out is not None else Path("runs") / parsed.name
+        self.out = _path(out, "out", "Experiment()", optional=True) or Path("runs") / parsed.name
         self._progress = progress
-        self._runner = Runner(parsed, self.out, resolve_data_root(data_dir), _quiet_console(progress))
+        self._runner = Runner(parsed, self.out, resolve_data_root(_path(data_dir, "data_dir", "Experiment()",
+                                                                        optional=True)),
+                              _quiet_console(progress))
 
     def plan(self) -> list[dict[str, Any]]:
         """The stages in the order they run, each with ``status`` done / partial / continues after epoch N / to run;
