@@ -60,8 +60,9 @@ def _teach(ctx: typer.Context, out: Optional[Path], dry_run: bool, data_root: Op
                       f"question)", markup=False)
     for number, worker in enumerate(outcome.workers or []):
         died = f", died {worker['deaths']} times (its requests went to another)" if worker["deaths"] else ""
-        _stdout.print(f"worker {number} ({worker['node']}, pid {worker['pid']}): {worker['requests']} requests"
-                      f"{died}", markup=False)
+        gpus = f", GPU {','.join(worker['gpus'])}" if worker["gpus"] else ""
+        _stdout.print(f"worker {number} ({worker['node']}, pid {worker['pid']}{gpus}): {worker['requests']} "
+                      f"requests{died}", markup=False)
     if outcome.report is not None:
         _stdout.print(outcome.report.table())
     if outcome.rationalized is not None:

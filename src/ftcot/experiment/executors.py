@@ -155,6 +155,15 @@ def stage_log(out: Path, stage: Stage) -> Path:
     return out / LOG_DIR / f"{stage.kind}-{stage.key}.log"
 
 
+def _placement() -> str:
+    """Where Ray ran this stage, first in its log: the node, and the GPUs it holds (CUDA_VISIBLE_DEVICES)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return (f"ray: node {context.get_node_id()} ({socket.gethostname()}), GPUs "
+            f"{','.join(map(str, ray.get_gpu_ids())) or 'none'}")
+
+
 def _run_stage_task(experiment: type, config: Any, out: str, data_root: str, stage: Stage, number: int,
                     total: int) -> StageOutcome:
     """One stage, in a Ray worker: the same :meth:`Experiment.run_stage` the serial executor calls (``experiment``
@@ -169,4 +178,5 @@ def _run_stage_task(experiment: type, config: Any, out: str, data_root: str, sta
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as handle:
         console = Console(file=handle, width=120, highlight=False, force_terminal=False)
+        console.print(_placement(), markup=False)
         return experiment(config, Path(out), Path(data_root), console).run_stage(stage, number, total)

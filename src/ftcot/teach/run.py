@@ -156,7 +156,8 @@ def _start_workers(config: TeachConfig, prototype: Any, root: Path | None, conso
     pool = WorkerPool.start(prototype, config.spec, config.backend_options(), count=config.workers,
                             cpus=config.worker_cpus, gpus=config.worker_gpus, address=config.ray_address,
                             data_root=root, environment=environment, setting=RAY_ADDRESS_SETTING)
-    console.print("started: " + ", ".join(f"{w.node} (pid {w.pid})" for w in pool.workers), markup=False)
+    console.print("started: " + ", ".join(f"{w.node} (pid {w.pid}{', GPU ' + ','.join(w.gpus) if w.gpus else ''})"
+                                          for w in pool.workers), markup=False)
     return pool
 
 

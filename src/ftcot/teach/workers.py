@@ -23,7 +23,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ class TeacherWorker:
         os.environ.update(environment)
         self.teacher = make_teacher(spec, data_root=Path(data_root) if data_root else None, **options)
 
-    def where(self) -> tuple[str, int]:
-        return socket.gethostname(), os.getpid()
+    def where(self) -> tuple[str, int, list[str]]:
+        import ray
+
+        return socket.gethostname(), os.getpid(), [str(gpu) for gpu in ray.get_gpu_ids()]
 
     async def complete(self, request: CompletionRequest) -> tuple[str, Any]:
         try:
@@ -68,6 +70,7 @@ class _Worker:
     actor: Any
     node: str = "?"
     pid: int = 0
+    gpus: list[str] = field(default_factory=list)  # the GPUs Ray gave it (its CUDA_VISIBLE_DEVICES)
     in_flight: int = 0
     requests: int = 0  # answered by this worker
     deaths: int = 0
@@ -105,8 +108,8 @@ class WorkerPool:
                    for _ in range(count)]
         workers = [_Worker(handle) for handle in handles]
         try:
-            for worker, (node, pid) in zip(workers, ray.get([h.where.remote() for h in handles], timeout=600)):
-                worker.node, worker.pid = node, pid
+            for worker, place in zip(workers, ray.get([h.where.remote() for h in handles], timeout=600)):
+                worker.node, worker.pid, worker.gpus = place
         except ray.exceptions.RayError as exc:  # a worker that cannot build its teacher (a missing package, a path)
             for handle in handles:
                 ray.kill(handle)
@@ -166,7 +169,7 @@ class WorkerPool:
         """Up again once the restarted actor answers (Ray refuses calls while it restarts)."""
         while not worker.ready:
             try:
-                worker.node, worker.pid = await worker.actor.where.remote()
+                worker.node, worker.pid, worker.gpus = await worker.actor.where.remote()
                 worker.ready = True
             except self._ray.exceptions.RayActorError:
                 await asyncio.sleep(0.5)
@@ -181,7 +184,8 @@ class WorkerPool:
             self._ray.kill(worker.actor)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [{"node": w.node, "pid": w.pid, "requests": w.requests, "deaths": w.deaths} for w in self.workers]
+        return [{"node": w.node, "pid": w.pid, "gpus": w.gpus, "requests": w.requests, "deaths": w.deaths}
+                for w in self.workers]
 
 
 def _cause_line(exc: BaseException) -> str:

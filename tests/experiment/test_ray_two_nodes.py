@@ -1,0 +1,112 @@
+"""A real two-node Ray cluster, started with ``ray start`` as a user starts one: a head node without GPUs and a
+second node that declares two (Ray schedules by what a node declares; this machine has none, so torch runs on
+the CPU there, under the CUDA_VISIBLE_DEVICES Ray sets). Both nodes are on this machine.
+
+What a cluster user relies on: ``ftcot run --executor ray --address`` puts a stage that asks for a GPU on the
+node that has one and the others anywhere; teach workers with ``worker_gpus: 1`` each hold a GPU of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.cli import run_ftcot
+from tests.experiment.test_run import TINY, _write
+from tests.teach.servers import free_port
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+# Token authentication (Ray's default) would need the head's token on the second node and the driver;
+# the test cluster is on loopback only.
+ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    command = str(Path(sys.executable).parent / "ray")  # the venv's ray, beside its python
+    env = {**os.environ, **ENV}
+    port = free_port()
+    # A temp dir of its own, so that the teardown stops this cluster's processes only (`ray stop` stops all).
+    temp_dir = str(tmp_path_factory.mktemp("ray"))
+    common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    try:
+        subprocess.run([command, "start", "--head", "--port", str(port), "--num-cpus", "1", "--num-gpus", "0",
+                        "--include-dashboard", "false", "--temp-dir", temp_dir, *common], env=env, check=True,
+                       capture_output=True, timeout=180)
+        subprocess.run([command, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--num-gpus", "2",
+                        *common], env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(temp_dir)
+
+
+def _stop(temp_dir: str) -> None:
+    """End the processes of the cluster whose session lives in ``temp_dir``, and what they started."""
+    roots = [p for p in psutil.process_iter(["cmdline"])
+             if temp_dir in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
+    processes = {p for root in roots for p in [root, *_children(root)]}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=20)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _placement(log: Path) -> tuple[str, str]:
+    """(node id, GPUs) from the first line of a stage's log."""
+    found = re.match(r"ray: node (\S+) \(.*\), GPUs (\S+)", log.read_text().splitlines()[0])
+    assert found, log.read_text()[:300]
+    return found.group(1), found.group(2)
+
+
+def test_a_training_that_asks_for_a_gpu_runs_on_the_node_that_has_one(cluster, data_root, tmp_path):
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"],
+              "executor": {"kind": "ray", "address": cluster, "gpus": {"train": 1}}}
+    out = tmp_path / "out"
+    result = run_ftcot("run", _write(tmp_path, config), "--out", out, "--data-dir", data_root, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placed = {log.stem: _placement(log) for log in (out / "logs").glob("*.log")}
+    trains = {key: where for key, where in placed.items() if key.startswith("train-")}
+    others = {key: where for key, where in placed.items() if not key.startswith("train-")}
+    assert trains and others
+    assert all(gpus in ("0", "1") for _, gpus in trains.values()), trains  # one GPU each, of the GPU node
+    assert all(gpus == "none" for _, gpus in others.values()), others
+    gpu_node = {node for node, _ in trains.values()}
+    assert len(gpu_node) == 1  # the second node: the head declares no GPU
+
+
+def test_teach_workers_each_hold_a_gpu_of_the_cluster(cluster, tmp_path):
+    from tests.teach.stub_openai import StubOpenAI
+    from tests.teach.test_cli_teach import coin_task_file
+
+    server = StubOpenAI()
+    task = coin_task_file(tmp_path, 8)
+    try:
+        result = run_ftcot("teach", "--task", task, "--answer-type", "yes/no", "--split", "test", "--teacher",
+                           "openai:stub", "--out", tmp_path / "run", "--teacher-args",
+                           f"base_url={server.base_url},workers=2,worker_gpus=1,worker_cpus=0.5,"
+                           f"ray_address={cluster}", env=ENV)
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    gpus = sorted(re.findall(r"^worker \d \(.*, GPU (\d)\)", result.stdout, re.MULTILINE))
+    assert gpus == ["0", "1"], result.stdout  # both workers on the GPU node, one GPU each
