@@ -27,21 +27,22 @@ from ftcot.templates import Template, get_template
 
 RULES = ("paper", "kojima")
 
-_NUMBER = {"paper": re.compile(r"-?\d+(?:\.\d+)?"), "kojima": re.compile(r"-?\d+\.?\d*")}
-_YES_NO_SEPARATORS = re.compile(r"[\"'\n.\s:,]")
-_TEXT_REMOVED = re.compile(r"[\"'\n.\s]")
+# Public: the lm-eval export writes them into its standalone utils.py (ftcot/export/lm_eval.py).
+NUMBER_PATTERNS = {"paper": re.compile(r"-?\d+(?:\.\d+)?"), "kojima": re.compile(r"-?\d+\.?\d*")}
+YES_NO_SEPARATORS = re.compile(r"[\"'\n.\s:,]")
+TEXT_REMOVED = re.compile(r"[\"'\n.\s]")
 
 
 def candidates(text: str, spec: TaskSpec, rule: str = "paper") -> list[str]:
     """Every answer candidate in ``text``, in order."""
     kind = spec.answer_type
     if kind is AnswerType.NUMBER:
-        return _NUMBER[rule].findall(text.replace(",", ""))
+        return NUMBER_PATTERNS[rule].findall(text.replace(",", ""))
     if kind is AnswerType.LETTER:
         return re.findall(f"[{spec.letters}]", text)
     if kind is AnswerType.YES_NO:
-        return [t for t in _YES_NO_SEPARATORS.sub(" ", text.lower()).split(" ") if t in ("yes", "no")]
-    return [_TEXT_REMOVED.sub("", text)]
+        return [t for t in YES_NO_SEPARATORS.sub(" ", text.lower()).split(" ") if t in ("yes", "no")]
+    return [TEXT_REMOVED.sub("", text)]
 
 
 def extract_answer(text: str, spec: TaskSpec, template: str | Template = "zs_cot",

@@ -44,7 +44,7 @@ from ftcot.evaluate.methods import EvalMethod
 from ftcot.export.common import check_output_dir, write_atomically
 from ftcot.jsonl import write_jsonl
 from ftcot.paths import task_inputs
-from ftcot.scoring import _NUMBER, _TEXT_REMOVED, _YES_NO_SEPARATORS, normalize_gold
+from ftcot.scoring import NUMBER_PATTERNS, TEXT_REMOVED, YES_NO_SEPARATORS, normalize_gold
 from ftcot.tasks import BUILTIN_TASKS, Task, load_task
 from ftcot.tasks.spec import AnswerType
 
@@ -230,8 +230,8 @@ def exact_match(references, predictions, float_compare=False):
 def utils_source() -> str:
     # The scorer's own candidate patterns, so the written rule cannot drift from ftcot's.
     return SourceTemplate(_UTILS_TEMPLATE).substitute(
-        number=repr(_NUMBER["paper"].pattern), yes_no=repr(_YES_NO_SEPARATORS.pattern),
-        text=repr(_TEXT_REMOVED.pattern), number_type=repr(AnswerType.NUMBER.value),
+        number=repr(NUMBER_PATTERNS["paper"].pattern), yes_no=repr(YES_NO_SEPARATORS.pattern),
+        text=repr(TEXT_REMOVED.pattern), number_type=repr(AnswerType.NUMBER.value),
         letter_type=repr(AnswerType.LETTER.value), yes_no_type=repr(AnswerType.YES_NO.value))
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.jsonl import read_jsonl, require_field
+from ftcot.scoring import NUMBER_PATTERNS, TEXT_REMOVED
 from ftcot.tasks.registry import ARABIC, YES_NO, among_trigger
 from ftcot.tasks.spec import AnswerType, Category, Sample, TaskSpec
 from ftcot.tasks.splits import derive_split
@@ -51,12 +52,9 @@ TRIGGERS = {  # Kojima et al.'s triggers, as the paper; the letter one depends o
     AnswerType.TEXT: "\nTherefore, the answer is",
 }
 
-# The shape the scorer can extract (the paper's rule: commas dropped, then -?\d+(?:\.\d+)?). A gold
-# answer like "1e3" or "+3" parses as a float but could never be matched, so it is refused.
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-# The text rule deletes quotes, newlines, periods and whitespace from predictions, so a
-# gold answer containing them could never be scored correct.
-_TEXT_UNSCORABLE = re.compile(r"[\"'\n.\s]")
+# A gold answer must have the shape the scorer extracts (ftcot.scoring's patterns): a number the paper's
+# rule reads (commas dropped; "1e3" or "+3" parse as floats but could never be matched), a text without
+# what the text rule deletes from predictions (quotes, newlines, periods, whitespace).
 # Inline options a user may have written into the question themselves: "(A) … (B) …".
 _INLINE_OPTION = re.compile(r"\(([A-Z])\)")
 
@@ -239,7 +237,7 @@ def _validate(row: _Row, kind: AnswerType) -> tuple[str, str, int]:
         return _unlabelled(row, question, kind)
     answer = _answer_text(row, kind)
     if kind is AnswerType.NUMBER:
-        if not _NUMBER.fullmatch(answer.replace(",", "")):
+        if not NUMBER_PATTERNS["paper"].fullmatch(answer.replace(",", "")):
             raise FtcotError(f"{where}: field 'answer' is '{answer}', not a number for --answer-type "
                              f"number; write it like 42, -3, 2.5 or 1,000.")
         return question, answer, 0
@@ -248,7 +246,7 @@ def _validate(row: _Row, kind: AnswerType) -> tuple[str, str, int]:
             raise FtcotError(f"{where}: field 'answer' is '{answer}'; --answer-type yes/no needs yes or no.")
         return question, answer.lower(), 0
     if kind is AnswerType.TEXT:
-        if _TEXT_UNSCORABLE.search(answer):
+        if TEXT_REMOVED.search(answer):
             raise FtcotError(f"{where}: field 'answer' is '{answer}', which could never be scored correct: "
                              f"the text rule removes spaces, quotes and periods from predictions; "
                              f"write the answer without them.")
