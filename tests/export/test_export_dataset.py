@@ -10,6 +10,7 @@ import yaml
 
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.export.conftest import ok
+from tests.mounts import read_only_dir, small_disk  # noqa: F401  (fixtures)
 
 datasets = pytest.importorskip("datasets")
 
@@ -105,3 +106,24 @@ def test_bad_input_and_unsafe_outputs_are_one_line_errors(coin_flip_data, tmp_pa
     (broken / "curation.json").unlink()
     assert_one_line_error(run_ftcot("export", "dataset", broken, "--to", tmp_path / "x"), "curation.json")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["dataset", "tasks", "teach export"])
+def test_a_read_only_or_full_target_is_one_line_and_leaves_nothing(coin_flip_data, data_root, read_only_dir,
+                                                                    small_disk, command):
+    """What `ftcot export dataset|tasks` and `ftcot teach export` write: a folder that refuses writes."""
+    def export(to):
+        if command == "dataset":
+            return run_ftcot("export", "dataset", coin_flip_data, "--to", to)
+        if command == "tasks":
+            return run_ftcot("export", "tasks", "coin_flip", "--to", to, "--data-dir", data_root)
+        return run_ftcot("teach", "export", coin_flip_data.parent / "teach", "--out", to / "records.jsonl")
+
+    option = "--out" if command == "teach export" else "--to"
+    target = read_only_dir / "x" if command != "teach export" else read_only_dir / "x" / "records.jsonl"
+    assert_one_line_error(export(read_only_dir / "x"), f"{option} {target}: not writable")
+    disk = small_disk(16)
+    full = disk / "x" if command != "teach export" else disk / "x" / "records.jsonl"
+    assert_one_line_error(export(disk / "x"), f"{option} {full}: the disk is full")
+    leftovers = [p for p in disk.rglob("*") if p.is_file()]
+    assert leftovers == []  # a half-written export is removed

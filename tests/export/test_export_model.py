@@ -13,6 +13,7 @@ import yaml
 
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.export.conftest import THREADS, ok
+from tests.mounts import read_only_dir, small_disk  # noqa: F401  (fixtures)
 
 N_TRAIN, N_VAL, N_TEST, MAX_NEW = 8, 2, 3, 32
 
@@ -140,3 +141,13 @@ def test_a_fully_fine_tuned_student_exports_too(trained, tmp_path, data_root):
         with torch.inference_mode():
             generated = model.generate(ids, max_new_tokens=MAX_NEW)
         assert tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True) == row["output"]
+
+
+def test_a_read_only_or_full_target_is_one_line_and_leaves_nothing(trained, read_only_dir, small_disk):
+    ckpt, _ = trained
+    assert_one_line_error(run_ftcot("export", "model", ckpt, "--to", read_only_dir / "model", env=THREADS),
+                          f"--to {read_only_dir / 'model'}: not writable")
+    disk = small_disk(256)  # the merged weights alone are larger
+    assert_one_line_error(run_ftcot("export", "model", ckpt, "--to", disk / "model", env=THREADS),
+                          f"--to {disk / 'model'}: the disk is full")
+    assert list(disk.iterdir()) == []  # the half-written export is gone

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftcot.jsonl import read_json_object
 from ftcot.errors import FtcotError
 from ftcot.export.licenses import SourceLicense, license_of
+from ftcot.jsonl import read_json_object
 from ftcot.train.checkpoint import publish_dir, temporary_dir
 
 CURATION_FILE = "curation.json"
@@ -55,15 +55,27 @@ def check_output_dir(to: Path, inputs: Iterable[Path], force: bool) -> Path:
 
 
 def write_atomically(target: Path, fill) -> None:
-    """Run ``fill(tmp_dir)`` and rename the result to ``target``: an export is complete or absent."""
-    tmp = temporary_dir(target.parent, target.name)
+    """Run ``fill(tmp_dir)`` and rename the result to ``target``: an export is complete or absent.
+
+    A folder that cannot be written (read-only, a full disk) is one line naming ``--to``; the writers
+    inside ``fill`` (torch, safetensors, pyarrow) report it in their own ways, so the OSError is looked
+    for behind whatever they raised.
+    """
+    from ftcot.paths import find_os_error, os_error
+
+    tmp = None
     try:
+        tmp = temporary_dir(target.parent, target.name)
         fill(tmp)
         publish_dir(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        cause = None if isinstance(exc, (FtcotError, KeyboardInterrupt)) else find_os_error(exc)
+        if cause is not None:
+            raise os_error(cause, target, "--to") from None
         raise
 
 

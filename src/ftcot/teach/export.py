@@ -16,13 +16,13 @@ never sees half of it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftcot.errors import FtcotError
 from ftcot.jsonl import write_jsonl
+from ftcot.paths import atomic_file
 from ftcot.teach.plan import Chain, Plan, settings_of, split_ft_cot
 from ftcot.teach.reasoning import check_rationale_source, rationale_text
 from ftcot.teach.store import TeachStore
@@ -77,17 +77,10 @@ def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> E
                 incomplete += 1
 
     out_path = Path(out_path)
-    temporary = out_path.with_name(out_path.name + ".tmp")
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", encoding="utf-8") as handle:
-            written = write_jsonl(records(), handle)
+    # Written whole or not at all; a folder that cannot be written is one line (paths.atomic_file).
+    with atomic_file(out_path, option="--out") as handle:
+        written = write_jsonl(records(), handle)
         if not written:  # an empty file would pass for a teacher that answered nothing, one step later
-            temporary.unlink()
             raise FtcotError(f"{store.path.parent}: no complete chain to export ({incomplete} incomplete: items "
                              f"failed or the run stopped); rerun the teach command to finish them. Nothing was written.")
-        os.replace(temporary, out_path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise FtcotError(f"{out_path}: cannot write the export ({exc.strerror}).") from None
     return ExportSummary(out_path, written, incomplete)
