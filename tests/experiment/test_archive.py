@@ -11,6 +11,7 @@ import pytest
 from ftcot.errors import FtcotError
 from ftcot.experiment.archive import archive
 from tests.cli import assert_one_line_error, run_ftcot
+from tests.mounts import read_only_dir  # noqa: F401  (fixture)
 # finished: the tiny experiment, run once
 from tests.experiment.test_run import STUDENT, TINY, _rerun, _write, finished, signal_run_once  # noqa: F401
 
@@ -95,3 +96,16 @@ def test_the_report_names_no_absolute_path(tmp_path, data_root):
     result = run_ftcot("run", _write(tmp_path, config), "--out", out, "--data-dir", data_root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert str(tmp_path) not in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("where", ["--out", "--archive"])
+def test_a_read_only_out_or_archive_is_one_line_before_any_stage(data_root, tmp_path, read_only_dir, where):
+    config = _write(tmp_path, TINY)
+    out, archive_to = tmp_path / "out", tmp_path / "archive"
+    if where == "--out":
+        out = read_only_dir / "out"
+    else:
+        archive_to = read_only_dir / "archive"
+    result = run_ftcot("run", config, "--out", out, "--archive", archive_to, "--data-dir", data_root)
+    assert_one_line_error(result, f"{where} {read_only_dir}", "not writable")
+    assert not (tmp_path / "out" / "stages").exists()  # nothing ran

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from ftcot.errors import FtcotError
-from ftcot.paths import check_output
+from ftcot.paths import check_output, check_writable_dir
 
 RESULT_FILES = ("results.md", "results.csv", "report.html", "lineage.json", "experiment.json")
 KEPT = {
@@ -33,8 +33,10 @@ KEPT = {
 
 
 def check_destination(run_dir: Path, dest: Path) -> None:
-    """An archive neither is nor lies inside, nor contains, the experiment directory."""
+    """An archive neither is nor lies inside, nor contains, the experiment directory, and can be written
+    (found now, not after the first stage)."""
     check_output(dest, [run_dir], option="--archive")
+    check_writable_dir(dest, "--archive")
 
 
 def archive(run_dir: Path, dest: Path) -> int:

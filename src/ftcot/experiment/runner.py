@@ -42,7 +42,7 @@ from ftcot.experiment.executors import StageOutcome, connect_ray, run_on_ray, ru
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
 from ftcot.jsonl import read_json_object
 from ftcot.tasks import Task, load_task
-from ftcot.paths import atomic_write_json
+from ftcot.paths import atomic_write_json, check_writable_dir
 from ftcot.train.config import TrainConfig
 
 STAGE_FILE = "stage.json"
@@ -145,7 +145,7 @@ class Experiment:
         self.check()
         if self.config.executor.kind == "ray":
             connect_ray(self.config.executor)  # before OUT exists: a cluster that is not there leaves nothing
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(self.out, "--out")  # a read-only or unreachable OUT is one line, before any work
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
             f"{self.out} is in use by another ftcot run (pid {holder}); wait for it or use another --out."))
         try:
