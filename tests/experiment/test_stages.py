@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ftcot.curate.dataset import question_subset
+from ftcot.errors import FtcotError
 from ftcot.experiment.config import parse_config
 from ftcot.experiment.runner import Experiment
 from ftcot.tasks import load_task
@@ -126,6 +129,23 @@ def test_prompting_baselines_once_per_student_and_few_shot_only_where_exemplars_
         ("coin_flip", "fs_cot"), ("coin_flip", "zs"), ("tracking_shuffled_objects", "zs")]
     assert plan.skipped == ["tracking_shuffled_objects fs_cot: no Few-shot-CoT exemplars for this task"]
     assert not plan.of_kind("teach") and not plan.of_kind("train")
+
+
+@pytest.mark.parametrize("corrupt, message", [("{not json", "not valid JSON"),
+                                               ('{"coin_flip": 3}', "entry 'coin_flip' has no 'prompt' string"),
+                                               ("[]", "expected a JSON object")])
+def test_a_corrupt_few_shot_file_is_an_error_not_a_task_without_exemplars(data_root, tmp_path, corrupt, message):
+    root = tmp_path / "root"
+    root.mkdir()
+    for part in ("raw", "splits", "teacher"):
+        (root / part).symlink_to(data_root / part)
+    (root / "prompts").mkdir()
+    (root / "prompts" / "few_shot_cot_prompts.json").write_text(corrupt)
+    with pytest.raises(FtcotError, match=message):
+        _plan(root, tmp_path, tasks=["coin_flip"], methods=["zs", "fs_cot"], teacher_row=False)
+    (root / "prompts" / "few_shot_cot_prompts.json").unlink()  # no file at all: the cells are skipped, said so
+    plan = _plan(root, tmp_path, tasks=["coin_flip"], methods=["zs", "fs_cot"], teacher_row=False)
+    assert plan.skipped == ["coin_flip fs_cot: no Few-shot-CoT exemplars for this task"]
 
 
 def test_two_teachers_give_fine_tune_cot_cells_each_and_share_vanilla_fine_tune(data_root, tmp_path):

@@ -103,13 +103,9 @@ class Experiment:
         return any(self.done(reader) is None for reader in readers)
 
     def _has_exemplars(self, task: str) -> bool:
-        from ftcot.teach.prompts import load_few_shot_exemplars
+        from ftcot.teach.prompts import has_few_shot_exemplars
 
-        try:
-            load_few_shot_exemplars(self.data_root, task)
-        except FtcotError:
-            return False
-        return True
+        return has_few_shot_exemplars(self.data_root, task)
 
     def check(self, sending: bool = True) -> None:
         """Refuse what cannot run before anything runs: a teacher asked for what it cannot do (a replay

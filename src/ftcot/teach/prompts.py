@@ -83,11 +83,7 @@ def method_exemplars(task: Task, method: str) -> str | None:
 def load_few_shot_exemplars(data_root: Path, task_key: str) -> str:
     """The exemplar block for ``task_key`` from the data root's few-shot prompt file."""
     path = require_file(data_root, FEW_SHOT_FILE, "Few-shot-CoT exemplars")
-    try:
-        with path.open(encoding="utf-8") as handle:
-            table = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise FtcotError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    table = _exemplar_table(path)
     if task_key not in table:
         available = ", ".join(sorted(table))
         raise FtcotError(f"No Few-shot-CoT exemplars for task '{task_key}' in {path} "
@@ -97,3 +93,28 @@ def load_few_shot_exemplars(data_root: Path, task_key: str) -> str:
     if not isinstance(text, str) or not text:
         raise FtcotError(f"{path}: entry '{task_key}' has no 'prompt' string.")
     return text
+
+
+def has_few_shot_exemplars(data_root: Path, task_key: str) -> bool:
+    """Whether Few-shot-CoT can run on ``task_key``: False where the data root has no prompt file or the file
+    no exemplars for the task (the paper has none for some); a corrupt file is an error, not a no, so that an
+    experiment does not silently drop its Few-shot-CoT cells."""
+    if not (data_root / FEW_SHOT_FILE).is_file():
+        return False
+    if task_key not in _exemplar_table(data_root / FEW_SHOT_FILE):
+        return False
+    load_few_shot_exemplars(data_root, task_key)  # a malformed entry: its one-line error
+    return True
+
+
+def _exemplar_table(path: Path) -> dict:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            table = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise FtcotError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FtcotError(f"{path}: cannot be read ({exc}).") from None
+    if not isinstance(table, dict):
+        raise FtcotError(f"{path}: expected a JSON object of task -> exemplars, got {type(table).__name__}.")
+    return table
