@@ -126,7 +126,10 @@ def test_two_stage_zero_shot_cot_is_two_batches_stored_as_a_normal_run_stores_th
     assert summary.cost_usd == pytest.approx((prompt_tokens * 0.075 + completion_tokens * 0.30) / 1e6)
     # The stub's texts go through the two-stage answer extraction like any teacher's.
     with TeachStore.open_readonly(tmp_path / "run") as store:
-        assert report_from_store(store, task.spec).scored == 8
+        report = report_from_store(store, task.spec)
+        assert report.scored == 8
+        # The report prices the run as it was paid: at the batch price, half the list price (0.15, 0.60).
+        assert report.cost_usd == pytest.approx(summary.cost_usd)
 
     # A rerun sends nothing; a normal (non-batch) run on the same store finds everything stored.
     before = list(batches.requests)

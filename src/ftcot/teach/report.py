@@ -133,8 +133,12 @@ def report_from_store(store: TeachStore, spec: TaskSpec | None = None, prices: P
     report = _compute(rows, spec, settings.method, settings.teacher, len(questions))
     report.failures = len({f.key for f in store.failures() if store.get(f.key) is None})
     report.prompt_tokens, report.completion_tokens = store.totals()
+    # What the runs paid, as they recorded it (a batch at its discount); a store made before the ledger, or
+    # by runs that knew no price, is priced at the list price now.
+    spent = store.spent_usd()
     price = (prices or PriceTable()).price_for(settings.teacher)
-    report.cost_usd = price.cost(report.prompt_tokens, report.completion_tokens) if price is not None else None
+    report.cost_usd = spent if spent > 0 else (
+        price.cost(report.prompt_tokens, report.completion_tokens) if price is not None else None)
     return report
 
 
