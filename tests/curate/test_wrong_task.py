@@ -26,12 +26,21 @@ def _user_task(path, prefix: str, n: int = 30):
 
 
 def _teacher_records(task_file, path):
-    """A teacher's records for a user task, in the shared JSONL format (every answer right)."""
+    """A teacher's records for a user task, in the shared JSONL format (every answer right), with the prompts a
+    replay teacher answers by (a number task's trigger)."""
+    from ftcot.tasks.custom import TRIGGERS
+    from ftcot.tasks.spec import AnswerType
+    from ftcot.teach.prompts import answer_prompt, reasoning_prompt
+
     rows = [json.loads(line) for line in task_file.read_text().splitlines()]
-    path.write_text("".join(json.dumps({
-        "sample_index": i, "question": row["question"], "answer": row["answer"],
-        "reasoning_completion": f" {i} plus one is {row['answer']}.",
-        "answer_completion": f" {row['answer']}"}) + "\n" for i, row in enumerate(rows)), encoding="utf-8")
+    records = []
+    for i, row in enumerate(rows):
+        prompt, rationale = reasoning_prompt(row["question"]), f" {i} plus one is {row['answer']}."
+        records.append({"sample_index": i, "question": row["question"], "answer": row["answer"], "prompt": prompt,
+                        "reasoning_completion": rationale,
+                        "answer_prompt": answer_prompt(prompt, rationale, TRIGGERS[AnswerType.NUMBER]),
+                        "answer_completion": f" {row['answer']}"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
 
 
@@ -121,3 +130,31 @@ def test_a_user_task_is_checked_against_the_benchmarks_on_disk_and_names_the_oth
     assert len(contamination["benchmarks_not_checked"]) == 11 and "coin_flip" not in contamination["benchmarks_not_checked"]
     assert contamination["per_test_task"].get("coin_flip", 0) >= 1  # the copied test questions are found
     assert "benchmarks not on disk, not checked" in result.stdout
+
+
+def test_a_user_tasks_file_is_found_by_the_next_stages_and_a_changed_file_is_refused(data_root, tmp_path):
+    """teach records the task file (path, SHA-256, answer type): curate and train find it without --task."""
+    task_file = _user_task(tmp_path / "mine" / "sums.jsonl", "sum")
+    records = _teacher_records(task_file, tmp_path / "records.jsonl")
+    run, data = tmp_path / "run", tmp_path / "data"
+    taught = run_ftcot("teach", "--task", task_file, "--answer-type", "number", "--split", "all",
+                       "--teacher", f"replay:{records}", "--out", run, "--data-dir", data_root)
+    assert taught.returncode == 0, taught.stderr
+    assert json.loads((run / "run.json").read_text())["settings"]["task_source"]["file"] == str(task_file)
+    curated = run_ftcot("curate", run, "--out", data, "--data-dir", data_root)  # no --task
+    assert curated.returncode == 0, curated.stderr
+    assert json.loads((data / "curation.json").read_text())["task_source"]["answer_type"] == "number"
+    trained = run_ftcot("train", data, "--student", "tiny-gpt2", "--epochs", "1", "--max-length", "256",
+                        "--max-new-tokens", "4", "--out", tmp_path / "ckpt", env={"OMP_NUM_THREADS": "1"})
+    assert trained.returncode == 0, trained.stderr  # no --task, no --answer-type
+
+    original = task_file.read_text()
+    task_file.write_text(original.replace("sum: what is 3", "sum: what is 30"))
+    assert_one_line_error(run_ftcot("curate", run, "--out", tmp_path / "d2", "--data-dir", data_root),
+                          f"{run} was made from {task_file} as it was then", "has changed since")
+    assert_one_line_error(run_ftcot("train", data, "--student", "tiny-gpt2", "--out", tmp_path / "c2"),
+                          "has changed since")
+    task_file.unlink()
+    assert_one_line_error(run_ftcot("curate", run, "--out", tmp_path / "d2", "--data-dir", data_root),
+                          f"{task_file}, which is gone", "--task")
+    assert not (tmp_path / "d2").exists() and not (tmp_path / "c2").exists()

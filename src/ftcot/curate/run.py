@@ -35,10 +35,11 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     from ftcot.curate import curate
     from ftcot.curate.dataset import write_data_dir
     from ftcot.curate.report import settings
-    from ftcot.curate.sources import check_same_questions, load_teacher_records
+    from ftcot.curate.sources import check_same_questions, load_teacher_records, recorded_task_source
     from ftcot.data_root import resolve_data_root
     from ftcot.paths import check_output, task_inputs
-    from ftcot.tasks import load_task
+    from ftcot.tasks import BUILTIN_TASKS, load_task
+    from ftcot.tasks.custom import load_recorded_task, task_source
     from ftcot.templates import get_template
 
     template = get_template(config.template)
@@ -50,7 +51,11 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
         name = config.task or run_task
         if name is None:
             raise FtcotError("Which task? Name it (--task, task=): a JSONL of teacher records does not say.")
-        task = load_task(name, resolve_data_root(data_root), config.answer_type)
+        if config.task is None and name not in BUILTIN_TASKS and Path(source).is_dir():
+            # A run of the user's own task: the file it taught, found by what the run recorded.
+            task = load_recorded_task(name, recorded_task_source(Path(source)), str(source))
+        else:
+            task = load_task(name, resolve_data_root(data_root), config.answer_type)
     check_output(out, [source, *task_inputs(task)])
     if source is not None:
         check_same_questions(records, task, Path(source), run_task)
@@ -75,6 +80,8 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
         raise FtcotError(f"No training examples for '{task.key}' (dropped: {summary['dropped']}); check the teacher "
                          f"run covers the train split.")
     summary["source"] = source_name if source_name is not None else str(source) if source is not None else None
+    if task_source(task) is not None:  # a user's task: train finds its file by this
+        summary["task_source"] = task_source(task)
     write_data_dir(out, train, val, summary)
     return CurateOutcome(Path(out), task, train, val, summary)
 

@@ -26,6 +26,17 @@ def load_teacher_records(source: Path, rationale: str | None = None) -> tuple[li
     return records, None
 
 
+def recorded_task_source(run_dir: Path) -> dict | None:
+    """The user task file a teach run was made from, as its settings recorded it (None: not recorded)."""
+    from ftcot.teach.plan import settings_of
+    from ftcot.teach.store import STORE_FILE, TeachStore
+
+    if not (run_dir / STORE_FILE).is_file():
+        return None
+    with TeachStore.open_readonly(run_dir) as store:
+        return settings_of(store).task_source
+
+
 def _run_dir_records(run_dir: Path, rationale: str | None = None) -> tuple[list[dict], str]:
     """Complete Zero-shot-CoT chains of a teach run, with their store keys as lineage; then the rationalized
     chains of ``RUN_DIR/rationalize/`` (:mod:`ftcot.teach.rationalize`), if any, marked ``rationalized``."""

@@ -93,6 +93,37 @@ def parse_answer_type(name: str | None, path: Path | None = None) -> AnswerType:
         raise FtcotError(f"--answer-type: {error}") from None
 
 
+def task_source(task: Task) -> dict[str, str] | None:
+    """Where a user's task came from (the file, its SHA-256, its answer type), for the records of the stages
+    that read it, so that the next stage finds it without being told again; None for a built-in task."""
+    reader = task.spec.reader
+    if not isinstance(reader, CustomReader):
+        return None
+    return {"file": str(reader.path.resolve()), "sha256": _sha256(reader.path),
+            "answer_type": task.spec.answer_type.value}
+
+
+def load_recorded_task(key: str, source: dict[str, Any] | None, where: str) -> Task:
+    """The user task ``key`` that ``where`` (a run, a DATA_DIR) was made from, by its recorded
+    :func:`task_source`: the same file, unchanged, or a one-line error saying what to pass instead."""
+    if not source or not source.get("file"):
+        raise FtcotError(f"{where} was made from your own task '{key}'; name its file again (--task FILE.jsonl).")
+    path = Path(source["file"])
+    if not path.is_file():
+        raise FtcotError(f"{where} was made from the task file {path}, which is gone; pass the file with --task.")
+    if source.get("sha256") and _sha256(path) != source["sha256"]:
+        raise FtcotError(f"{where} was made from {path} as it was then (sha256 {source['sha256'][:12]}…); the file "
+                         f"has changed since (sha256 {_sha256(path)[:12]}…): restore it, or pass --task with the "
+                         f"file it was made from.")
+    return load_custom_task(path, source.get("answer_type"))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def load_custom_task(path: Path, answer_type: str | None) -> Task:
     """A user's task from ``path``, ready for every stage like a built-in one."""
     path = Path(path)

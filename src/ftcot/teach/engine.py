@@ -64,6 +64,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ftcot.api_replies import redact
 from ftcot.errors import FtcotError
 from ftcot.tasks import Sample, Task
+from ftcot.tasks.custom import task_source
 from ftcot.teach.backends import require_credentials
 from ftcot.teach.budget import Budget, run_root, spent_in
 from ftcot.teach.plan import (ANSWER, DEFAULT_MAX_TOKENS, Plan, PlannedRequest, Target, TeachSettings, plan_requests,
@@ -253,7 +254,8 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
         task=task.key, split=split, teacher=teacher.name, method=method, samples=samples,
         temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),
         trigger=task.spec.trigger, exemplars=exemplars,
-        keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)), rationale=rationale)
+        keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)), rationale=rationale,
+        task_source=task_source(task))
     check = getattr(teacher, "check_settings", None)  # backends with limits refuse before anything runs
     if check is not None:
         check(temperature=settings.temperature, samples=settings.samples)

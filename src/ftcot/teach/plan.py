@@ -68,6 +68,9 @@ class TeachSettings:
     # Which part of a reasoning model's reply is the exported rationale (ftcot.teach.reasoning);
     # read when chains are read, so it changes no key and no request.
     rationale: str = "answer"
+    # A user's task: its file, SHA-256 and answer type (ftcot.tasks.custom.task_source), so that curate finds
+    # the file without being told again; changes no key.
+    task_source: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

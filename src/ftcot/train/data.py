@@ -48,6 +48,7 @@ class DataDir:
     val: list[TrainingExample]
     template: Template
     task: str
+    task_source: dict | None = None  # a user's task: its file, SHA-256 and answer type (tasks/custom.py)
 
 
 def read_data_dir(path: Path) -> DataDir:
@@ -70,7 +71,8 @@ def read_data_dir(path: Path) -> DataDir:
         raise FtcotError(f"{path / 'val.jsonl'}: no validation examples; curate with --val-fraction above 0.")
     for name, rows in (("train.jsonl", train), ("val.jsonl", val)):
         check_objectives(rows, template, path / name)
-    return DataDir(path, train, val, template, summary["task"])
+    source = summary.get("task_source")
+    return DataDir(path, train, val, template, summary["task"], source if isinstance(source, dict) else None)
 
 
 def check_objectives(rows: list[TrainingExample], template: Template, file: Path) -> None:
