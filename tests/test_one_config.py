@@ -64,7 +64,7 @@ def test_the_api_refuses_to_teach_into_the_data_root(tmp_path, data_root):
     (lambda out: ftcot.teach("coin_flip", "replay:text-davinci-002", out, max_cost=float("inf")), "max_cost"),
     (lambda out: ftcot.teach("coin_flip", "replay:text-davinci-002", out, temprature=0.7),
      "Did you mean 'temperature'"),
-    (lambda out: ftcot.teach("coin_flip", "replay:text-davinci-002", None), "out must be a directory path"),
+    (lambda out: ftcot.teach("coin_flip", "replay:text-davinci-002", None), "out must be a path"),
     (lambda out: ftcot.teach("coin_flip", "replay:text-davinci-002", out, rationalize=1, split="test"),
      "training questions only"),
     (lambda out: ftcot.curate(None, out, template="ft", val_fraction=1.5), "val_fraction: must be a finite number"),

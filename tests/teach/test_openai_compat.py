@@ -89,6 +89,28 @@ def test_chat_without_prefill_stage2_replays_stage1_then_asks_for_the_answer():
     ]
 
 
+def test_prefill_is_asked_for_never_assumed_on_every_path(tmp_path):
+    """OpenAI answers a trailing assistant message with a new message: the default moves the trigger into the
+    user turn (any server takes it); prefill=true is a teacher setting of the command, a config and the API."""
+    from ftcot.errors import FtcotError
+    from ftcot.experiment.config import parse_config
+    from ftcot.settings import build
+    from ftcot.teach.config import TeachConfig
+    from ftcot.teach.run import make_backend
+
+    base = {"task": "coin_flip", "spec": "openai:gpt-4o-mini", "chat": True}
+    assert make_backend(build(TeachConfig, base), None).prefill is False
+    assert make_backend(build(TeachConfig, {**base, "prefill": True}), None).prefill is True
+    with pytest.raises(FtcotError, match="prefill is for chat teachers"):
+        build(TeachConfig, {**base, "chat": False, "prefill": True}, surface="cli")
+    config = {"tasks": ["coin_flip"], "methods": ["ft_cot"], "students": ["tiny-gpt2"]}
+    with pytest.raises(FtcotError, match="prefill is for chat teachers"):
+        parse_config({**config, "teachers": [{"spec": "openai:m", "prefill": True}]})
+    plain, prefilled = (parse_config({**config, "teachers": [{"spec": "openai:m", "chat": True, **extra}]})
+                        for extra in ({}, {"prefill": True}))
+    assert plain.teachers[0].identity() != prefilled.teachers[0].identity()  # another teach stage
+
+
 def test_chat_without_prefill_zero_shot_baseline_is_one_user_turn():
     prompt = f"Q: {QUESTION}\nA: The answer (arabic numerals) is"
     assert prompt_to_messages(prompt, prefill=False) == [

@@ -129,6 +129,8 @@ class _Teacher(TeacherChecks):
                     "chat": self.chat, "extra_body": self.extra_body, "max_tokens": self.max_tokens}
         if self.system_prompt:
             identity["system_prompt"] = self.system_prompt
+        if self.prefill:  # only when set: chat teachers made before it keep their keys
+            identity["prefill"] = True
         # Only when set, so the teach stages made before these existed keep their keys (rationalize: true, the
         # one hinted rationale a question it meant then, stays true).
         rationalize = True if self.rationalize == 1 else self.rationalize or None

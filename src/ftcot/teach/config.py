@@ -24,7 +24,7 @@ Method = Literal[METHODS]  # type: ignore[valid-type]
 Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
 
 # The backend's knobs: --teacher-args NAME=VALUE,… on the command line, keys of a teachers: entry in a config.
-TEACHER_ARGS = ("base_url", "api_key_env", "chat", "extra_body", "system_prompt", "max_tokens", "concurrency",
+TEACHER_ARGS = ("base_url", "api_key_env", "chat", "prefill", "extra_body", "system_prompt", "max_tokens", "concurrency",
                 "server_concurrency", "rationale", "poll_interval_s", "batch_timeout_s", "prices", "workers",
                 "worker_cpus", "worker_gpus", "ray_address")
 
@@ -64,6 +64,9 @@ class TeacherChecks(Settings):
         if until is not None and most < until:
             raise ValueError(f"max_samples {most} is below until_correct {until}: a question could never have "
                              f"{until} correct rationales")
+        if getattr(self, "prefill", False) and not getattr(self, "chat", False):
+            raise ValueError("prefill is for chat teachers (chat=true): a completions endpoint continues the "
+                             "prompt anyway")
         workers = getattr(self, "workers", 0)
         if workers and getattr(self, "batch", False):
             raise ValueError("batch does not combine with workers: the provider runs a batch, nothing is sent "
@@ -108,6 +111,10 @@ class TeachConfig(TeacherChecks):
     api_key_env: Optional[str] = option(None, help="Variable holding the API key (default OPENAI_API_KEY)",
                                         cli="group:teacher-args")
     chat: bool = option(False, help="/chat/completions instead of /completions", cli="group:teacher-args")
+    prefill: bool = option(False, help="chat: end with the answer's start as an assistant message for the server "
+                                       "to continue (Ollama; vLLM with extra_body continue_final_message); "
+                                       "default: the trigger goes into the user turn, which every server takes",
+                           cli="group:teacher-args")
     extra_body: Optional[dict[str, Any]] = option(None, help="JSON merged into every request, e.g. "
                                                              "{repeat_penalty: 1.0} for greedy llama.cpp",
                                                   cli="group:teacher-args")
@@ -163,6 +170,8 @@ class TeachConfig(TeacherChecks):
     def backend_options(self) -> dict[str, Any]:
         """What :func:`ftcot.teach.backends.make_teacher` takes besides the spec."""
         options: dict[str, Any] = {"base_url": self.base_url, "api_key_env": self.api_key_env, "chat": self.chat}
+        if self.prefill:
+            options["prefill"] = True
         options.update({k: v for k, v in (("extra_body", dict(self.extra_body) if self.extra_body else None),
                                           ("server_concurrency", self.server_concurrency),
                                           ("system", self.system_prompt)) if v is not None})

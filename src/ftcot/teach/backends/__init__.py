@@ -17,7 +17,7 @@ from ftcot.errors import FtcotError
 from ftcot.teach.records import Teacher
 
 SCHEMES = ("openai", "hf", "replay")
-_OPENAI_ONLY = ("extra_body", "server_concurrency", "system")
+_OPENAI_ONLY = ("extra_body", "server_concurrency", "system", "prefill")
 # Bare names that mean a built-in local model.
 ALIASES = {"gemma-270m": "hf:gemma-270m", "smollm2-135m": "hf:smollm2-135m"}
 

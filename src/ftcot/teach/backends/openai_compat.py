@@ -19,13 +19,14 @@ the prompt is read as ``Q: …\\nA: …`` exchanges (few-shot exemplars become
 earlier user/assistant pairs); the last ``A:`` text is what the model must
 continue. Two ways to ask for that continuation:
 
-- ``prefill=True`` (default): the last ``A:`` text becomes a final assistant
+- ``prefill=True`` (``--teacher-args prefill=true``): the last ``A:`` text becomes a final assistant
   message the server continues, so stage 1 is
   ``[user: "{question}", assistant: "Let's think step by step."]`` and stage 2 is
   ``[user: "{question}", assistant: "Let's think step by step. {rationale} \\nTherefore, … is"]``.
   Ollama is reported to continue a trailing assistant message; vLLM needs
   ``extra_body={"continue_final_message": True, "add_generation_prompt": False}``.
-- ``prefill=False`` for servers that cannot continue a message (OpenAI itself;
+- ``prefill=False`` (the default: every server accepts it) for servers that cannot continue a message
+  (OpenAI itself, which answers a trailing assistant message with a new one;
   llama-cpp-python's chat formats close every assistant turn): the CoT trigger
   (``cot_trigger``, "Let's think step by step.") moves into the user turn, so
   stage 1 is ``[user: "{question}\\nLet's think step by step."]`` and stage 2
@@ -318,7 +319,7 @@ class OpenAICompatTeacher:
         max_retries: int = 6,
         extra_body: Mapping[str, Any] | None = None,
         *,
-        prefill: bool = True,
+        prefill: bool = False,
         system: str | None = None,
         cot_trigger: str = COT_TRIGGER,
         max_connections: int = 1024,
