@@ -176,10 +176,11 @@ def print_lineage(experiment: Experiment, task: str, method: str) -> None:
 
 def demo_command(
     out: Annotated[Path, typer.Option(help="Where the demo's experiment lives (rerun to resume)")] = Path("ftcot-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="tiny-gpt2 on 64 questions: a 3-minute smoke test, not a result")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-gpt2 on 64 questions: a smoke test, not a result")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Fine-tune-CoT offline: coin flip, the paper's recorded teacher, Gemma 3 270M as the student (~20 min)."""
+    """Fine-tune-CoT offline: coin flip, the paper's recorded teacher, Gemma 3 270M as the student (its time on
+    2 cores: README, 'The demo')."""
     from ftcot.experiment.config import parse_config
     from ftcot.experiment.demo import DEMO, QUICK
 
