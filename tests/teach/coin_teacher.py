@@ -6,7 +6,8 @@ measurements) takes minutes per run here and its accuracy is not known in advanc
 coin flip for real (it counts the flips in the question) and then errs on purpose: a question's
 difficulty (a hash of its text, 0–3) makes it right with probability 1, 1/2, 1/4 or 0, drawn from
 (prompt, seed), so a test can compute what every sample says. Given a hint "(Hint: the answer is X.)",
-it reasons to X. Stage 2 reads the answer out of the rationale in its prompt, as a real teacher would.
+it reasons to X, except on the hardest questions (difficulty 3), where it ignores the hint as a weak
+teacher may. Stage 2 reads the answer out of the rationale in its prompt, as a real teacher would.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def difficulty(question: str) -> int:
     return int(hashlib.sha256(_HINT.sub("", question).strip().encode()).hexdigest()[:2], 16) % 4
 
 
+def follows_hint(question: str) -> bool:
+    """Whether a hint about ``question`` turns the teacher's answer (not on the hardest questions)."""
+    return difficulty(question) < 3
+
+
 def gold(question: str) -> str:
     return "yes" if question.count(" flips the coin") % 2 == 0 else "no"
 
@@ -42,7 +48,7 @@ def gold(question: str) -> str:
 def sampled_answer(question: str, seed: int | None) -> str:
     """What the teacher's rationale for ``question`` concludes with this seed (None: greedy)."""
     hint = _HINT.search(question)
-    if hint:
+    if hint and follows_hint(question):
         return hint.group(1)
     right = gold(question)
     p = RIGHT_WITH[difficulty(question)]

@@ -17,7 +17,7 @@ from ftcot.tasks import load_task
 from ftcot.teach.prompts import hinted_question, reasoning_prompt, strip_hint
 from ftcot.templates import get_template
 from tests.cli import run_ftcot
-from tests.teach.coin_teacher import CoinTeacher, gold, sampled_answer
+from tests.teach.coin_teacher import CoinTeacher, follows_hint, gold, sampled_answer
 from tests.teach.test_adaptive import coin_train_file, teach_args
 
 
@@ -51,22 +51,25 @@ def test_unsolved_training_questions_are_asked_again_with_the_hint_and_curated_a
     assert teacher.count() == 16 * 2 * 2 + 2 * len(unsolved)
     answers = [b for b in teacher.requests() if b["prompt"].rstrip().endswith(" is")]
     assert not any("(Hint:" in b["prompt"] for b in answers)
+    # The teacher ignores the hint on its hardest questions: those hinted rationales are wrong, and stay out.
+    followed = [i for i in unsolved if follows_hint(questions[i])]
+    assert 0 < len(followed) < len(unsolved)
     report = json.loads((out / "rationalize.json").read_text())
-    assert (report["asked"], report["rationalized"]) == (len(unsolved), len(unsolved))  # the hint is followed
-    assert report["solved_after"] == 16 and "rationalization:" in result.stdout
+    assert (report["asked"], report["rationalized"]) == (len(unsolved), len(followed))
+    assert report["solved_after"] == 16 - (len(unsolved) - len(followed)) and "rationalization:" in result.stdout
 
     records, _ = load_teacher_records(out)
     marked = [r for r in records if r.get("rationalized")]
-    assert sorted(r["sample_index"] for r in marked) == sorted(unsolved)
+    assert sorted(r["sample_index"] for r in marked) == sorted(unsolved)  # every hinted chain is a record
     train, val, summary = curate(task, get_template("ft_cot"), records, val_fraction=0)
     rows = {e.sample_index: e for e in train if e.rationalized}
-    assert sorted(rows) == sorted(unsolved)
+    assert sorted(rows) == sorted(followed)  # only the right ones are training data
     for index, row in rows.items():
         assert row.question == questions[index] and "Hint" not in row.prompt  # trained without the hint
         assert row.answer == gold(questions[index])
-    assert summary["rationalized"] == {"records": len(unsolved), "used": True, "kept": len(unsolved),
-                                       "questions": len(unsolved)}
-    assert summary["yield_histogram"].get("0", 0) == 0
+    assert summary["rationalized"] == {"records": len(unsolved), "used": True, "kept": len(followed),
+                                       "questions": len(followed)}
+    assert summary["yield_histogram"].get("0", 0) == len(unsolved) - len(followed)
 
     left_out, _, without = curate(task, get_template("ft_cot"), records, val_fraction=0, rationalized=False)
     assert not any(e.rationalized for e in left_out) and without["dropped"][RATIONALIZED_OFF] == len(unsolved)
@@ -81,7 +84,7 @@ def test_unsolved_training_questions_are_asked_again_with_the_hint_and_curated_a
     assert run_ftcot("curate", out, "--task", task_file, "--answer-type", "yes/no", "--out", data,
                      "--val-fraction", "0").returncode == 0
     rows = [json.loads(line) for line in (data / "train.jsonl").open()]
-    assert sum(r["rationalized"] for r in rows) == len(unsolved)
+    assert sum(r["rationalized"] for r in rows) == len(followed)
 
 
 def test_a_question_solved_by_a_later_top_up_keeps_only_its_own_rationales(tmp_path, teacher):
