@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftcot.curate import curate
-from ftcot.curate.select import DUPLICATE, NOT_TRAIN, OVER_LIMIT, TOO_LONG, WRONG_ANSWER
+from ftcot.curate.select import DUPLICATE, NOT_TRAIN, OUTSIDE_SUBSET, OVER_LIMIT, TOO_LONG, WRONG_ANSWER
 from ftcot.scoring import score
 from ftcot.tasks import load_task
 from ftcot.templates import get_template
@@ -33,6 +33,16 @@ def test_keeps_exactly_the_correct_training_rationales(coin_flip, records):
     assert {e.sample_index for e in train + val} == correct
     assert summary["kept"] == len(correct) == 320  # as in the offline pilot
     assert summary["dropped"] == {NOT_TRAIN: 150, WRONG_ANSWER: 30}
+
+
+def test_a_training_subset_says_its_left_out_questions_are_outside_it(coin_flip, records):
+    """Records of training questions outside a train_size subset are not 'not a training question'."""
+    train, val, summary = curate(coin_flip, get_template("ft_cot"), records, train_size=16)
+    kept = {e.sample_index for e in train + val}
+    assert len(kept) <= 16
+    assert summary["dropped"][NOT_TRAIN] == 150  # the test questions, as without a subset
+    assert summary["dropped"][OUTSIDE_SUBSET] == 350 - 16
+    assert summary["kept"] + sum(summary["dropped"].values()) == len(records)
 
 
 def test_layout_follows_the_spec_and_carries_the_gold_answer(coin_flip, records):

@@ -11,7 +11,7 @@ from ftcot.curate.filters import QualityFilters
 from ftcot.curate.labels import check_label_mode, pseudo_label_report
 from ftcot.scoring import MIN_VOTES, majority_votes, record_answer
 from ftcot.curate.report import FilterProbe, decontaminate_questions, report
-from ftcot.curate.select import NO_GOLD, select_rationales
+from ftcot.curate.select import NO_GOLD, OUTSIDE_SUBSET, select_rationales
 from ftcot.errors import FtcotError, check_float, check_int
 from ftcot.tasks import Task
 from ftcot.templates import Template
@@ -55,8 +55,14 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     check_label_mode(label)
     check_int("--min-votes", min_votes, 1)
     train_indices = task.split_indices("train", split_scheme)
+    outside: Counter = Counter()
     if train_size is not None:
-        train_indices = question_subset(train_indices, train_size, subset_seed, task.key)
+        subset = question_subset(train_indices, train_size, subset_seed, task.key)
+        # Training questions left out of the subset are dropped as that, not as "not a training question".
+        left_out = set(train_indices) - set(subset)
+        outside[OUTSIDE_SUBSET] = sum(1 for r in records if r["sample_index"] in left_out)
+        records = [r for r in records if r["sample_index"] not in left_out]
+        train_indices = subset
     train_indices, records, flags, decontaminated = decontaminate_questions(decontamination, task, train_indices,
                                                                             split_scheme, records)
     probe = FilterProbe(filters or QualityFilters())
@@ -69,7 +75,7 @@ def curate(task: Task, template: Template, records: Iterable[dict] = (), *, spli
     if template.uses_rationale:
         selection = select_rationales(records, task.spec, train_indices, max_per_question, max_rationale_tokens,
                                       probe, label=label, votes=votes, rationalized=rationalized)
-        dropped = selection.dropped + decontaminated
+        dropped = selection.dropped + decontaminated + outside
 
         def example(r: dict) -> TrainingExample:
             by_majority = label == "majority" and not r.get("rationalized")

@@ -21,6 +21,7 @@ from ftcot.tasks import TaskSpec
 
 # Why a teacher record did not become a training example.
 NOT_TRAIN = "not a training question"
+OUTSIDE_SUBSET = "outside the training subset (train_size)"
 NO_RATIONALE = "no rationale"
 WRONG_ANSWER = "wrong answer"
 DUPLICATE = "duplicate rationale"
