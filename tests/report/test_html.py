@@ -153,7 +153,7 @@ def test_curation_and_teacher_reports(inputs):
     assert "wrong_answer: 90" in markup
 
 
-def test_lineage_links_each_accuracy_to_its_files():
+def test_lineage_names_each_accuracys_files_as_text_that_survives_a_move():
     entry = {"task": "coin_flip", "method": "ft_cot", "student": "s<b>", "teacher": "t", "D": None, "seed": 0,
              "train_size": None, "accuracy": 91.3, "predictions": "stages/evaluate/a/predictions.jsonl",
              "checkpoint": "stages/train/b/best", "training_rows": "stages/curate/c/train.jsonl",
@@ -161,8 +161,9 @@ def test_lineage_links_each_accuracy_to_its_files():
     baseline = {**entry, "method": "zs", "model": "gemma-270m", "checkpoint": None, "training_rows": None,
                 "teacher_completions": None}
     markup = render_report(ReportInputs(lineage=[entry, baseline]))
-    hrefs = [a["href"] for a in _Elements(markup).all("a")]
-    assert hrefs == ["stages/evaluate/a/predictions.jsonl", "stages/train/b/best", "stages/curate/c/train.jsonl",
+    assert not _Elements(markup).all("a")  # relative links would point nowhere once the page is mailed or moved
+    paths = re.findall(r": <code>([^<]*)</code>", markup)
+    assert paths == ["stages/evaluate/a/predictions.jsonl", "stages/train/b/best", "stages/curate/c/train.jsonl",
                      "stages/teach/d/teach.sqlite", "stages/evaluate/a/predictions.jsonl"]
     assert "s&lt;b&gt;" in markup and "<b>" not in markup
 
@@ -313,3 +314,24 @@ def test_a_real_curation_report_shows_filters_yield_and_contamination_pairs_read
     assert f"truncated: {summary['filters']['flagged']['truncated']}" in section
     assert "test_task: single_eq" in section and "rule: exact" in section
     assert "{&#x27;" not in section  # no dict repr
+
+
+def test_notes_paper_rows_stage_times_and_environment_are_in_the_report():
+    row = ResultRow("ft_cot", "tiny-gpt2", "t", "coin_flip", None, 0, 50, 40.0)
+    markup = render_report(ReportInputs(
+        rows=[row], notes=["Test questions per accuracy differ — Coin Flip: teacher on 150, students on 50"],
+        paper="| | Coin Flip |\n|---|---|\n| GPT-3 175B Fine-tune-CoT | 100.00 |\n", paper_heading="The paper",
+        stage_times=[("train", 2, 250.0, 200.0)], environment=[("torch", "2.13.0"), ("machine", "x, 2 cores")]))
+    assert "teacher on 150, students on 50" in markup
+    assert "<h3>The paper</h3>" in markup and "GPT-3 175B Fine-tune-CoT" in markup
+    assert "<th>train</th><td class='num'>2</td><td class='num'>4.2 min</td>" in markup
+    assert "torch 2.13.0" in markup and "x, 2 cores" in markup
+
+
+def test_a_curation_field_empty_in_every_report_is_left_out():
+    from ftcot.report.html import reports_table_html
+
+    table = reports_table_html([{"task": "coin_flip", "template": "ft_cot", "kept": 3, "pseudo_labels": None},
+                                {"task": "date", "template": "ft_cot", "kept": 5, "pseudo_labels": {}}],
+                               ("task", "template"))
+    assert "kept" in table and "pseudo_labels" not in table

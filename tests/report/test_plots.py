@@ -208,3 +208,8 @@ def test_a_value_label_sits_above_its_error_bar():
         [label] = [t for t in ax.texts if t.get_text() == "54.0"]
         whisker_top = ax.transData.transform((0, 54.0 + 21.7))[1]
         assert label.get_window_extent(renderer).y0 >= whisker_top
+
+
+def test_a_series_keeps_its_colour_whatever_the_order_of_the_rows():
+    labels = ["gemma-270m, Fine-tune-CoT", "gemma-270m, Fine-tune", "teacher: text-davinci-002"]
+    assert plots._colour_map(labels) == plots._colour_map(reversed(labels))

@@ -74,3 +74,13 @@ def test_a_teacher_row_over_fewer_questions_than_planned_says_so(tmp_path):
     write_csv([partial], tmp_path / "results.csv")  # the coverage is the table's, not a CSV column
     assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
         "method,student,teacher,task,D,seed,n,accuracy,train_size,train_precision,eval_precision,ci_low,ci_high"
+
+
+def test_a_column_over_different_numbers_of_questions_is_said():
+    from ftcot.report.results import sample_size_note
+
+    students = [ResultRow("ft_cot", "tiny-gpt2", "t", "coin_flip", None, 0, 50, 40.0)]
+    teacher = [ResultRow("zs_cot", "t", "t", "coin_flip", None, 0, 150, 91.33)]
+    note = sample_size_note(students, teacher)
+    assert "Coin Flip: teacher on 150, students on 50" in note
+    assert sample_size_note(students, [ResultRow("zs_cot", "t", "t", "coin_flip", None, 0, 50, 90.0)]) == ""

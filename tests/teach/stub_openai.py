@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ class StubOpenAI:
     # with an OpenAI-style error (401, 500, …), or "garbage" for a 200 whose body is an HTML page.
     outage: int | str | None = None
     echo: bool = False  # an error's message repeats the request's URL and Authorization header
+    # Answer a request that asks for log-probabilities with them (each endpoint in its shape: see stub_logprobs).
+    logprobs: bool = False
     port: int = 0
     bodies: list[dict] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)  # path and query string of every completion request
@@ -69,6 +72,7 @@ class StubOpenAI:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/completions", self._complete)
+        app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -91,17 +95,23 @@ class StubOpenAI:
         if self.outage is not None:
             said = f" ({request.url} {request.headers.get('Authorization')})" if self.echo else ""
             return web.json_response({"error": {"message": f"stub outage{said}"}}, status=int(self.outage))
-        prompt = body["prompt"]
+        chat = "messages" in body
+        prompt = "\n".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
         if self.fail_marker and self.fail_marker in prompt:
             return web.json_response({"error": {"message": "this prompt is refused (stub)"}}, status=400)
         n = body.get("n", 1) if self.honour_n else 1
         choices = []
         for i in range(n):
-            choices.append({"index": i, "text": reply_text(prompt, body.get("seed"), body.get("temperature", 1.0), i,
-                                                           self.same_rationale),
-                            "finish_reason": "length" if body["max_tokens"] <= self.completion_tokens else "stop"})
+            text = reply_text(prompt, body.get("seed"), body.get("temperature", 1.0), i, self.same_rationale)
+            choice = {"index": i, "finish_reason": "length" if body["max_tokens"] <= self.completion_tokens else "stop",
+                      **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
+            k = (body.get("top_logprobs") if chat and body.get("logprobs") else body.get("logprobs")) or 0
+            if self.logprobs and k:
+                choice["logprobs"] = stub_logprobs(text, int(k), chat)
+            choices.append(choice)
         usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": self.completion_tokens * n}
-        return web.json_response({"object": "text_completion", "choices": choices, "usage": usage})
+        return web.json_response({"object": "chat.completion" if chat else "text_completion", "choices": choices,
+                                  "usage": usage})
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -120,3 +130,23 @@ def reply_text(prompt: str, seed: int | None, temperature: float, choice: int, s
         return f" The coin is flipped, sample {tag}. So yes."
     return " The coin is flipped twice. So yes."
 
+
+def stub_tokens(text: str) -> list[str]:
+    """The stub's tokens of a reply: each word with the space before it."""
+    return re.findall(r"\s*\S+", text)
+
+
+def stub_logprobs(text: str, k: int, chat: bool) -> dict:
+    """Log-probabilities of a reply, deterministic: token t was written with log-prob -0.25·(t mod 4), the
+    most likely there; alternative j is ``alt{j}`` at j less. The legacy shape also lists one alternative more
+    than asked (llama.cpp adds the written token to the K it found), which a reader must cut back to K."""
+    tokens = stub_tokens(text)
+    chosen = [-0.25 * (t % 4) for t in range(len(tokens))]
+    alternatives = [[(token, lp)] + [(f"alt{j}", lp - j) for j in range(1, k + (0 if chat else 1))]
+                    for token, lp in zip(tokens, chosen)]
+    if chat:
+        return {"content": [{"token": token, "logprob": lp, "bytes": list(token.encode()),
+                             "top_logprobs": [{"token": a, "logprob": b, "bytes": list(a.encode())} for a, b in alts]}
+                            for token, lp, alts in zip(tokens, chosen, alternatives)]}
+    return {"tokens": tokens, "token_logprobs": chosen, "top_logprobs": [dict(alts) for alts in alternatives],
+            "text_offset": [sum(map(len, tokens[:t])) for t in range(len(tokens))]}

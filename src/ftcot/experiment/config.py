@@ -131,6 +131,8 @@ class _Teacher(TeacherChecks):
             identity["system_prompt"] = self.system_prompt
         if self.prefill:  # only when set: chat teachers made before it keep their keys
             identity["prefill"] = True
+        if self.top_logprobs:  # only when set, likewise: a stage that stores them is another stage's output
+            identity["top_logprobs"] = self.top_logprobs
         # Only when set, so the teach stages made before these existed keep their keys (rationalize: true, the
         # one hinted rationale a question it meant then, stays true).
         rationalize = True if self.rationalize == 1 else self.rationalize or None

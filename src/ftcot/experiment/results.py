@@ -15,7 +15,10 @@ every ``ftcot run`` (and a partial run reports what is finished so far):
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from ftcot.experiment.stages import ResultCell, Stage, task_identity, task_label
 from ftcot.jsonl import read_json_object, read_jsonl
 from ftcot.report.paper import paper_markdown
 from ftcot.report.results import (PairedRow, ResultRow, method_label, precision_note, results_markdown,
-                                  uncertainty_markdown, write_csv)
+                                  sample_size_note, uncertainty_markdown, write_csv)
 from ftcot.report.statistics import paired_test
 
 TRAINING_CURVES_SHOWN = 24  # more runs than this make the report a wall of plots; lineage.json lists them all
@@ -180,10 +183,13 @@ def write_results(run: Experiment) -> Results:
     out = run.out
     note = (f"\n{results.pending} of {len(run.plan.cells)} cells are not evaluated yet; rerun `ftcot run` to "
             f"finish them.\n" if results.pending else "")
-    skipped = "".join(f"\n- not run: {reason}" for reason in run.plan.skipped)
-    skipped += "".join(f"\n- {line}" for line in [*results.notes, precision_note(results.rows)] if line)
-    paper = paper_markdown({r.task for r in results.rows} | {r.task for r in results.teacher_rows})
-    paper = f"\nThe paper's numbers on these tasks, to read the table against:\n\n{paper}" if paper else ""
+    # What a reader must know to trust a row: the same lines in results.md and report.html.
+    notes = [f"not run: {reason}" for reason in run.plan.skipped]
+    notes += [line for line in [*results.notes, precision_note(results.rows),
+                                sample_size_note(results.rows, results.teacher_rows)] if line]
+    skipped = "".join(f"\n- {line}" for line in notes)
+    paper_table = paper_markdown({r.task for r in results.rows} | {r.task for r in results.teacher_rows})
+    paper = f"\n{PAPER_HEADING}:\n\n{paper_table}" if paper_table else ""
     (out / "results.md").write_text(f"# {run.config.name}\n\nTest accuracy (%); mean ± 95% interval over seeds "
                                     f"where there are several.\n\n"
                                     + results_markdown(results.rows, results.teacher_rows) + note + skipped + "\n"
@@ -200,9 +206,52 @@ def write_results(run: Experiment) -> Results:
         # A failed teach stage's report too: it counts the failed items.
         teacher_reports=[_read_json(run.stage_dir(s) / "report.json") for s in run.plan.of_kind("teach")
                          if (run.stage_dir(s) / "report.json").is_file()],
-        examples=_examples(run), lineage=results.lineage)
+        examples=_examples(run), lineage=results.lineage,
+        notes=([note.strip()] if note else []) + notes, paper=paper_table, paper_heading=PAPER_HEADING,
+        stage_times=_stage_times(run), environment=environment())
     write_report(inputs, out / "report.html")
     return results
+
+
+PAPER_HEADING = "The paper's numbers on these tasks, to read the table against"
+
+
+def _stage_times(run: Experiment) -> list[tuple[str, int, float, float]]:
+    """Per stage kind: (kind, stages finished, seconds in all, the longest), from each stage's done.json."""
+    times: dict[str, list[float]] = {}
+    for stage in run.plan.ordered():
+        record = run.done(stage)
+        if record is not None and isinstance(record.get("seconds"), (int, float)):
+            times.setdefault(stage.kind, []).append(float(record["seconds"]))
+    return [(kind, len(seconds), sum(seconds), max(seconds)) for kind, seconds in times.items()]
+
+
+def environment() -> list[tuple[str, str]]:
+    """Where this report was written (the machine, the libraries); the rows' own precision is in the notes."""
+    import platform
+
+    from ftcot import __version__
+
+    facts = [("written", time.strftime("%Y-%m-%d %H:%M %Z")), ("ftcot", __version__),
+             ("python", platform.python_version()), ("machine", f"{_cpu_name()}, {os.cpu_count()} cores")]
+    for package in ("torch", "transformers", "peft"):
+        try:
+            facts.append((package, importlib.metadata.version(package)))
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return facts
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -75,8 +75,12 @@ class ReportInputs:
       the correct and of the wrong ones are shown side by side.
     - ``pairs``: paired tests of two methods on the same questions (:class:`PairedRow`).
     - ``lineage``: one dict per accuracy (``ftcot.experiment.results.lineage``):
-      the cell's fields and the paths, relative to the report, of the files it
-      came from; each path becomes a link.
+      the cell's fields and the paths, relative to the experiment directory, of
+      the files it came from (text, not links: the page is mailed and moved
+      without them).
+    - ``notes``, ``paper``, ``stage_times``, ``environment``: the notes under
+      the table, the paper's reference rows, the time each kind of stage took,
+      and where the report was written.
     """
 
     title: str = "Fine-tune-CoT report"
@@ -90,6 +94,11 @@ class ReportInputs:
     examples_per_side: int = 2
     lineage: Sequence[Mapping[str, Any]] = ()
     pairs: Sequence[PairedRow] = ()
+    notes: Sequence[str] = ()  # what a reader must know to trust a row (results.md's list under the table)
+    paper: str = ""  # the paper's numbers on these tasks, a markdown table (ftcot.report.paper)
+    paper_heading: str = "The paper's numbers"
+    stage_times: Sequence[tuple[str, int, float, float]] = ()  # kind, stages, seconds in all, the longest
+    environment: Sequence[tuple[str, str]] = ()  # where the report was written: machine, versions, date
 
 
 def esc(value: Any) -> str:
@@ -148,8 +157,10 @@ def _value_html(key: str, value: Any) -> str:
 
 
 def reports_table_html(reports: Sequence[Mapping[str, Any]], heading_keys: Sequence[str]) -> str:
-    """Reports side by side: one column per report, one row per field (the union, in first-seen order)."""
-    keys = list(dict.fromkeys(k for report in reports for k in report if k not in heading_keys))
+    """Reports side by side: one column per report, one row per field (the union, in first-seen order; a field
+    that is empty in every report is left out)."""
+    keys = [k for k in dict.fromkeys(k for report in reports for k in report if k not in heading_keys)
+            if any(report.get(k) not in (None, "", [], {}) for report in reports)]
     out = ["<div class='scroll'><table><thead><tr><th></th>"]
     for report in reports:
         parts = [task_title(str(report.get(k))) if k == "task" else str(report.get(k, "–")) for k in heading_keys]
@@ -199,17 +210,41 @@ LINEAGE_LINKS = {"predictions": "predictions", "checkpoint": "checkpoint", "trai
 
 
 def lineage_html(entries: Sequence[Mapping[str, Any]]) -> str:
-    """Each accuracy with links to the files it came from (relative paths: the report lives beside them)."""
-    columns = ("task", "method", "student", "teacher", "D", "seed", "train_size", "accuracy")
+    """Each accuracy with the files it came from, as paths relative to the experiment directory: text, not links,
+    so that the self-contained page points nowhere wrong once it is mailed or moved."""
+    columns = ("task", "method", "student", "teacher", "D", "seed", "train_size", "n", "accuracy")
     out = ["<div class='scroll'><table><thead><tr>"
            + "".join(f"<th>{esc(c)}</th>" for c in columns) + "<th>came from</th></tr></thead><tbody>"]
     for entry in entries:
         cells = "".join(f"<td>{esc('–' if entry.get(c) in (None, '') else entry[c])}</td>" for c in columns)
-        links = " · ".join(f"<a href='{esc(entry[key])}'>{esc(text)}</a>" for key, text in LINEAGE_LINKS.items()
-                           if entry.get(key))
-        out.append(f"<tr>{cells}<td>{links or esc(entry.get('model', '–'))}</td></tr>")
+        paths = "<br>".join(f"{esc(text)}: <code>{esc(entry[key])}</code>" for key, text in LINEAGE_LINKS.items()
+                            if entry.get(key))
+        out.append(f"<tr>{cells}<td>{paths or esc(entry.get('model', '–'))}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def run_html(stage_times: Sequence[tuple[str, int, float, float]], environment: Sequence[tuple[str, str]]) -> str:
+    """How long each kind of stage took (its done.json's seconds) and where the report was written."""
+    out = []
+    if stage_times:
+        out.append("<table><thead><tr><th>stage</th><th>finished</th><th>time in all</th><th>longest</th></tr>"
+                   "</thead><tbody>")
+        out += [f"<tr><th>{esc(kind)}</th><td class='num'>{count}</td><td class='num'>{_duration(total)}</td>"
+                f"<td class='num'>{_duration(longest)}</td></tr>" for kind, count, total, longest in stage_times]
+        out.append("</tbody></table>")
+    if environment:
+        out.append("<p class='muted'>Report written: " + "; ".join(f"{esc(k)} {esc(v)}" for k, v in environment)
+                   + ". A stage's time is where it ran, which may be another machine (or several, on Ray).</p>")
+    return "".join(out)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 def render_report(inputs: ReportInputs) -> str:
@@ -224,10 +259,15 @@ def render_report(inputs: ReportInputs) -> str:
     if inputs.subtitle:
         parts.append(f"<p class='muted'>{esc(inputs.subtitle)}</p>")
     if inputs.rows or inputs.teacher_rows:
+        notes = inputs.notes or [precision_note(inputs.rows)]
         parts.append("<section id='results'><h2>Results</h2>"
-                     "<p class='muted'>Test accuracy (%); mean ± 95% interval over seeds where there are several.</p>"
+                     "<p class='muted'>Test accuracy (%); mean ± 95% interval over seeds where there are several; "
+                     "n per accuracy under Lineage.</p>"
                      + markdown_table_html(results_markdown(inputs.rows, inputs.teacher_rows))
-                     + f"<p class='muted'>{esc(precision_note(inputs.rows))}</p></section>")
+                     + "".join(f"<p class='muted'>{esc(note)}</p>" for note in notes if note))
+        if inputs.paper:
+            parts.append(f"<h3>{esc(inputs.paper_heading)}</h3>" + markdown_table_html(inputs.paper))
+        parts.append("</section>")
     if inputs.rows:
         parts.append(f"<section id='how-sure'><h2>How sure</h2><p class='muted'>{esc(INTERVALS_NOTE)}</p>"
                      + markdown_table_html(intervals_markdown(inputs.rows)))
@@ -243,7 +283,9 @@ def render_report(inputs: ReportInputs) -> str:
         parts.append("<section id='curation'><h2>Curation</h2>"
                      + reports_table_html(inputs.curation, ("task", "template")) + "</section>")
     if inputs.teacher_reports:
-        parts.append("<section id='teacher'><h2>Teacher</h2>"
+        parts.append("<section id='teacher'><h2>Teacher</h2><p class='muted'>Each teach stage's report covers every "
+                     "question it asked: the training questions and, for the table's teacher row, the test ones; "
+                     "the teacher row above is the test questions alone, so the two accuracies differ.</p>"
                      + reports_table_html(inputs.teacher_reports, ("task", "teacher", "method")) + "</section>")
     if inputs.examples:
         parts.append("<section id='examples'><h2>Examples</h2>")
@@ -253,6 +295,9 @@ def render_report(inputs: ReportInputs) -> str:
     if inputs.lineage:
         parts.append("<section id='lineage'><h2>Lineage</h2><p class='muted'>Where each accuracy came from "
                      "(also <code>ftcot run --explain TASK METHOD</code>).</p>" + lineage_html(inputs.lineage)
+                     + "</section>")
+    if inputs.stage_times or inputs.environment:
+        parts.append("<section id='run'><h2>Run</h2>" + run_html(inputs.stage_times, inputs.environment)
                      + "</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -53,8 +53,9 @@ def _cells(points: Iterable[tuple[tuple, float]]) -> dict[tuple, Cell]:
 
 
 def _colour_map(labels: Iterable[str]) -> dict[str, str]:
-    # One colour per series across all panels of a figure, so a legend entry means the same everywhere.
-    return {label: _COLOURS[i % len(_COLOURS)] for i, label in enumerate(dict.fromkeys(labels))}
+    # One colour per series across all panels of a figure, so a legend entry means the same everywhere; by the
+    # sorted labels, so a series keeps its colour whatever order the result rows came in.
+    return {label: _COLOURS[i % len(_COLOURS)] for i, label in enumerate(sorted(set(labels)))}
 
 
 def _figure(panels: int, width: float | None = None, height: float | None = None) -> tuple[Figure, list[Axes]]:
@@ -410,8 +411,9 @@ def plot_training_curves(epochs: Sequence[Mapping], path: Path, title: str = "Tr
             acc_ax.plot(xs, ys, marker="o", markersize=3, label="Validation accuracy", color=_COLOURS[2])
             acc_ax.set_ylim(0, 100)
             if best in xs:
+                # Not clipped: at 100% the star sits on the axes' edge.
                 acc_ax.plot([best], [ys[xs.index(best)]], marker="*", markersize=13, color="black",
-                            linestyle="none")
+                            linestyle="none", clip_on=False, zorder=5)
         for ax in (loss_ax, acc_ax):
             if best is not None:
                 ax.axvline(best, color="black", linestyle="--", linewidth=1, label=f"Best epoch ({best})")

@@ -156,6 +156,22 @@ def precision_note(rows: Iterable[ResultRow]) -> str:
             f"hardware may differ by a few points.")
 
 
+def sample_size_note(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow] = ()) -> str:
+    """One sentence where a column's accuracies are over different numbers of test questions (a teacher row on
+    the whole test split beside students evaluated with a limit), so that nobody compares them unawares."""
+    parts = []
+    for task in task_order({r.task for r in [*rows, *teacher_rows]}):
+        sizes = {"teacher": sorted({r.n for r in teacher_rows if r.task == task}),
+                 "students": sorted({r.n for r in rows if r.task == task})}
+        if len({n for ns in sizes.values() for n in ns}) > 1:
+            parts.append(f"{task_title(task)}: " + ", ".join(
+                f"{who} on {' / '.join(map(str, ns))}" for who, ns in sizes.items() if ns))
+    if not parts:
+        return ""
+    return ("Test questions per accuracy differ — " + "; ".join(parts)
+            + " (an evaluation limit, or a teacher that answered fewer): compare such rows with care.")
+
+
 def row_interval(row: ResultRow) -> tuple[float, float]:
     """The 95% Wilson interval of one evaluation's accuracy over its questions, in percent."""
     low, high = wilson_interval(round(row.accuracy * row.n / 100), row.n)

@@ -19,6 +19,7 @@ from pydantic import model_validator
 from ftcot.settings import Compound, Settings, option, parse_args
 from ftcot.teach.plan import METHODS
 from ftcot.teach.reasoning import RATIONALE_SOURCES
+from ftcot.teach.records import MAX_TOP_LOGPROBS
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
@@ -26,7 +27,7 @@ Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
 # The backend's knobs: --teacher-args NAME=VALUE,… on the command line, keys of a teachers: entry in a config.
 TEACHER_ARGS = ("base_url", "api_key_env", "chat", "prefill", "extra_body", "system_prompt", "max_tokens", "concurrency",
                 "server_concurrency", "rationale", "poll_interval_s", "batch_timeout_s", "prices", "workers",
-                "worker_cpus", "worker_gpus", "ray_address")
+                "worker_cpus", "worker_gpus", "ray_address", "top_logprobs")
 
 
 def _teacher_args(text: str) -> dict[str, Any]:
@@ -75,6 +76,9 @@ class TeacherChecks(Settings):
             for name, default in (("ray_address", None), ("worker_cpus", 1.0), ("worker_gpus", 0.0)):
                 if getattr(self, name, default) != default:
                     raise ValueError(f"{name} is a setting of the teach workers: set workers (e.g. workers=2) too")
+        if getattr(self, "top_logprobs", 0) and str(getattr(self, "spec", "")).startswith("replay:"):
+            raise ValueError("top_logprobs: a replay: teacher returns recorded text, which has no "
+                             "log-probabilities; ask a live teacher (openai:, hf:) or leave it 0")
         if until is not None and getattr(self, "batch", False):
             raise ValueError("batch does not combine with adaptive sampling: a batch sends everything at once, "
                              "adaptive sampling needs each round's answers first")
@@ -144,6 +148,10 @@ class TeachConfig(TeacherChecks):
     ray_address: Optional[str] = option(None, help="The Ray cluster of the workers ('auto', HOST:6379, "
                                                    "ray://HOST:10001; none: a new one on this machine)",
                                         cli="group:teacher-args")
+    top_logprobs: int = option(0, help=f"Also store the K most likely tokens and their log-probabilities at every "
+                                       f"completion token (1..{MAX_TOP_LOGPROBS}; 0: no), for logit distillation; "
+                                       f"same store keys", cli="group:teacher-args", ge=0, le=MAX_TOP_LOGPROBS,
+                               strict=True)
     answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")
     questions: Optional[list[int]] = option(None, help="Only these sample indices of the split (an experiment "
                                                        "teaches only the questions it trains on)", cli="hidden")
@@ -172,6 +180,8 @@ class TeachConfig(TeacherChecks):
         options: dict[str, Any] = {"base_url": self.base_url, "api_key_env": self.api_key_env, "chat": self.chat}
         if self.prefill:
             options["prefill"] = True
+        if self.top_logprobs:  # only when set: a backend that cannot return them is then never asked to
+            options["top_logprobs"] = self.top_logprobs
         options.update({k: v for k, v in (("extra_body", dict(self.extra_body) if self.extra_body else None),
                                           ("server_concurrency", self.server_concurrency),
                                           ("system", self.system_prompt)) if v is not None})

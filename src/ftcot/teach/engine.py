@@ -37,6 +37,11 @@ this executor sends it:
   its cost recorded with it.
 - **Ctrl-C** — the first one stops new requests and waits for those in
   flight (they are paid for); a second one aborts.
+- **Log-probabilities** — a teacher built with ``top_logprobs`` K returns each
+  completion's top-K per token; they are committed with it (same transaction).
+  Stored greedy completions that lack them are asked again for them alone
+  (:mod:`ftcot.teach.plan`); a reply whose text differs from the stored one
+  keeps the stored text and leaves its top-K out (recorded as a failure).
 - **Dry run** — the plan priced (:meth:`~ftcot.teach.plan.RequestPlan.estimate`);
   it sends nothing, writes nothing and needs no API key.
 - **Inside a running event loop** (Jupyter) the run goes on a loop of its own
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import heapq
 import itertools
 import math
@@ -71,7 +77,7 @@ from ftcot.teach.plan import (ANSWER, DEFAULT_MAX_TOKENS, Plan, PlannedRequest, 
                               settings_of, validate)
 from ftcot.teach.pricing import Price, PriceTable
 from ftcot.teach.prompts import method_exemplars
-from ftcot.teach.records import Completion, CompletionRequest, Teacher, TeacherError
+from ftcot.teach.records import Completion, CompletionRequest, Teacher, TeacherError, TopLogprobs
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
 DEFAULT_CONCURRENCY = 16
@@ -255,7 +261,7 @@ def resolve_settings(task: Task, split: str, teacher: Teacher, method: str, samp
         temperature=float(temperature), max_tokens=max_tokens or DEFAULT_MAX_TOKENS.get(method, 128),
         trigger=task.spec.trigger, exemplars=exemplars,
         keyed_by_question=bool(getattr(teacher, "keyed_by_question", False)), rationale=rationale,
-        task_source=task_source(task))
+        task_source=task_source(task), top_logprobs=int(getattr(teacher, "top_logprobs", 0) or 0))
     check = getattr(teacher, "check_settings", None)  # backends with limits refuse before anything runs
     if check is not None:
         check(temperature=settings.temperature, samples=settings.samples)
@@ -370,6 +376,13 @@ def stored_rows(teacher: str, request: CompletionRequest, targets: Sequence[Targ
         for i, (target, c) in enumerate(zip(targets, completions))]
 
 
+def stored_logprobs(targets: Sequence[Target], completions: list[Completion], k: int) -> dict[str, TopLogprobs]:
+    """Key → top-K of the completions that came with them (committed with their rows: ``add_completions``), at
+    most the ``k`` asked for where known (a batch line's reply is read without it)."""
+    return {target.key: c.logprobs.cut(k) if k else c.logprobs
+            for target, c in zip(targets, completions) if c.logprobs is not None}
+
+
 class _Run:
     """The request loop: sends a :class:`RequestPlan`'s requests, and each new rationale's answer."""
 
@@ -386,7 +399,8 @@ class _Run:
         # Every key being asked for now: a stage-2 key that a new rationale needs while another request
         # asks for it (two samples came out the same) waits for that reply instead of paying again.
         self.pending: dict[str, asyncio.Future[StoredCompletion | None]] = {}
-        self._to_commit: list[tuple[list[StoredCompletion], tuple[str, float] | None, asyncio.Future[None]]] = []
+        self._to_commit: list[tuple[list[StoredCompletion], tuple[str, float] | None, dict[str, TopLogprobs],
+                                    asyncio.Future[None]]] = []
         self._flushing: asyncio.Future[None] | None = None
         self.sending = 0  # requests in flight
         self.stopping = False
@@ -399,12 +413,18 @@ class _Run:
         self._progress: Progress | None = None
         self._bar: Any = None
         self._started = time.monotonic()
+        self._console: Console | None = None
+        self._said_no_logprobs = False
 
     # -- the run -------------------------------------------------------------------
 
     async def main(self, console: Console, show_progress: bool) -> TeachSummary:
+        self._console = console
         requests = plan_requests(self.plan, self.questions, self.store, self.teacher.supports_n)
         self.summary.cached = requests.stored
+        if requests.refetches:
+            console.print(f"asking {requests.refetches} stored greedy completions again for their top-"
+                          f"{self.settings.top_logprobs} log-probabilities (their text is kept)", markup=False)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.1f} completions/s"), TextColumn("{task.fields[tokens]} tokens"),
@@ -448,7 +468,7 @@ class _Run:
     async def _first(self, item: PlannedRequest) -> None:
         """A stage-1 request; then (two stages) the answer of each rationale it brought."""
         rows = await self._claim_and_send(item, _STAGE1_NEXT)
-        if rows and self.plan.two_stage:
+        if rows and self.plan.two_stage and not item.refetch:  # a refetched rationale's answer is planned apart
             await asyncio.gather(*(self._answer(row) for row in rows if row is not None))
 
     async def _answer(self, rationale: StoredCompletion) -> None:
@@ -460,10 +480,18 @@ class _Run:
             else:
                 self._advance(1)
             return
-        if self.store.get(item.key) is not None:
+        stored = self.store.get(item.key)
+        if stored is not None and not self._lacks_logprobs(stored):
             self._cached(1)
             return
-        await self._claim_and_send(item, _STAGE2_FIRST)
+        await self._claim_and_send(dataclasses.replace(item, refetch=stored is not None), _STAGE2_FIRST)
+
+    def _lacks_logprobs(self, row: StoredCompletion) -> bool:
+        """Whether a stored answer is asked again for its top-K (Plan.lacks_logprobs); a run without them
+        never reads the table."""
+        if not self.settings.top_logprobs:
+            return False
+        return self.plan.lacks_logprobs(row, self.store.logprobs_k([row.key]).get(row.key, 0))
 
     async def _claim_and_send(self, item: PlannedRequest, priority: int) -> list[StoredCompletion | None] | None:
         """Send for the item's keys, then hand each key's stored row (None: not stored) to those waiting for it.
@@ -486,10 +514,13 @@ class _Run:
 
     # -- one request -----------------------------------------------------------------
 
+    def _steps(self, item: PlannedRequest) -> int:
+        """Progress steps per target: a new rationale's answer counts too (it will not come if it fails)."""
+        return 2 if self.plan.two_stage and item.targets[0].stage != ANSWER and not item.refetch else 1
+
     def _not_sent(self, item: PlannedRequest) -> None:
         self.summary.not_sent += 1
-        per_target = 2 if self.plan.two_stage and item.targets[0].stage != ANSWER else 1
-        self._advance(per_target * len(item.targets))
+        self._advance(self._steps(item) * len(item.targets))
 
     async def _send(self, item: PlannedRequest, priority: int) -> list[StoredCompletion | None] | None:
         if self.stopping:
@@ -513,13 +544,13 @@ class _Run:
             try:
                 completions = await self.teacher.complete(item.request)
             except TeacherError as exc:
-                self._failed(item.targets, exc.status, str(exc), exc.retryable)
+                self._failed(item, item.targets, exc.status, str(exc), exc.retryable)
                 if exc.status in (401, 403):  # the key is refused: every other request would be too
                     self.summary.credentials_refused = True
                     self.stopping = True
                 return None
             except Exception as exc:  # a bug or an unwrapped error: stop sending, keep what we have
-                self._failed(item.targets, None, f"{type(exc).__name__}: {exc}", True)
+                self._failed(item, item.targets, None, f"{type(exc).__name__}: {exc}", True)
                 self.fatal = self.fatal or exc
                 self.stopping = True
                 return None
@@ -549,15 +580,37 @@ class _Run:
         self.summary.completion_tokens += completion_tokens
         if self.summary.cost_usd is not None:
             self.summary.cost_usd += cost
-        await self._commit(stored, (request_id, cost))
+        logprobs = stored_logprobs(item.targets, completions, self.settings.top_logprobs)
+        await self._commit(stored, (request_id, cost), logprobs)
+        if self.settings.top_logprobs and not self._said_no_logprobs and any(c.logprobs is None for c in completions):
+            self._said_no_logprobs = True  # stored all the same: the text is paid for
+            if self._console is not None:
+                self._console.print(f"{self.settings.teacher} returned a completion without the log-probabilities "
+                                    f"asked for (top_logprobs={self.settings.top_logprobs}); does the server "
+                                    f"support them? The text is stored.", markup=False)
         short = len(item.targets) - len(stored)
         if short:
-            self._failed(item.targets[len(stored):], None,
+            self._failed(item, item.targets[len(stored):], None,
                          f"the teacher returned {len(completions)} completions for n={item.request.n}", True)
+        if item.refetch:
+            rows = self._refetched(item, stored)
         self._advance(len(stored))
         return rows
 
-    async def _commit(self, rows: list[StoredCompletion], spending: tuple[str, float]) -> None:
+    def _refetched(self, item: PlannedRequest, replies: list[StoredCompletion]) -> list[StoredCompletion | None]:
+        """A refetch's rows are the stored ones (their text is kept); a reply with another text got no top-K."""
+        kept = self.store.get_many(t.key for t in item.targets)
+        for reply in replies:
+            first = kept.get(reply.key)
+            if first is not None and first.text != reply.text:
+                self._record_failures([Target(reply.key, first.stage, first.sample_index, first.sample_number)], None,
+                                     "asked again for its log-probabilities, the greedy completion came back with "
+                                     "another text (a nondeterministic server or dtype): the stored text is kept, "
+                                     "without them", False)
+        return [kept.get(t.key) for t in item.targets]
+
+    async def _commit(self, rows: list[StoredCompletion], spending: tuple[str, float],
+                      logprobs: dict[str, TopLogprobs]) -> None:
         """Return once ``rows`` (and what they cost) are committed: the replies that arrive together share one
         commit.
 
@@ -569,7 +622,7 @@ class _Run:
         arrived during the commit before it.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_commit.append((rows, spending, done))
+        self._to_commit.append((rows, spending, logprobs, done))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
         await done
@@ -581,23 +634,30 @@ class _Run:
         try:
             while self._to_commit:
                 group, self._to_commit = self._to_commit, []
-                rows = [row for rows, _, _ in group for row in rows]
-                spending = [spent for _, spent, _ in group if spent is not None]
+                rows = [row for rows, _, _, _ in group for row in rows]
+                spending = [spent for _, spent, _, _ in group if spent is not None]
+                logprobs = {key: top for _, _, tops, _ in group for key, top in tops.items()}
                 try:
                     self.summary.new += await loop.run_in_executor(
-                        self._committer, self._writer.add_completions, rows, spending)
+                        self._committer, self._writer.add_completions, rows, spending, logprobs)
                 except BaseException as exc:  # a full disk: every request of the group sees the one-line error
-                    for _, _, done in group:
+                    for _, _, _, done in group:
                         if not done.done():
                             done.set_exception(exc)
                     continue
-                for _, _, done in group:
+                for _, _, _, done in group:
                     if not done.done():
                         done.set_result(None)
         finally:
             self._flushing = None
 
-    def _failed(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
+    def _failed(self, item: PlannedRequest, targets: Sequence[Target], status: int | None, message: str,
+                retryable: bool) -> None:
+        self._record_failures(targets, status, message, retryable)
+        # A failed rationale ends its chain for this run: its stage 2 will not come.
+        self._advance(self._steps(item) * len(targets))
+
+    def _record_failures(self, targets: Sequence[Target], status: int | None, message: str, retryable: bool) -> None:
         message = redact(message, self.secrets)
         for target in targets:
             self.store.add_failure(Failure(target.key, self.settings.teacher, target.stage, target.sample_index,
@@ -605,9 +665,6 @@ class _Run:
         self.summary.failed += len(targets)
         if len(self.summary.failure_examples) < 3:
             self.summary.failure_examples.append(f"sample {targets[0].sample_index}: {message}")
-        # A failed rationale ends its chain for this run: its stage 2 will not come.
-        per_target = 2 if self.plan.two_stage and targets[0].stage != ANSWER else 1
-        self._advance(per_target * len(targets))
 
     # -- progress --------------------------------------------------------------------
 

@@ -11,6 +11,17 @@ completion split at its last ``-->``; a reasoning model's ``reasoning_completion
 and ``split``. Incomplete chains (a stopped or failed run) are left out and
 counted; a run without one complete chain is an error, not an empty file. The file is written to a temporary name and renamed, so a reader
 never sees half of it.
+
+With ``logprobs=True`` (a run with ``top_logprobs``) each record also gets
+``logprobs``: per completion of the chain, by its store stage (``reasoning``
+and ``answer`` for zs_cot, else the method's name), ``{"k": K, "ids" or
+"tokens": [[written, top 1, …, top K], …], "logprobs": [[…], …]}`` a row per
+token of that completion's stored text (before the ``rationale`` choice and the
+ft_cot split), 4 decimals, ``null`` for a padded -inf; a completion stored
+without them has ``null``. The default export has no such field: its records
+stay the shared format's, and a top-K is ~250 bytes a token as JSON. For
+training, read them from the store by a record's key instead
+(:meth:`ftcot.teach.store.TeachStore.top_logprobs`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from ftcot.jsonl import write_jsonl
 from ftcot.paths import atomic_file
 from ftcot.teach.plan import Chain, Plan, settings_of, split_ft_cot
 from ftcot.teach.reasoning import check_rationale_source, rationale_text
+from ftcot.teach.records import TopLogprobs
 from ftcot.teach.store import TeachStore
 
 
@@ -63,8 +75,32 @@ def plan_of(store: TeachStore, rationale: str | None = None) -> Plan:
     return Plan(settings)
 
 
-def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> ExportSummary:
-    """``rationale`` (answer|reasoning|both) overrides the run's setting for a reasoning model's chains."""
+def logprobs_json(top: TopLogprobs | None) -> dict[str, Any] | None:
+    """A completion's top-K as JSON (the module docstring's layout)."""
+    if top is None:
+        return None
+    values = [[_rounded(x) for x in [chosen, *row]] for chosen, row in zip(top.chosen_logprobs, top.logprobs)]
+    if top.ids is not None and top.chosen_ids is not None:
+        tokens: dict[str, Any] = {"ids": [[int(chosen), *map(int, row)] for chosen, row in zip(top.chosen_ids, top.ids)]}
+    else:
+        tokens = {"tokens": [[chosen, *row] for chosen, row in zip(top.chosen_tokens or (), top.tokens or ())]}
+    return {"k": top.k, **tokens, "logprobs": values}
+
+
+def _rounded(value: float) -> float | None:
+    return round(float(value), 4) if value != float("-inf") else None
+
+
+def chain_logprobs(chain: Chain, store: TeachStore) -> dict[str, Any]:
+    """Stage → the top-K of that completion of a complete chain (None where it has none)."""
+    completions = [c for c in (chain.first, chain.second) if c is not None]
+    found = store.top_logprobs(c.key for c in completions)
+    return {c.stage: logprobs_json(found.get(c.key)) for c in completions}
+
+
+def export(store: TeachStore, out_path: Path, rationale: str | None = None, logprobs: bool = False) -> ExportSummary:
+    """``rationale`` (answer|reasoning|both) overrides the run's setting for a reasoning model's chains;
+    ``logprobs`` adds each record's top-K log-probabilities (module docstring)."""
     plan = plan_of(store, rationale)
     incomplete = 0
 
@@ -72,7 +108,10 @@ def export(store: TeachStore, out_path: Path, rationale: str | None = None) -> E
         nonlocal incomplete
         for chain in plan.chains(store):
             if chain.complete:
-                yield chain_record(chain, plan)
+                record = chain_record(chain, plan)
+                if logprobs:
+                    record["logprobs"] = chain_logprobs(chain, store)
+                yield record
             else:
                 incomplete += 1
 

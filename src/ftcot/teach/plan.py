@@ -14,6 +14,16 @@ rationale (sample number 0..D-1) and the greedy stage-2 answer to it; for
 zero-shot and Few-shot-CoT the single greedy completion; for ``ft_cot`` (a
 Fine-tune-CoT student as the teacher: its own ``question ###`` prompt) the single
 completion ``rationale --> answer``, sampled D times like a Zero-shot-CoT rationale.
+
+Log-probabilities (``top_logprobs`` K > 0) change no key and no request but
+what the backend is asked to return with it: the sampled text is the same
+distribution with or without them, so the same key holds it, and a run that
+asks for them reuses what is stored. A stored completion that lacks them (or
+has a smaller K) is asked again only where its text is reproducible, a greedy
+one (temperature 0: every stage-2 answer, and stage 1 at T=0); that request
+fills its top-K and nothing else (the store keeps the first text, and keeps the
+top-K only if the text came back the same). A sampled rationale cannot be
+drawn again, so a sampled stage must ask for them in its first run.
 """
 
 from __future__ import annotations
@@ -71,9 +81,15 @@ class TeachSettings:
     # A user's task: its file, SHA-256 and answer type (ftcot.tasks.custom.task_source), so that curate finds
     # the file without being told again; changes no key.
     task_source: dict[str, str] | None = None
+    # The top-K log-probabilities the teacher returns with each completion (0: none); changes no key, decides
+    # which stored greedy completions are asked again for theirs (the module docstring).
+    top_logprobs: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.top_logprobs:  # only when set: the records of runs without it stay as they were
+            del data["top_logprobs"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TeachSettings:
@@ -183,6 +199,11 @@ class Plan:
         # Greedy, so sample number 0: identical rationales share one paid answer.
         return request_key(self.settings.teacher, prompt, budget, 0.0, (), 0, self._question(question))
 
+    def lacks_logprobs(self, row: StoredCompletion, k: int) -> bool:
+        """Whether a stored completion (with a stored top-K of ``k``, 0: none) is asked again for its top-K:
+        the run wants a larger K, and its text is greedy, so the same request gives it again."""
+        return self.settings.top_logprobs > k and row.temperature == 0
+
     def answer_request(self, rationale: StoredCompletion) -> PlannedRequest:
         """The stage-2 request a stored rationale needs (its own stage-1 prompt holds the question)."""
         second = self.second_prompt(rationale.prompt, rationale.text)
@@ -223,6 +244,9 @@ class PlannedRequest:
 
     request: CompletionRequest
     targets: tuple[Target, ...]
+    # The keys are stored already; asked again for their top-K log-probabilities only (Plan.lacks_logprobs):
+    # its reply adds no completion and starts no stage 2 (the stored rationale's answer is planned apart).
+    refetch: bool = False
 
     @property
     def key(self) -> str:
@@ -245,7 +269,12 @@ class RequestPlan:
 
     @property
     def new_rationales(self) -> int:
-        return sum(len(item.targets) for item in self.first)
+        return sum(len(item.targets) for item in self.first if not item.refetch)
+
+    @property
+    def refetches(self) -> int:
+        """Stored completions asked again for their top-K log-probabilities."""
+        return sum(len(item.targets) for item in self.first + self.second if item.refetch)
 
     @property
     def requests(self) -> int:
@@ -257,8 +286,9 @@ class RequestPlan:
 
     @property
     def completions(self) -> int:
-        """Completions the run will store, by the same count."""
-        return self.new_rationales * (2 if self.two_stage else 1) + len(self.second)
+        """Completions the run will receive, by the same count (a refetch's: its top-K)."""
+        refetched_first = sum(len(item.targets) for item in self.first if item.refetch)
+        return self.new_rationales * (2 if self.two_stage else 1) + refetched_first + len(self.second)
 
     def estimate(self, price: Price | None) -> tuple[int, int, float | None]:
         """(prompt tokens, completion tokens, USD) the run would spend: prompts at 4 characters a token,
@@ -270,6 +300,8 @@ class RequestPlan:
         if self.two_stage:
             trigger = estimate_tokens(" " + s.trigger)
             for item in self.first:
+                if item.refetch:  # its answer, if missing, is in self.second already
+                    continue
                 prompt_tokens += len(item.targets) * (estimate_tokens(item.request.prompt) + s.max_tokens + trigger)
                 completion_tokens += len(item.targets) * s.answer_max_tokens
         cost = price.cost(prompt_tokens, completion_tokens) if price is not None else None
@@ -283,8 +315,9 @@ def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None
     Stage 1: with ``supports_n`` one request a question for its missing samples (``n`` = how many: the
     prompt is paid once), else one a sample with its own seed. A key two questions share (the same text)
     is asked for by the first only; the second's chain reads the same stored row. Stage 2: one request per
-    distinct answer key of the stored rationales that lack one. Keys in ``skip`` (in an open batch) are
-    left out. ``store`` None: nothing is stored yet (a dry run before the first run).
+    distinct answer key of the stored rationales that lack one. With ``top_logprobs``, stored greedy
+    completions without their top-K are asked again (``refetch``; the module docstring). Keys in ``skip``
+    (in an open batch) are left out. ``store`` None: nothing is stored yet (a dry run before the first run).
     """
     first: list[PlannedRequest] = []
     second: list[PlannedRequest] = []
@@ -293,6 +326,7 @@ def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None
     prompts = [(sample, plan.first_prompt(sample.question)) for sample in questions]
     keys = [{m: plan.first_key(prompt, m, sample.index) for m in plan.sample_numbers()} for sample, prompt in prompts]
     rationales = store.get_many(k for ks in keys for k in ks.values()) if store is not None else {}
+    have = _logprobs_k(plan, store, rationales)
     answers: dict[str, PlannedRequest] = {}
     for (sample, prompt), sample_keys in zip(prompts, keys):
         missing = [m for m, key in sample_keys.items() if key not in rationales and key not in planned]
@@ -301,6 +335,11 @@ def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None
         for group in groups:
             targets = tuple(Target(sample_keys[m], plan.first_stage, sample.index, m) for m in group)
             first.append(PlannedRequest(plan.first_request(prompt, group, sample.index), targets))
+        for number, key in sample_keys.items():
+            if key in rationales and key not in planned and plan.lacks_logprobs(rationales[key], have.get(key, 0)):
+                planned.add(key)
+                target = Target(key, plan.first_stage, sample.index, number)
+                first.append(PlannedRequest(plan.first_request(prompt, [number], sample.index), (target,), True))
         for key in sample_keys.values():
             if key in rationales:
                 stored += 1
@@ -312,14 +351,27 @@ def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None
     if answers:
         found = store.get_many(answers) if store is not None else {}
         stored += len(found)
+        have = _logprobs_k(plan, store, found)
         for key, answer in answers.items():
-            if key not in found and key not in planned:
+            if key in planned:
+                continue
+            if key not in found:
                 planned.add(key)
                 second.append(answer)
+            elif plan.lacks_logprobs(found[key], have.get(key, 0)):
+                planned.add(key)
+                second.append(dataclasses.replace(answer, refetch=True))
         complete = sum(1 for sample_keys in keys for key in sample_keys.values() if key in rationales
                        and plan.answer_request(rationales[key]).key in found)
     return RequestPlan(plan.settings, first, second, len(questions), len(questions) * plan.settings.samples,
                        complete, stored, plan.two_stage)
+
+
+def _logprobs_k(plan: Plan, store: TeachStore | None, rows: dict[str, StoredCompletion]) -> dict[str, int]:
+    """K of the stored top-K of ``rows``' keys; read only when the run asks for log-probabilities."""
+    if not plan.settings.top_logprobs or store is None or not rows:
+        return {}
+    return store.logprobs_k(rows)
 
 
 def split_ft_cot(text: str) -> tuple[str, str]:

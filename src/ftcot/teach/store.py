@@ -35,7 +35,19 @@ stored is paid for again.
   ``failures`` (status, message); the key stays missing, so a later run tries
   it again.
 
-Tables: ``completions`` (results), ``failures``, ``questions`` (question text
+- **Log-probabilities beside the text.** A run with ``top_logprobs`` K keeps each
+  completion's top-K per token in ``logprobs``, one row per key, committed in the
+  transaction of its completion (a ``kill -9`` cannot leave a completion that
+  was asked with them without them). A row is written only while the stored
+  completion of its key has the very text it describes; a later row with a
+  larger K replaces it (nothing is lost: its top K hold the smaller K's), any
+  other is ignored. Layout (:func:`encode_logprobs`): column 0 of each token's
+  row is the token written, then the K alternatives; ``ids`` int32 where the
+  backend gives token ids, else ``texts`` (zlib'd JSON of the token strings);
+  ``logprobs`` float16 (±0.05% relative: far below what distillation can
+  tell; -inf pads).
+
+Tables: ``completions`` (results), ``logprobs`` (top-K per token), ``failures``, ``questions`` (question text
 and gold answer of every sample a run covered, so export and report need no
 data directory), ``runs`` (each invocation's settings, append-only; the
 last one is what export and report describe) and ``spending`` (what each paid
@@ -51,13 +63,17 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ftcot.dir_lock import lock_directory
 from ftcot.errors import FtcotError
+from ftcot.teach.records import TopLogprobs
 
 STORE_FILE = "teach.sqlite"
 # A run directory's second store: rationalization's hinted chains (ftcot.teach.rationalize), RUN_DIR/rationalize/.
@@ -125,6 +141,16 @@ CREATE TABLE IF NOT EXISTS spending (
     usd REAL NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS logprobs (
+    key TEXT PRIMARY KEY,
+    k INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    ids BLOB,
+    texts BLOB,
+    logprobs BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS logprobs_no_delete BEFORE DELETE ON logprobs
+BEGIN SELECT RAISE(ABORT, 'logprobs are kept'); END;
 CREATE TRIGGER IF NOT EXISTS completions_no_update BEFORE UPDATE ON completions
 BEGIN SELECT RAISE(ABORT, 'completions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS completions_no_delete BEFORE DELETE ON completions
@@ -224,6 +250,40 @@ def _row_values(row: StoredCompletion) -> list[Any]:
     values = [getattr(row, name) for name in StoredCompletion.__dataclass_fields__]
     values[_STOP_FIELD] = json.dumps(list(row.stop))
     return values
+
+
+# A completion's top-K, written with it and only while the stored completion of its key has the text the
+# top-K describe (a greedy completion asked again for its log-probabilities may come back different from
+# the one stored first: then they are not its). A larger K replaces a smaller one; nothing else does.
+_INSERT_LOGPROBS = """
+INSERT INTO logprobs (key, k, length, ids, texts, logprobs)
+SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM completions WHERE key = ? AND text = ?)
+ON CONFLICT (key) DO UPDATE SET k = excluded.k, length = excluded.length, ids = excluded.ids,
+    texts = excluded.texts, logprobs = excluded.logprobs WHERE excluded.k > logprobs.k
+"""
+
+
+def encode_logprobs(top: TopLogprobs) -> tuple[int, int, bytes | None, bytes | None, bytes]:
+    """``(k, length, ids, texts, logprobs)`` of a ``logprobs`` row (the layout in the module docstring)."""
+    logprobs = np.concatenate([top.chosen_logprobs[:, None], top.logprobs], axis=1).astype("<f2")
+    ids = texts = None
+    if top.ids is not None and top.chosen_ids is not None:
+        ids = np.concatenate([top.chosen_ids[:, None], top.ids], axis=1).astype("<i4").tobytes()
+    else:
+        rows = [[chosen, *alternatives] for chosen, alternatives in zip(top.chosen_tokens or (), top.tokens or ())]
+        texts = zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return top.k, len(top), ids, texts, logprobs.tobytes()
+
+
+def decode_logprobs(k: int, length: int, ids: bytes | None, texts: bytes | None, logprobs: bytes) -> TopLogprobs:
+    values = np.frombuffer(logprobs, dtype="<f2").reshape(length, k + 1).astype(np.float32)
+    if ids is not None:
+        table = np.frombuffer(ids, dtype="<i4").reshape(length, k + 1).astype(np.int32)
+        return TopLogprobs(values[:, 0].copy(), values[:, 1:].copy(), chosen_ids=table[:, 0].copy(),
+                           ids=table[:, 1:].copy())
+    rows = json.loads(zlib.decompress(texts or b"").decode("utf-8")) if length else []
+    return TopLogprobs(values[:, 0].copy(), values[:, 1:].copy(), chosen_tokens=tuple(row[0] for row in rows),
+                       tokens=tuple(tuple(row[1:]) for row in rows))
 
 
 # Stores made before reasoning models were read get the column when first opened for writing
@@ -362,15 +422,19 @@ class TeachStore:
     # -- writing -------------------------------------------------------------
 
     def add_completions(self, rows: Sequence[StoredCompletion],
-                        spending: Sequence[tuple[str, float]] = ()) -> int:
+                        spending: Sequence[tuple[str, float]] = (),
+                        logprobs: Mapping[str, TopLogprobs] | None = None) -> int:
         """Commit one request's completions together; returns how many were new.
 
         A key that is already stored keeps its first value (INSERT OR IGNORE):
         the store never overwrites a paid result. ``spending``: (request id, USD)
         of the requests these rows answer, recorded in the same transaction.
+        ``logprobs``: key → the top-K of that row's text, in the same transaction
+        too (kept only where the stored text is that row's: module docstring).
         """
         if not rows and not spending:
             return 0
+        texts = {row.key: row.text for row in rows}
         # Many rows per INSERT statement, not executemany: each statement step releases and
         # retakes the GIL, and in the engine's committer thread every retake could wait out a
         # busy event loop's switch interval (5 ms) — per row, that held commits for tens of ms.
@@ -382,6 +446,9 @@ class TeachStore:
                 self._db.execute(_insert_completions(len(chunk)),
                                  [value for row in chunk for value in _row_values(row)])
             inserted = self._db.total_changes - before
+            if logprobs:
+                self._db.executemany(_INSERT_LOGPROBS, [(key, *encode_logprobs(top), key, texts[key])
+                                                        for key, top in logprobs.items() if key in texts])
             if spending:
                 now = time.time()
                 self._db.executemany("INSERT OR IGNORE INTO spending (request_id, usd, created) VALUES (?, ?, ?)",
@@ -443,6 +510,25 @@ class TeachStore:
                 chunk)
             found.update((row["key"], _completion(row)) for row in rows)
         return found
+
+    def logprobs_k(self, keys: Iterable[str]) -> dict[str, int]:
+        """K of the stored top-K of each of ``keys`` that has them (cheap: no arrays are read)."""
+        return {row[0]: int(row[1]) for row in self._logprobs_rows("key, k", keys)}
+
+    def top_logprobs(self, keys: Iterable[str]) -> dict[str, TopLogprobs]:
+        """The stored top-K log-probabilities of each of ``keys`` that has them (:class:`TopLogprobs`)."""
+        return {row[0]: decode_logprobs(*row[1:]) for row in self._logprobs_rows(
+            "key, k, length, ids, texts, logprobs", keys)}
+
+    def _logprobs_rows(self, columns: str, keys: Iterable[str]) -> Iterator[sqlite3.Row]:
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            try:
+                yield from self._db.execute(f"SELECT {columns} FROM logprobs WHERE key IN "
+                                            f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+            except sqlite3.OperationalError:  # no such table: a store made before them, opened read-only
+                return
 
     def stored_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` have a stored completion (the keys only: cheap for a whole run's worth)."""

@@ -11,6 +11,19 @@ A request with ``n > 1`` becomes ``n`` sampled rows; choice ``k`` uses seed
 of ``n`` requests with consecutive seeds. The model loads on the first request
 (``gemma-270m``: ≈3 s, or ≈40 s to 2 min the very first time while its cache is built).
 
+Log-probabilities (``top_logprobs=K``): after a batch is generated, each
+completion is scored by one forward pass of prompt + completion through the
+same model, and the top K of ``log_softmax`` at every completion token are kept
+with token ids (:func:`score_top_logprobs`). ``ftcot.models.generation`` does
+not hand out its per-step scores, and ``output_scores`` would hold steps × rows
+× vocabulary floats at once (2 GB for Gemma's 262,144 tokens at 16 rows × 128
+steps); the scoring pass holds one row's. The tokens are the completion's text
+tokenized after its prompt, which is what a student sharing the tokenizer trains
+on (where a sampled text does not re-tokenize to the ids drawn, these are the
+ones it is trained on). Log-probabilities are the model's own, before
+temperature, as the servers report them. It costs about a prompt's prefill
+per completion (0.2-0.3 of the generation time on a CPU).
+
 Reproducibility: in float32 a request's text does not depend on which other
 requests share its batch. In bfloat16 (``dtype="auto"`` on CPUs and GPUs that
 have it) rounding differs with the batch's shape, so greedy text can drift
@@ -21,13 +34,16 @@ after some tokens between runs that batch differently; pass
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ftcot.errors import FtcotError
-from ftcot.teach.records import Completion, CompletionRequest, TeacherError
+from ftcot.teach.records import MAX_TOP_LOGPROBS, Completion, CompletionRequest, TeacherError, TopLogprobs
 
 DEFAULT_BATCH_SIZE = 16
 # Long enough for the engine's other tasks to add their requests after one
@@ -47,10 +63,14 @@ class HFTeacher:
 
     def __init__(self, spec: str, *, dtype: str | None = "auto", device: str | None = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_wait_s: float = DEFAULT_MAX_WAIT_S,
-                 loaded: Any = None) -> None:
-        """``loaded``: an already loaded :class:`ftcot.models.LoadedModel` to use instead of loading ``spec``."""
+                 loaded: Any = None, top_logprobs: int = 0) -> None:
+        """``loaded``: an already loaded :class:`ftcot.models.LoadedModel` to use instead of loading ``spec``.
+        ``top_logprobs``: K > 0 also returns each completion's top-K log-probabilities (module docstring)."""
         if batch_size < 1:
             raise FtcotError(f"batch_size must be at least 1 (got {batch_size}).")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise FtcotError(f"top_logprobs must be 0..{MAX_TOP_LOGPROBS} (got {top_logprobs}).")
+        self.top_logprobs = top_logprobs
         self.spec = spec
         self.name = "hf:" + spec
         self.dtype, self.device = dtype, device
@@ -139,7 +159,7 @@ class HFTeacher:
             started = time.monotonic()
             rows = [row for p in runnable for row in p.rows]
             self.batches.append(len(rows))
-            outputs = await asyncio.to_thread(_generate, self._loaded, rows, self.batch_size)
+            outputs = await asyncio.to_thread(_generate, self._loaded, rows, self.batch_size, self.top_logprobs)
         except FtcotError as exc:
             _fail(batch, TeacherError(f"{self.name}: {exc}", retryable=False))
             return
@@ -155,8 +175,8 @@ class HFTeacher:
             choices = choices * (pending.request.n // len(choices))  # greedy: one text, n times
             if not pending.future.done():
                 pending.future.set_result([
-                    Completion(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens, latency)
-                    for g in choices
+                    Completion(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens, latency, logprobs=top)
+                    for g, top in choices
                 ])
 
     def _prepare(self, pending: _Pending) -> bool:
@@ -192,10 +212,58 @@ def _load(spec: str, dtype: str | None, device: str | None) -> Any:
     return load_model(spec, dtype=dtype, device=device)
 
 
-def _generate(loaded: Any, rows: list[Any], batch_size: int) -> list[Any]:
+def _generate(loaded: Any, rows: list[Any], batch_size: int, top_logprobs: int = 0) -> list[tuple[Any, Any]]:
+    """(generation, its top-K or None) per row."""
     from ftcot.models.generation import generate
 
-    return generate(loaded, rows, batch_size=batch_size)
+    outputs = generate(loaded, rows, batch_size=batch_size)
+    return [(g, score_top_logprobs(loaded, row.prompt, g.text, top_logprobs) if top_logprobs else None)
+            for row, g in zip(rows, outputs)]
+
+
+def score_top_logprobs(loaded: Any, prompt: str, text: str, k: int) -> TopLogprobs:
+    """The top-``k`` log-probabilities at every token of ``text`` after ``prompt``, by one forward pass."""
+    import torch
+
+    model = loaded.model
+    prompt_ids = loaded.encode_prompt(prompt)
+    completion = _completion_ids(loaded, prompt, prompt_ids, text)
+    if not completion:
+        return TopLogprobs(np.zeros(0, np.float32), np.zeros((0, k), np.float32), chosen_ids=np.zeros(0, np.int32),
+                           ids=np.zeros((0, k), np.int32))
+    with torch.inference_mode():
+        if loaded.is_encoder_decoder:
+            start = model.generation_config.decoder_start_token_id
+            if start is None:
+                start = model.config.decoder_start_token_id
+            decoder = torch.tensor([[start, *completion[:-1]]], device=loaded.device)
+            logits = model(input_ids=torch.tensor([prompt_ids], device=loaded.device),
+                           decoder_input_ids=decoder).logits[0]
+        else:
+            keep = len(completion) + 1  # the position before each completion token predicts it
+            # Only those positions through the output layer, where the model can (a 262,144-token vocabulary).
+            extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+            ids = torch.tensor([prompt_ids + completion], device=loaded.device)
+            logits = model(input_ids=ids, **extra).logits[0, -keep:-1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        top = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+        chosen = torch.tensor(completion, device=logprobs.device)
+        chosen_logprobs = logprobs.gather(1, chosen[:, None])[:, 0]
+    return TopLogprobs(chosen_logprobs.cpu().numpy().astype(np.float32), top.values.cpu().numpy().astype(np.float32),
+                       chosen_ids=np.asarray(completion, dtype=np.int32),
+                       ids=top.indices.cpu().numpy().astype(np.int32))
+
+
+def _completion_ids(loaded: Any, prompt: str, prompt_ids: list[int], text: str) -> list[int]:
+    """``text``'s tokens as they follow ``prompt``: the joint encoding's tail where it starts with the prompt's
+    own tokens (a SentencePiece space stays on its word), else ``text`` encoded alone."""
+    if not text:
+        return []
+    if not loaded.is_encoder_decoder:
+        joint = loaded.encode_prompt(prompt + text)
+        if joint[:len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+            return joint[len(prompt_ids):]
+    return list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _fail(batch: list[_Pending], error: TeacherError) -> None:

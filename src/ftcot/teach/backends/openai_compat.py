@@ -53,6 +53,20 @@ a sampled run is reproducible and its samples differ. With
 ``supports_n=False`` given up front every sample is such a request
 (``seed + 0`` for the first), with the same seeds as after detection.
 
+Log-probabilities
+-----------------
+``top_logprobs=K`` (1..20) asks for the K most likely tokens at every completion
+token: ``logprobs: K`` at ``/completions`` (the legacy shape: ``tokens``,
+``token_logprobs`` and ``top_logprobs`` as ``{token: logprob}``; llama.cpp's
+server and vLLM take it, OpenAI's legacy endpoint at most 5), ``logprobs: true,
+top_logprobs: K`` at ``/chat/completions`` (``content[].top_logprobs[]``;
+OpenAI and vLLM at most 20). Both come back as :class:`~ftcot.teach.records.TopLogprobs`,
+tokens by their text; vLLM gives ids when ``extra_body`` has
+``return_tokens_as_token_ids: true`` (tokens spelled ``token_id:N``), and they
+are then kept as ids. The legacy shape keys alternatives by their text, so two
+ids that decode alike (partial UTF-8) are one alternative there. K is no part
+of the teacher's name: the store keys stay those of a run without it.
+
 Usage and timing
 ----------------
 ``prompt_tokens`` is the request's (shared by its choices, see
@@ -113,7 +127,7 @@ import aiohttp
 from ftcot.api_replies import (backoff_delay, endpoint, error_message, parse_retry_after, public_url, redact,
                                retryable_status, url_secrets)
 from ftcot.errors import FtcotError
-from ftcot.teach.records import Completion, CompletionRequest, TeacherError
+from ftcot.teach.records import MAX_TOP_LOGPROBS, Completion, CompletionRequest, TeacherError, TopLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +156,7 @@ def sample_seed(seed: int | None, index: int, rng: random.Random) -> int:
 
 
 def build_completions_payload(
-    model: str, request: CompletionRequest, extra_body: Mapping[str, Any] | None = None
+    model: str, request: CompletionRequest, extra_body: Mapping[str, Any] | None = None, *, top_logprobs: int = 0
 ) -> dict[str, Any]:
     """The JSON body of a ``/completions`` request."""
     payload: dict[str, Any] = {
@@ -151,6 +165,8 @@ def build_completions_payload(
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }
+    if top_logprobs:
+        payload["logprobs"] = top_logprobs
     _add_sampling(payload, request, extra_body)
     return payload
 
@@ -163,6 +179,7 @@ def build_chat_payload(
     prefill: bool = True,
     system: str | None = None,
     cot_trigger: str = COT_TRIGGER,
+    top_logprobs: int = 0,
 ) -> dict[str, Any]:
     """The JSON body of a ``/chat/completions`` request (see the module docstring)."""
     payload: dict[str, Any] = {
@@ -171,6 +188,8 @@ def build_chat_payload(
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }
+    if top_logprobs:
+        payload.update(logprobs=True, top_logprobs=top_logprobs)
     _add_sampling(payload, request, extra_body)
     return payload
 
@@ -257,10 +276,63 @@ def split_tokens(total: int, n: int) -> list[int]:
     return [share + (1 if i < extra else 0) for i in range(n)]
 
 
-def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Completion]:
+def parse_logprobs(logprobs: Any, *, chat: bool, k: int | None = None) -> TopLogprobs | None:
+    """A choice's ``logprobs`` (either shape, module docstring) as :class:`TopLogprobs`; None when absent.
+
+    ``k``: the K asked for (llama.cpp adds the chosen token to a position's alternatives: cut back to K);
+    None keeps the widest position's count. Raises ``ValueError`` when it is not shaped like one.
+    """
+    try:
+        return _parse_logprobs(logprobs, chat, k)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"logprobs not shaped as a {'chat' if chat else 'completions'} reply's "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _parse_logprobs(logprobs: Any, chat: bool, k: int | None) -> TopLogprobs | None:
+    if not logprobs:
+        return None
+    if chat:
+        content = logprobs.get("content")
+        if content is None:
+            return None
+        positions = [(entry["token"], entry.get("logprob"),
+                      [(alt["token"], alt.get("logprob")) for alt in entry.get("top_logprobs") or []])
+                     for entry in content]
+    else:
+        tokens, chosen, top = logprobs.get("tokens"), logprobs.get("token_logprobs"), logprobs.get("top_logprobs")
+        if tokens is None or chosen is None:
+            return None
+        top = top if top is not None else [None] * len(tokens)
+        if not len(tokens) == len(chosen) == len(top):
+            raise ValueError("logprobs: tokens, token_logprobs and top_logprobs differ in length")
+        positions = [(token, logprob, list((alternatives or {}).items()))
+                     for token, logprob, alternatives in zip(tokens, chosen, top)]
+    positions = [(_token(token), _logprob(logprob), [(_token(t), _logprob(lp)) for t, lp in alternatives])
+                 for token, logprob, alternatives in positions]
+    return TopLogprobs.from_positions(positions, k)
+
+
+def _token(token: Any) -> int | str:
+    """vLLM's ``token_id:N`` (``return_tokens_as_token_ids``) is the id N; anything else its text."""
+    text = str(token)
+    if text.startswith("token_id:") and text[9:].isdigit():
+        return int(text[9:])
+    return text
+
+
+def _logprob(value: Any) -> float:
+    # null for an impossible token (some servers), never a string: a float either way.
+    return float("-inf") if value is None else float(value)
+
+
+def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0, top_logprobs: int | None = None
+                   ) -> list[Completion]:
     """Completions from a 200 reply of ``/completions`` or ``/chat/completions``.
 
-    Raises ``ValueError`` when the body is not shaped like one.
+    A choice's ``logprobs``, where the reply has them, become ``Completion.logprobs`` (at most
+    ``top_logprobs`` alternatives a token when given). Raises ``ValueError`` when the body is not shaped
+    like one.
     """
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise ValueError(f"no 'choices' list in the reply: {str(body)[:200]}")
@@ -283,9 +355,19 @@ def parse_response(body: Any, *, chat: bool, latency_s: float = 0.0) -> list[Com
                 completion_tokens=tokens,
                 latency_s=latency_s,
                 reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
+                logprobs=_choice_logprobs(choice, chat, top_logprobs),
             )
         )
     return completions
+
+
+def _choice_logprobs(choice: dict[str, Any], chat: bool, k: int | None) -> TopLogprobs | None:
+    # A malformed top-K must not cost the paid text: it is stored without them (and the run says so).
+    try:
+        return parse_logprobs(choice.get("logprobs"), chat=chat, k=k)
+    except ValueError as exc:
+        log.warning("a reply's log-probabilities were left out: %s", exc)
+        return None
 
 
 # --- the backend ---------------------------------------------------------------------------
@@ -328,6 +410,7 @@ class OpenAICompatTeacher:
         max_retry_after_s: float = 120.0,
         server_concurrency: int | None = None,
         server_down_s: float = 10.0,
+        top_logprobs: int = 0,
     ) -> None:
         self.model = model
         # The store keys on this name: whatever changes the text a request returns
@@ -354,6 +437,10 @@ class OpenAICompatTeacher:
                 # Refused here, not retried per request: no attempt could ever succeed.
                 raise FtcotError(f"the base URL must be http(s)://host/…, e.g. http://127.0.0.1:8000/v1, not "
                                  f"{public_url(url)!r} (--base-url, or base_url: in a config).")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise FtcotError(f"top_logprobs must be 0..{MAX_TOP_LOGPROBS} (got {top_logprobs}).")
+        # Not in the name: the text is the same with or without them, so are the store keys (ftcot.teach.plan).
+        self.top_logprobs = top_logprobs
         self.chat = chat
         # None: assume n works (OpenAI, vLLM) and learn otherwise from the first short reply.
         self.supports_n = True if supports_n is None else supports_n
@@ -469,8 +556,9 @@ class OpenAICompatTeacher:
                 prefill=self.prefill,
                 system=self.system,
                 cot_trigger=self.cot_trigger,
+                top_logprobs=self.top_logprobs,
             )
-        return build_completions_payload(self.model, request, self.extra_body)
+        return build_completions_payload(self.model, request, self.extra_body, top_logprobs=self.top_logprobs)
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
         if self._missing_key is not None:  # never sent without its key (callers check first: this is a guard)
@@ -568,7 +656,8 @@ class OpenAICompatTeacher:
                         reason = "the reply was not complete JSON"
                     else:
                         try:
-                            return parse_response(body, chat=self.chat, latency_s=latency_s)
+                            return parse_response(body, chat=self.chat, latency_s=latency_s,
+                                                  top_logprobs=self.top_logprobs or None)
                         except (ValueError, TypeError, AttributeError) as exc:
                             raise TeacherError(self._clean(f"{self.name}: {server.public_url}: {exc}"), status) from None
                 else:

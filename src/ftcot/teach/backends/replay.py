@@ -20,6 +20,8 @@ nothing is ever invented. The records hold one greedy completion per prompt,
 so sampling (temperature > 0, or more than one sample per question) is refused
 before anything runs. ``max_tokens`` is not enforced: the recorded text is
 returned as it was generated (128 tokens for rationales, 32 for answers).
+The records hold no log-probabilities: ``top_logprobs`` is refused for a
+replay teacher where the settings are read (:mod:`ftcot.teach.config`).
 
 ``replay:text-davinci-002`` reads ``<data_root>/teacher/text-davinci-002/``
 (``zs_cot/*.jsonl`` and ``zs/*.jsonl``); ``replay:PATH`` reads a directory of

@@ -3,6 +3,8 @@
 Stage 1's missing requests go out as batches (split at the provider's limits), then, once they are
 collected, stage 2's for the rationales that came back; what came back retryable is resubmitted alone. Every
 result is stored under the keys a request-loop run uses, its cost charged to the run directory's budget.
+A teacher with ``top_logprobs`` asks for them in every line's body (its payload builder) and a line's
+top-K is stored with its completion, as the request loop stores them.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from ftcot.teach.batch.client import (MAX_REQUESTS_PER_BATCH, TERMINAL, BatchAPI
 from ftcot.teach.batch.ledger import BatchLedger, BatchRecord
 from ftcot.teach.budget import Budget, run_root, spent_in
 from ftcot.teach.engine import (TeachSummary, check_same_run, questions_of, record_run, resolve_settings,
-                                stored_rows)
+                                stored_logprobs, stored_rows)
 from ftcot.teach.plan import Plan, PlannedRequest, Target, TeachSettings, plan_requests
 from ftcot.teach.pricing import PriceTable
-from ftcot.teach.records import Teacher
+from ftcot.teach.records import Teacher, TopLogprobs
 from ftcot.teach.store import Failure, StoredCompletion, TeachStore
 
 log = logging.getLogger("ftcot.teach.batch")
@@ -154,6 +156,7 @@ class _BatchRun:
         self.given_up: set[str] = set()  # keys refused for good by this run's batches: not resubmitted now
         self._failures: list[Failure] = []  # noted, not yet recorded in the store
         self._spending: list[tuple[str, float]] = []  # what the rows not yet stored cost
+        self._logprobs: dict[str, TopLogprobs] = {}  # the top-K of the rows not yet stored
         self.new_keys: set[str] = set()  # keys this run stored
         self.summary = BatchTeachSummary(
             task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,
@@ -411,6 +414,9 @@ class _BatchRun:
         request, completions = item.request, result.completions or []
         rows = stored_rows(self.settings.teacher, request, item.targets, completions,
                            request_id=result.request_id, elapsed=0.0)
+        self._logprobs.update(stored_logprobs(item.targets, completions, self.settings.top_logprobs))
+        if self.settings.top_logprobs:
+            self.check_refetched(rows)
         if len(completions) < len(item.targets):
             self.fail(item.targets[len(completions):], 200,
                       f"the teacher returned {len(completions)} completions for n={request.n}", True)
@@ -424,11 +430,23 @@ class _BatchRun:
             self.summary.cost_usd += cost
         return rows
 
+    def check_refetched(self, rows: list[StoredCompletion]) -> None:
+        """A stored greedy completion asked again for its top-K (ftcot.teach.plan) that came back with another
+        text keeps its text, without them (the store checks): recorded, and not resubmitted by this run."""
+        kept = self.store.get_many(row.key for row in rows)
+        for row in rows:
+            first = kept.get(row.key)
+            if first is not None and first.text != row.text:
+                self.given_up.add(row.key)
+                self.fail([Target(row.key, first.stage, first.sample_index, first.sample_number)], 200,
+                          "asked again for its log-probabilities, the greedy completion came back with another "
+                          "text: the stored text is kept, without them", False)
+
     def store_rows(self, rows: list[StoredCompletion]) -> None:
         if not rows and not self._spending:
             return
-        self.summary.new += self.store.add_completions(rows, self._spending)
-        self._spending = []
+        self.summary.new += self.store.add_completions(rows, self._spending, self._logprobs)
+        self._spending, self._logprobs = [], {}
         self.new_keys.update(row.key for row in rows)
 
     def store_failures(self) -> None:
