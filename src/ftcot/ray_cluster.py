@@ -5,6 +5,7 @@ Ray is optional (``pip install 'ftcot[ray]'``); everything here imports it only 
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -24,11 +25,13 @@ def connect_ray(address: str | None, *, local_cpus: int | None = None, setting: 
     if not ray.is_initialized():
         check_reachable(address, setting)
         try:
+            # Ray's own start-up lines (INFO, its token-authentication notice) would bury ftcot's output.
+            quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, **quiet)
             else:
                 # A cluster of this machine, for this run only.
-                ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=local_cpus, include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = address or "a local cluster"
             raise FtcotError(f"ray: could not connect to {where} ({str(exc).splitlines()[0]}); start it with "

@@ -102,6 +102,7 @@ class WorkerPool:
         from ftcot.ray_cluster import connect_ray
 
         ray = connect_ray(address, setting=setting)
+        _check_room(ray.cluster_resources(), count, cpus, gpus)
         actor = ray.remote(TeacherWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=-1,
                                                   max_task_retries=0, max_concurrency=1000)
         handles = [actor.remote(spec, options, str(data_root) if data_root else None, dict(environment))
@@ -186,6 +187,16 @@ class WorkerPool:
     def to_json(self) -> list[dict[str, Any]]:
         return [{"node": w.node, "pid": w.pid, "gpus": w.gpus, "requests": w.requests, "deaths": w.deaths}
                 for w in self.workers]
+
+
+def _check_room(resources: Mapping[str, float], count: int, cpus: float, gpus: float) -> None:
+    """Workers the cluster cannot hold would wait for resources forever: one line now instead."""
+    for name, each in (("CPU", cpus), ("GPU", gpus)):
+        have = resources.get(name, 0.0)
+        if each and count * each > have + 1e-9:
+            setting = "worker_cpus" if name == "CPU" else "worker_gpus"
+            raise FtcotError(f"{count} teach workers × {setting} {each:g} need {count * each:g} {name}s; the Ray "
+                             f"cluster has {have:g}: lower workers or {setting} (or add nodes).")
 
 
 def _cause_line(exc: BaseException) -> str:
