@@ -19,8 +19,9 @@ and ``answer`` for zs_cot, else the method's name), ``{"k": K, "ids" or
 token of that completion's stored text (before the ``rationale`` choice and the
 ft_cot split), 4 decimals, ``null`` for a padded -inf; a completion stored
 without them has ``null``. The default export has no such field: its records
-stay the shared format's, and a top-K is ~250 bytes a token as JSON. For
-training, read them from the store by a record's key instead
+stay the shared format's, and a top-K is bulky as JSON (llama.cpp's Gemma: ~100
+bytes a token at K=5, ~350 at K=20, four times the store's). For training, read
+them from the store by a record's key instead
 (:meth:`ftcot.teach.store.TeachStore.top_logprobs`).
 """
 

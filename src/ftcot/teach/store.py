@@ -43,9 +43,12 @@ stored is paid for again.
   larger K replaces it (nothing is lost: its top K hold the smaller K's), any
   other is ignored. Layout (:func:`encode_logprobs`): column 0 of each token's
   row is the token written, then the K alternatives; ``ids`` int32 where the
-  backend gives token ids, else ``texts`` (zlib'd JSON of the token strings);
-  ``logprobs`` float16 (±0.05% relative: far below what distillation can
-  tell; -inf pads).
+  backend gives token ids, else ``texts`` (the token strings as JSON, zlib'd:
+  a third of the JSON on llama.cpp's Gemma); ``logprobs`` float16 (2^-11
+  relative, far below what distillation can tell; -inf pads). Measured on
+  llama.cpp's Gemma 3 270M (256 tokens): 29 bytes a token at K=5, 93 at K=20,
+  table and key index together (the completions' own rows: 18); with ids,
+  6·(K+1) bytes a token plus the key.
 
 Tables: ``completions`` (results), ``logprobs`` (top-K per token), ``failures``, ``questions`` (question text
 and gold answer of every sample a run covered, so export and report need no
