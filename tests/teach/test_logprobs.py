@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -30,13 +29,18 @@ from ftcot.models import load_model
 from ftcot.settings import build
 from ftcot.teach.backends import make_teacher
 from ftcot.teach.backends.hf import HFTeacher, score_top_logprobs
-from ftcot.teach.backends.openai_compat import (LLAMA_CPP_EXTRA_BODY, OpenAICompatTeacher, build_chat_payload,
-                                                build_completions_payload, parse_response)
+from ftcot.teach.backends.openai_compat import (
+    LLAMA_CPP_EXTRA_BODY,
+    OpenAICompatTeacher,
+    build_chat_payload,
+    build_completions_payload,
+    parse_response,
+)
 from ftcot.teach.batch import BatchClient, teach_batch
 from ftcot.teach.config import TeachConfig
 from ftcot.teach.engine import teach
 from ftcot.teach.export import export
-from ftcot.teach.plan import Plan, TeachSettings, plan_requests
+from ftcot.teach.plan import TeachSettings
 from ftcot.teach.records import Completion, CompletionRequest, TopLogprobs
 from ftcot.teach.store import STORE_FILE, StoredCompletion, TeachStore, decode_logprobs, encode_logprobs
 from tests.cli import assert_one_line_error, run_ftcot
@@ -106,6 +110,14 @@ def test_the_command_line_refuses_a_bad_value_in_one_line(tmp_path):
                        "--teacher-args", "base_url=http://127.0.0.1:9/v1,top_logprobs=21")
     assert_one_line_error(result, "--teacher-args top_logprobs", "[0, 20]")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spec", ["openai:m", "hf:tiny-gpt2"])
+def test_the_setting_reaches_the_backend(spec):
+    from ftcot.teach.run import make_backend
+
+    assert make_backend(build(TeachConfig, {**BASE, "spec": spec, "top_logprobs": 2}), None).top_logprobs == 2
+    assert make_backend(build(TeachConfig, {**BASE, "spec": spec}), None).top_logprobs == 0
 
 
 def test_a_replay_teacher_has_no_log_probabilities():
@@ -230,9 +242,8 @@ def test_a_top_k_is_kept_only_for_the_stored_text_and_a_larger_k_replaces_a_smal
         assert store.logprobs_k(["a"]) == {"a": 5}
         store.add_completions([row("a", "first")], logprobs={"a": random_top(3, 1, True)})
         assert store.logprobs_k(["a"]) == {"a": 5}  # a smaller K never replaces a larger one
-        with pytest.raises(FtcotError):
-            with store._transaction():
-                store._db.execute("DELETE FROM logprobs")
+        with pytest.raises(FtcotError), store._transaction():
+            store._db.execute("DELETE FROM logprobs")
 
 
 def test_a_store_made_before_them_opens_and_gets_the_table_when_written(tmp_path):
@@ -308,6 +319,23 @@ def test_sampled_rationales_are_never_asked_again_only_their_greedy_answers(tmp_
         assert {r.stage for r in rows if r.key in have} == {"answer"} and len(have) == 8
 
 
+def test_a_top_up_asks_a_shared_answer_again_once(tmp_path, data_root, stub):
+    """Every sample's rationale the same: one answer per question, stored without them, which the top-up's new
+    rationale needs too. It is asked again once (planned for the stored rationales; the new one waits for it)."""
+    server = stub(logprobs=True, same_rationale=True)
+    task = small_task(data_root)
+    with TeachStore.open(tmp_path) as store:
+        teach(task, "test", stub_teacher(server, 0), "zs_cot", samples=2, temperature=0.7, store=store)
+        assert server.count() == 12  # 8 rationales, 4 answers
+        summary = teach(task, "test", stub_teacher(server, 3), "zs_cot", samples=3, temperature=0.7, store=store)
+        assert (summary.requests, summary.complete_chains, summary.failed) == (8, 12, 0)  # 4 rationales, 4 answers
+        rows = all_rows(store)
+        have = store.logprobs_k(r.key for r in rows)
+        answers = [r for r in rows if r.stage == "answer"]
+        assert len(answers) == 4 and all(r.key in have for r in answers)
+        assert sum(r.key in have for r in rows if r.stage == "reasoning") == 4  # the new samples only
+
+
 def test_a_greedy_reply_that_comes_back_different_keeps_the_stored_text_without_them(tmp_path, data_root, stub):
     server = stub(logprobs=True)
     task = small_task(data_root, n=1)
@@ -332,7 +360,8 @@ def test_a_server_that_ignores_the_ask_stores_the_text_and_says_so(tmp_path, dat
     with TeachStore.open(tmp_path) as store:
         summary = teach(small_task(data_root, n=2), "test", stub_teacher(server, 3), "zs_cot", store=store,
                         console=Console(stderr=True, width=300))
-        assert (summary.complete_chains, summary.new) == (2, 4) and store.logprobs_k(r.key for r in all_rows(store)) == {}
+        assert (summary.complete_chains, summary.new) == (2, 4)
+        assert store.logprobs_k(r.key for r in all_rows(store)) == {}
     assert "without the log-probabilities asked for (top_logprobs=3)" in capsys.readouterr().err
 
 
@@ -353,6 +382,14 @@ def test_export_adds_them_only_when_asked(tmp_path, data_root, stub):
         assert answer["tokens"][0] == [tokens[0], tokens[0], "alt1"] and answer["logprobs"][0] == [0.0, 0.0, -1.0]
         assert [t[0] for t in record["logprobs"]["reasoning"]["tokens"]] == stub_tokens(
             record["reasoning_completion"])
+    # The command: the same file with --logprobs, the plain one without.
+    from tests.cli import run_ftcot
+
+    for flag, expected in (("--logprobs", "with.jsonl"), (None, "plain.jsonl")):
+        target = tmp_path / f"cli-{expected}"
+        result = run_ftcot("teach", "export", tmp_path / "run", "--out", target, *([flag] if flag else []))
+        assert result.returncode == 0, result.stderr
+        assert target.read_bytes() == (tmp_path / expected).read_bytes()
 
 
 class LogprobBatchServer(BatchServer):
@@ -416,7 +453,8 @@ def test_a_run_killed_with_sigkill_keeps_every_stored_completion_with_its_top_k(
         assert 3 <= len(keys) < 2 * questions and set(store.logprobs_k(keys).values()) == {4}
         assert len(store.logprobs_k(keys)) == len(keys)
     before, sent = len(keys), server.count()
-    result = subprocess.run(ftcot_command(*args), env=cli_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(ftcot_command(*args), env=cli_env(), capture_output=True, text=True, timeout=300,
+                            check=False)
     assert result.returncode == 0, result.stderr
     with TeachStore.open_readonly(run_dir) as store:
         keys = [r.key for r in store.completions()]

@@ -60,14 +60,14 @@ def test_completions_payload_sampling_fields_and_extra_body_override():
 
 
 def test_chat_prefill_stage1_prefills_the_trigger():
-    assert prompt_to_messages(STAGE1) == [
+    assert prompt_to_messages(STAGE1, prefill=True) == [
         {"role": "user", "content": QUESTION},
         {"role": "assistant", "content": "Let's think step by step."},
     ]
 
 
 def test_chat_prefill_stage2_continues_the_whole_answer():
-    messages = prompt_to_messages(STAGE2, system="Answer the question.")
+    messages = prompt_to_messages(STAGE2, prefill=True, system="Answer the question.")
     assert messages == [
         {"role": "system", "content": "Answer the question."},
         {"role": "user", "content": QUESTION},

@@ -48,10 +48,10 @@ def _worker_pids() -> list[int]:
 
 
 def test_two_workers_share_a_run_and_store_what_one_process_would(stub, tmp_path):
-    server = stub()
+    server = stub(logprobs=True)
     task = coin_task_file(tmp_path, 24)
     result = run_ftcot(*_teach(task, tmp_path / "ray", server.base_url, "--teacher-args",
-                               "workers=2,worker_cpus=0.5"), env=_env())
+                               "workers=2,worker_cpus=0.5,top_logprobs=2"), env=_env())
     assert result.returncode == 0, result.stderr
     served = [int(line.split(": ")[1].split()[0]) for line in result.stdout.splitlines()
               if line.startswith("worker ")]
@@ -67,6 +67,8 @@ def test_two_workers_share_a_run_and_store_what_one_process_would(stub, tmp_path
     alone = run_ftcot(*_teach(task, tmp_path / "alone", server.base_url), env=_env())
     assert alone.returncode == 0, alone.stderr
     assert _stored(tmp_path / "ray") == _stored(tmp_path / "alone")
+    with TeachStore.open_readonly(tmp_path / "ray") as store:  # the workers' teachers asked for the top-K too
+        assert set(store.logprobs_k(_stored(tmp_path / "ray")).values()) == {2}
     # A rerun of the workers' run directory, with or without workers, sends nothing.
     before = server.count()
     again = run_ftcot(*_teach(task, tmp_path / "ray", server.base_url), env=_env())

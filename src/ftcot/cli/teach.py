@@ -115,6 +115,8 @@ def export_command(
     rationale: Annotated[Optional[str], typer.Option(
         help="Reasoning models: export the visible answer, the reasoning or both as the rationale "
              "(default: the run's --rationale)")] = None,
+    logprobs: Annotated[bool, typer.Option("--logprobs", help="Add each stage's stored top-K log-probabilities "
+                                                              "(a run taught with top_logprobs)")] = False,
 ) -> None:
     """Write the run's complete chains as JSONL in the shared teacher format."""
     from ftcot.paths import check_output
@@ -126,7 +128,7 @@ def export_command(
         # may be replaced.
         target = out or run_dir / "export.jsonl"
         check_output(target, [p for p in run_dir.glob("*") if p.name != "export.jsonl"], kind="file")
-        result = export(store, target, rationale=rationale)
+        result = export(store, target, rationale=rationale, logprobs=logprobs)
     _stdout.print(f"wrote {result.written} records to {result.path}"
                   + (f" ({result.incomplete} incomplete chains left out; rerun the teach command to finish them)"
                      if result.incomplete else ""), markup=False)

@@ -82,7 +82,8 @@ def logprobs_json(top: TopLogprobs | None) -> dict[str, Any] | None:
         return None
     values = [[_rounded(x) for x in [chosen, *row]] for chosen, row in zip(top.chosen_logprobs, top.logprobs)]
     if top.ids is not None and top.chosen_ids is not None:
-        tokens: dict[str, Any] = {"ids": [[int(chosen), *map(int, row)] for chosen, row in zip(top.chosen_ids, top.ids)]}
+        tokens: dict[str, Any] = {"ids": [[int(chosen), *map(int, row)]
+                                          for chosen, row in zip(top.chosen_ids, top.ids)]}
     else:
         tokens = {"tokens": [[chosen, *row] for chosen, row in zip(top.chosen_tokens or (), top.tokens or ())]}
     return {"k": top.k, **tokens, "logprobs": values}

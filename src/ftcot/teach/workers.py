@@ -92,6 +92,7 @@ class WorkerPool:
         self.name = prototype.name
         self.supports_n = prototype.supports_n
         self.keyed_by_question = bool(getattr(prototype, "keyed_by_question", False))
+        self.top_logprobs = int(getattr(prototype, "top_logprobs", 0) or 0)  # the workers' teachers ask for as many
         self.workers = workers
         self._ray = ray
 

@@ -2,7 +2,8 @@
 
 A teacher that shares the student's tokenizer can give, at every token of its
 completion, its K most likely next tokens and their log-probabilities (the
-teach store keeps them: :mod:`ftcot.teach.logprobs`). Fine-tune-CoT trains on
+teach store keeps them: ``--teacher-args top_logprobs=K``, read by
+:meth:`ftcot.teach.store.TeachStore.top_logprobs`). Fine-tune-CoT trains on
 the sampled token only; this adds what the teacher thought of the others:
 
     loss = CE(student, target) + λ · Σ_t KL( p_T(· | t) ‖ p_S(· | t) )   over the teacher's K tokens at t

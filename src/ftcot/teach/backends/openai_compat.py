@@ -176,7 +176,7 @@ def build_chat_payload(
     request: CompletionRequest,
     extra_body: Mapping[str, Any] | None = None,
     *,
-    prefill: bool = True,
+    prefill: bool = False,
     system: str | None = None,
     cot_trigger: str = COT_TRIGGER,
     top_logprobs: int = 0,
@@ -231,7 +231,7 @@ def split_exchanges(prompt: str) -> list[tuple[str, str | None]]:
 
 
 def prompt_to_messages(
-    prompt: str, *, prefill: bool = True, system: str | None = None, cot_trigger: str = COT_TRIGGER
+    prompt: str, *, prefill: bool = False, system: str | None = None, cot_trigger: str = COT_TRIGGER
 ) -> list[dict[str, str]]:
     """Chat turns for a completion-style prompt (rules in the module docstring)."""
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
