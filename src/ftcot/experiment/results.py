@@ -232,7 +232,7 @@ def environment() -> list[tuple[str, str]]:
 
     from ftcot import __version__
 
-    facts = [("written", time.strftime("%Y-%m-%d %H:%M %Z")), ("ftcot", __version__),
+    facts = [("on", time.strftime("%Y-%m-%d %H:%M %Z")), ("ftcot", __version__),
              ("python", platform.python_version()), ("machine", f"{_cpu_name()}, {os.cpu_count()} cores")]
     for package in ("torch", "transformers", "peft"):
         try:

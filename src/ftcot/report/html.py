@@ -234,7 +234,7 @@ def run_html(stage_times: Sequence[tuple[str, int, float, float]], environment: 
                 f"<td class='num'>{_duration(longest)}</td></tr>" for kind, count, total, longest in stage_times]
         out.append("</tbody></table>")
     if environment:
-        out.append("<p class='muted'>Report written: " + "; ".join(f"{esc(k)} {esc(v)}" for k, v in environment)
+        out.append("<p class='muted'>Report written " + "; ".join(f"{esc(k)} {esc(v)}" for k, v in environment)
                    + ". A stage's time is where it ran, which may be another machine (or several, on Ray).</p>")
     return "".join(out)
 
