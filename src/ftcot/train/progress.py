@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -21,11 +22,22 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
-class TrainProgress:
-    """A progress bar over optimizer steps; silent on processes other than the main one."""
+# Where the console is not a terminal (a log file, a Ray stage's log, CI), a bar is not drawn: a plain line at
+# most this often says the training is alive (a big model's first epoch line can be half an hour away).
+LOG_EVERY_S = 60.0
 
-    def __init__(self, console: Console, total_steps: int, done_steps: int, enabled: bool = True) -> None:
+
+class TrainProgress:
+    """A progress bar over optimizer steps; silent on processes other than the main one. Without a terminal, a
+    line every ``every_s`` seconds instead of the bar."""
+
+    def __init__(self, console: Console, total_steps: int, done_steps: int, enabled: bool = True,
+                 every_s: float = LOG_EVERY_S) -> None:
         self.enabled = enabled
+        self.lines = enabled and not console.is_terminal
+        self.every_s = every_s
+        self.total, self.done = total_steps, done_steps
+        self.started = self.last_line = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
@@ -43,6 +55,13 @@ class TrainProgress:
     def step(self, epoch: int, epochs: int, loss: float, tokens_per_s: float) -> None:
         self.progress.update(self.task, advance=1, description=f"epoch {epoch}/{epochs}", loss=f"{loss:.4f}",
                              speed=f"{tokens_per_s:,.0f}")
+        self.done += 1
+        now = time.monotonic()
+        if self.lines and now - self.last_line >= self.every_s:
+            self.last_line = now
+            self.progress.console.print(
+                f"train: epoch {epoch}/{epochs}, step {self.done} of {self.total}, loss {loss:.4f}, "
+                f"{tokens_per_s:,.0f} tok/s, {now - self.started:.0f} s", markup=False, highlight=False)
 
     def note(self, text: str) -> None:
         if self.enabled:
