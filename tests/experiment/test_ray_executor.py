@@ -140,6 +140,10 @@ def test_executor_options_are_checked_before_anything_runs(data_root, tmp_path):
                           "--address h:1", "--executor ray")
     assert_one_line_error(run_ftcot("run", path, "--out", out, "--data-dir", data_root, "--executor", "dask"),
                           "--executor must be serial or ray")
+    # A config made for a cluster runs serially when asked: its cluster settings are not used this time.
+    on_ray = _write(tmp_path, {**TINY, "executor": {"kind": "ray", "address": "h:1", "local_cpus": 2}}, "ray.yaml")
+    serially = run_ftcot("run", on_ray, "--out", out, "--data-dir", data_root, "--executor", "serial", "--plan")
+    assert serially.returncode == 0, serially.stderr
     for executor, fragment in (({"kind": "ray", "retries": -1}, "executor.retries"),
                                ({"kind": "ray", "gpus": {"train": float("nan")}}, "executor.gpus.train"),
                                ({"kind": "ray", "cpus": {"tarin": 1}}, "executor.cpus.tarin"),

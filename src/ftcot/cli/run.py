@@ -56,15 +56,27 @@ def run_command(
 
 
 def with_executor(config: ExperimentConfig, kind: str | None, address: str | None) -> ExperimentConfig:
-    """``config`` with the command line's executor options over its executor: block."""
+    """``config`` with the command line's executor options over its executor: block, checked by the block's own
+    rules (ExecutorConfig), each broken one said in the options' words."""
     if kind is None and address is None:
         return config
-    if kind not in (None, "serial", "ray"):
-        raise FtcotError(f"--executor must be serial or ray (got '{kind}').")
-    chosen = config.executor.model_copy(update={k: v for k, v in (("kind", kind), ("address", address))
-                                                if v is not None})
-    if chosen.address and chosen.kind != "ray":
-        raise FtcotError(f"--address {address or chosen.address} is a Ray cluster's: add --executor ray.")
+    from pydantic import ValidationError
+
+    from ftcot.experiment.config import ExecutorConfig
+
+    values = {**config.executor.model_dump(), **{k: v for k, v in (("kind", kind), ("address", address))
+                                                 if v is not None}}
+    if kind == "serial" and address is None:  # a config made for Ray, run serially this time: its cluster unused
+        values.update(address=None, local_cpus=None)
+    try:
+        chosen = ExecutorConfig.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["loc"] and error["loc"][0] == "kind":
+            raise FtcotError(f"--executor must be serial or ray (got '{kind}').") from None
+        rule = error["msg"].removeprefix("Value error, ")
+        where = f"--address {address}" if address else f"--executor {kind}"
+        raise FtcotError(f"{where}: {rule}; a Ray cluster's settings need --executor ray.") from None
     return config.model_copy(update={"executor": chosen})
 
 
