@@ -24,11 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def teach(url: str, out: Path, workers: int) -> tuple[float, float]:
+def teach(url: str, out: Path, workers: int, concurrency: int = 64,
+          server_concurrency: int | None = None) -> tuple[float, float]:
     """(completions/s of the run, wall seconds of the command)."""
+    extra = f",server_concurrency={server_concurrency}" if server_concurrency else ""
     args = [sys.executable, "-m", "ftcot", "teach", "--task", "coin_flip", "--teacher", "openai:bench-model",
             "--samples", "4", "--temperature", "0.7", "--out", str(out),
-            "--teacher-args", f"base_url={url},concurrency=64"]
+            "--teacher-args", f"base_url={url},concurrency={concurrency}{extra}"]
     if workers:
         args += ["--teacher-args", f"workers={workers},worker_cpus=0.1"]
     started = time.monotonic()
@@ -41,6 +43,35 @@ def teach(url: str, out: Path, workers: int) -> tuple[float, float]:
     if found is None:
         sys.exit(f"no summary in: {result.stdout[:500]}")
     return int(found.group(1)) / float(found.group(2)), wall
+
+
+def scaling(servers: int = 4, capacity: int = 16) -> dict[str, float]:
+    """Workers that each drive a server of their own (base_url lists are shared out among the workers): 1 worker
+    on one server against ``servers`` workers on one each, every server answering ``capacity`` requests at once
+    after 200 ms (the rest queue), the run keeping them full."""
+    processes = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "teach_throughput.py"), "--serve",
+                                   "--capacity", str(capacity)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(servers)]
+    figures: dict[str, float] = {}
+    try:
+        urls = [f"http://127.0.0.1:{int(p.stdout.readline())}/v1" for p in processes]  # type: ignore[union-attr]
+        with tempfile.TemporaryDirectory() as work:
+            rates = {}
+            for count in (1, servers):
+                listed = urls[0] if count == 1 else "[" + ",".join(urls[:count]) + "]"
+                rates[count], _ = teach(listed, Path(work) / f"s{count}", count,
+                                        concurrency=capacity * count, server_concurrency=capacity)
+            ratio = rates[servers] / rates[1]
+            figures.update({"one_worker_one_server_rate": round(rates[1], 1),
+                            f"{servers}_workers_{servers}_servers_rate": round(rates[servers], 1),
+                            "scaling": round(ratio, 2)})
+            print(f"1 worker on 1 server: {rates[1]:.1f} completions/s; {servers} workers on {servers} servers: "
+                  f"{rates[servers]:.1f} ({ratio:.2f}x)", flush=True)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+    return figures
 
 
 def main() -> None:
@@ -62,6 +93,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+        figures.update(scaling())
     print(json.dumps(figures))
 
 

@@ -152,3 +152,14 @@ def test_workers_are_not_part_of_an_experiments_teach_stage_key(tmp_path, data_r
         return set(Experiment(load_config(path), tmp_path / "out", data_root, Console(quiet=True)).plan.stages)
 
     assert keys("{spec: replay:text-davinci-002, workers: 2, worker_cpus: 0.5}") == keys("replay:text-davinci-002")
+
+
+def test_listed_servers_are_shared_out_among_the_workers():
+    from ftcot.teach.workers import endpoint_of
+
+    servers = {"base_url": ["a", "b", "c", "d"], "chat": False}
+    assert endpoint_of(servers, 0, 1) == servers  # one worker drives them all
+    assert [endpoint_of(servers, i, 2)["base_url"] for i in range(2)] == [["a", "c"], ["b", "d"]]
+    assert [endpoint_of(servers, i, 4)["base_url"] for i in range(4)] == ["a", "b", "c", "d"]  # one each
+    assert [endpoint_of(servers, i, 6)["base_url"] for i in range(6)] == ["a", "b", "c", "d", "a", "b"]
+    assert endpoint_of({"base_url": "x"}, 2, 3) == {"base_url": "x"}  # one URL: every worker's (each node's own)

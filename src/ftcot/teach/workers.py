@@ -6,9 +6,10 @@ reply to the store itself. Only the sending moves: :class:`WorkerPool` is the lo
 ``complete`` goes to the least-loaded worker, a Ray actor that built the teacher from the same settings on
 its node — so a local teacher (``hf:`` on the node's GPU, or ``base_url: http://127.0.0.1:8080/v1``
 meaning each node's own llama.cpp/vLLM server) is one per node, and a hosted API is sent to from several
-machines. Because one process holds the limit, the budget and the store, the settings mean what they mean
-without workers: ``concurrency`` is the run's requests in flight (spread over the workers), ``max_cost``
-the run directory's total, and SQLite has one writer.
+machines. With several servers listed, each worker takes its own (:func:`endpoint_of`). Because one process
+holds the limit, the budget and the store, the settings mean what they mean without workers:
+``concurrency`` is the run's requests in flight (spread over the workers), ``max_cost`` the run
+directory's total, and SQLite has one writer.
 
 A worker that dies (a node lost, a process killed) takes only its requests in flight: the pool sends each
 of them again to another worker (they were never stored; the dead worker's reply, if the server had
@@ -106,8 +107,8 @@ class WorkerPool:
         _check_room(ray.cluster_resources(), count, cpus, gpus)
         actor = ray.remote(TeacherWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=-1,
                                                   max_task_retries=0, max_concurrency=1000)
-        handles = [actor.remote(spec, options, str(data_root) if data_root else None, dict(environment))
-                   for _ in range(count)]
+        handles = [actor.remote(spec, endpoint_of(options, i, count), str(data_root) if data_root else None,
+                                dict(environment)) for i in range(count)]
         workers = [_Worker(handle) for handle in handles]
         try:
             for worker, place in zip(workers, ray.get([h.where.remote() for h in handles], timeout=600)):
@@ -188,6 +189,18 @@ class WorkerPool:
     def to_json(self) -> list[dict[str, Any]]:
         return [{"node": w.node, "pid": w.pid, "gpus": w.gpus, "requests": w.requests, "deaths": w.deaths}
                 for w in self.workers]
+
+
+def endpoint_of(options: dict[str, Any], worker: int, workers: int) -> dict[str, Any]:
+    """Worker ``worker``'s teacher settings: with several servers listed (``base_url: [URL, …]``), the list is
+    shared out (worker i takes servers i, i + N, …; with more workers than servers, they share by i mod n), so
+    that each drives endpoints of its own, as one per node would; one URL (a hosted API, or localhost meaning
+    each node's own server) is every worker's."""
+    urls = options.get("base_url")
+    if not isinstance(urls, (list, tuple)) or len(urls) < 2:
+        return options
+    mine = list(urls[worker::workers]) or [urls[worker % len(urls)]]
+    return {**options, "base_url": mine[0] if len(mine) == 1 else mine}
 
 
 def _check_room(resources: Mapping[str, float], count: int, cpus: float, gpus: float) -> None:
