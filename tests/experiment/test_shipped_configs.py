@@ -15,7 +15,7 @@ from tests.cli import run_ftcot
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo", "gemma_offline", "paper_open_students"])
+@pytest.mark.parametrize("name", ["demo", "gemma_offline", "paper_open_students", "paper_cluster_vllm"])
 def test_shipped_config_plans(name, data_root, tmp_path):
     """`ftcot run CONFIG --plan`, as a user would start: every teach stage is estimated (a dry run over
     the questions it would ask), nothing is written."""
