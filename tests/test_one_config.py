@@ -69,6 +69,12 @@ def test_the_api_refuses_to_teach_into_the_data_root(tmp_path, data_root):
      "training questions only"),
     (lambda out: ftcot.curate(None, out, template="ft", val_fraction=1.5), "val_fraction: must be a finite number"),
     (lambda out: ftcot.evaluate("tiny-gpt2", "coin_flip", out, limit=0), "limit: must be at least 1"),
+    # A huge D was planned in memory before anything was sent: 10**30 hung the command.
+    (lambda out: ftcot.teach("coin_flip", "openai:x", out, samples=10**30, temperature=0.7), "samples"),
+    (lambda out: ftcot.teach("coin_flip", "openai:x", out, until_correct=1, max_samples=10**9, temperature=0.7),
+     "max_samples"),
+    (lambda out: ftcot.Experiment({"tasks": ["coin_flip"], "teachers": ["openai:x"], "methods": ["ft_cot"],
+                                   "students": ["tiny-gpt2"], "diverse": {"D": [10**9]}}, out), "diverse.D"),
 ])
 def test_the_api_validates_as_the_command_does_with_one_exception_type(tmp_path, data_root, call, fragment):
     with pytest.raises(FtcotError) as caught:

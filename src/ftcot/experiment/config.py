@@ -28,7 +28,7 @@ from ftcot.errors import FtcotError, unknown_name
 from ftcot.curate.config import CurateConfig, LabelMode
 from ftcot.evaluate.config import EvaluateConfig
 from ftcot.settings import Settings, subset
-from ftcot.teach.config import TeachConfig, TeacherChecks
+from ftcot.teach.config import MAX_SAMPLES, TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
 
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
@@ -177,7 +177,7 @@ class StudentConfig(_Strict):
         return self.name or self.spec
 
 
-DValues = Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(_unique)]
+DValues = Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], AfterValidator(_unique)]
 
 
 class DiverseConfig(_Strict):

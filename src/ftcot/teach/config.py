@@ -21,6 +21,10 @@ from ftcot.teach.plan import METHODS
 from ftcot.teach.reasoning import RATIONALE_SOURCES
 from ftcot.teach.records import MAX_TOP_LOGPROBS
 
+# Rationales a question at most (D, adaptive M, rationalization): the paper's most is 64; a plan of a huge D would
+# be built in memory before anything is sent (10**30 hung the command), so the bound is where it enters.
+MAX_SAMPLES = 1024
+
 Method = Literal[METHODS]  # type: ignore[valid-type]
 Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
 
@@ -95,7 +99,8 @@ class TeachConfig(TeacherChecks):
                                                                   "training data)")
     method: Method = option("zs_cot", help="zs_cot (two-stage Zero-shot-CoT), zs, fs_cot, or ft_cot (a Fine-tune-CoT "
                                            "student as the teacher, in its own format)")
-    samples: int = option(1, help="Rationales per question, D (needs --temperature > 0 when > 1)", ge=1)
+    samples: int = option(1, help="Rationales per question, D (needs --temperature > 0 when > 1)", ge=1,
+                          le=MAX_SAMPLES)
     temperature: float = option(0.0, help="Sampling temperature of the rationale (the paper's diverse reasoning: "
                                           "0.7)", ge=0)
     max_cost: Optional[float] = option(None, help="USD the run directory may spend in all (earlier runs, rounds "
@@ -103,11 +108,12 @@ class TeachConfig(TeacherChecks):
     batch: bool = option(False, help="Through the provider's Batch API (openai: teachers): half price, within 24 h; "
                                      "a stopped run resumes its batches")
     until_correct: Optional[int] = option(None, help="Adaptive sampling: sample each question until K correct "
-                                                     "rationales", cli="group:adaptive", ge=1)
+                                                     "rationales", cli="group:adaptive", ge=1, le=MAX_SAMPLES)
     max_samples: Optional[int] = option(None, help="Adaptive sampling: at most M rationales a question",
-                                        cli="group:adaptive", ge=1)
+                                        cli="group:adaptive", ge=1, le=MAX_SAMPLES)
     rationalize: int = option(0, help="Then ask N times again, with the gold answer as a hint, about training "
-                                      "questions left without a correct rationale (STaR; 0: no)", ge=0)
+                                      "questions left without a correct rationale (STaR; 0: no)", ge=0,
+                              le=MAX_SAMPLES)
     # --teacher-args
     base_url: Optional[Union[str, list[str]]] = option(
         None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1; a list: several servers of one "
