@@ -45,11 +45,7 @@ from tests.train.conftest import make_coin_flip_dir
 
 SIDECARS = ("-shm", "-wal", ".lock")  # a read-only SQLite open may touch these; they hold no data
 KEY = "sk-hostile-0123456789abcdef-SECRET"  # an API key that must never be shown
-TOKEN, PASSWORD = "tok-hostile-SECRET-42", "pw-hostile-SECRET-43"
-CLICK = ("click's usage error: 4 lines ('Usage: …', 'Try … --help', '', 'Error: Invalid value for …'), "
-         "none starting with 'error: '")
-EMOJI = ("rich renders ':x:' (or ':smile:') in the message as an emoji: the line names another file or value "
-         "than the one given")
+TOKEN = "tok-hostile-SECRET-42"  # a credential in a base URL's query
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -90,8 +86,10 @@ def _hostile_files(root: Path, data_root: Path) -> None:
         "no-answer.csv": "question,gold\n1 + 1?,2\n", "no-header.csv": "",
         "dup.jsonl": good + '{"question": "1  +  1?", "answer": "3"}\n',
         "dup.csv": "question,answer\n1 + 1?,2\n1 + 1?,3\n",
-        "nan.jsonl": '{"question": "1 + 1?", "answer": NaN}\n', "inf.jsonl": '{"question": "1 + 1?", "answer": -Infinity}\n',
-        "number-question.jsonl": '{"question": 5, "answer": "2"}\n', "blank-question.jsonl": '{"question": "  ", "answer": "2"}\n',
+        "nan.jsonl": '{"question": "1 + 1?", "answer": NaN}\n',
+        "inf.jsonl": '{"question": "1 + 1?", "answer": -Infinity}\n',
+        "number-question.jsonl": '{"question": 5, "answer": "2"}\n',
+        "blank-question.jsonl": '{"question": "  ", "answer": "2"}\n',
         "split-number.jsonl": '{"question": "q", "answer": "2", "split": 1}\n',
         "answer-list.jsonl": '{"question": "1 + 1?", "answer": [2]}\n',
         "answer-nan-text.jsonl": '{"question": "1 + 1?", "answer": "nan"}\n',
@@ -122,7 +120,7 @@ def _hostile_files(root: Path, data_root: Path) -> None:
                                ("rec-text-index.jsonl", "sample_index", str(records[3]["sample_index"])),
                                ("rec-bool-index.jsonl", "sample_index", True),
                                ("rec-null-rationale.jsonl", "reasoning_completion", None),
-                               ("rec-huge-rationale.jsonl", "reasoning_completion", "word " * 1_000_000)):
+                               ("rec-huge-rationale.jsonl", "reasoning_completion", "word " * 200_000)):
         write(name, records[:3] + [{**records[3], field: value}] + records[4:])
     (f / "rec-trunc.jsonl").write_text(json.dumps(records[0]) + "\n" + json.dumps(records[1])[:40])
     (f / "rec-binary.jsonl").write_bytes(b"\x00\xff" * 100)
@@ -228,20 +226,20 @@ TINY = "--epochs 1 --max-length 1024 --max-new-tokens 2"
 
 NUMBERS = [
     # teach: its options, --adaptive K/M and the numbers inside --teacher-args
-    c("teach --samples 0", f"{T} --samples 0", "--samples: must be at least 1 (got 0)"),
+    c("teach --samples 0", f"{T} --samples 0", "--samples", "(got 0)"),
     c("teach --samples -1", f"{T} --samples -1", "--samples", "(got -1)"),
-    c("teach --samples 2.5", f"{T} --samples 2.5", "--samples", xfail=CLICK),
+    c("teach --samples 2.5", f"{T} --samples 2.5", "--samples"),
     c("teach --temperature nan", f"{T} --temperature nan", "--temperature", "finite", "(got nan)"),
     c("teach --temperature inf", f"{T} --temperature inf", "--temperature", "(got inf)"),
     c("teach --temperature -1", f"{T} --temperature -1", "--temperature", "0 or more"),
-    c("teach --temperature hot", f"{T} --temperature hot", "--temperature", xfail=CLICK),
+    c("teach --temperature hot", f"{T} --temperature hot", "--temperature"),
     c("teach --max-cost nan", f"{T} --max-cost nan", "--max-cost", "finite"),
     c("teach --max-cost -1", f"{T} --max-cost -1", "--max-cost", "0 or more"),
     c("teach --max-cost 1e400", f"{T} --max-cost 1e400", "--max-cost", "(got inf)"),
     c("teach --samples 1e9", f"{T} --samples 1000000000", "--samples", "(got 1000000000)"),
-    c("teach --rationalize -1", f"{T} --rationalize -1", "--rationalize: must be at least 0"),
-    c("teach --rationalize 2.5", f"{T} --rationalize 2.5", "--rationalize", xfail=CLICK),
-    c("teach --adaptive 0/4", f"{T} --temperature 0.7 --adaptive 0/4", "--adaptive until_correct", "at least 1"),
+    c("teach --rationalize -1", f"{T} --rationalize -1", "--rationalize", "(got -1)"),
+    c("teach --rationalize 2.5", f"{T} --rationalize 2.5", "--rationalize"),
+    c("teach --adaptive 0/4", f"{T} --temperature 0.7 --adaptive 0/4", "--adaptive until_correct", "(got 0)"),
     c("teach --adaptive -1/4", f"{T} --temperature 0.7 --adaptive -1/4", "--adaptive until_correct", "(got -1)"),
     c("teach --adaptive 4/2", f"{T} --temperature 0.7 --adaptive 4/2", "max_samples 2 is below until_correct 4"),
     c("teach --adaptive x/y", f"{T} --temperature 0.7 --adaptive x/y", "--adaptive 'x/y'", "expected K/M"),
@@ -266,13 +264,14 @@ NUMBERS = [
     c("teacher-args worker_cpus=0", f"{TO} workers=2,worker_cpus=0", "--teacher-args worker_cpus", "above 0"),
     c("teacher-args worker_gpus=.nan", f"{TO} workers=2,worker_gpus=.nan", "--teacher-args worker_gpus", "finite"),
     c("teacher-args extra_body NaN", f"{TO} 'extra_body={{temperature: .nan}}'", "extra_body",
-      xfail="accepted: NaN goes into every request body (and the store's teacher name, openai:x#{\"temperature\":NaN})"),
+      xfail="accepted: NaN goes into every request body (and the store's teacher name, "
+            "openai:x#{\"temperature\":NaN})"),
     # curate: the numbers the other tests leave out, and the numbers inside its compound options
     c("curate --val-fraction inf", f"{CUR} --val-fraction inf", "--val-fraction", "(got inf)"),
-    c("curate --val-fraction x", f"{CUR} --val-fraction x", "--val-fraction", xfail=CLICK),
-    c("curate --max-per-question 2.5", f"{CUR} --max-per-question 2.5", "--max-per-question", xfail=CLICK),
+    c("curate --val-fraction x", f"{CUR} --val-fraction x", "--val-fraction"),
+    c("curate --max-per-question 2.5", f"{CUR} --max-per-question 2.5", "--max-per-question"),
     c("curate --max-rationale-tokens 0", f"{CUR} --max-rationale-tokens 0", "--max-rationale-tokens", "at least 1"),
-    c("curate --val-seed 2.5", f"{CUR} --val-seed 2.5", "--val-seed", xfail=CLICK),
+    c("curate --val-seed 2.5", f"{CUR} --val-seed 2.5", "--val-seed"),
     c("curate --train-size 0", f"{CUR} --train-size 0", "--train-size: must be at least 1 (got 0)"),
     c("curate --train-size 2.5", f"{CUR} --train-size 2.5", "--train-size '2.5'", "expected N or N:SEED"),
     c("curate --train-size 8:-1", f"{CUR} --train-size 8:-1", "--train-size subset_seed", "at least 0"),
@@ -281,7 +280,8 @@ NUMBERS = [
     c("curate --label majority:0", f"{CUR} --label majority:0", "--label min_votes: must be at least 1"),
     c("curate --label majority:x", f"{CUR} --label majority:x", "--label 'majority:x'", "MODE:VOTES"),
     c("curate --decontaminate ngram=0", f"{CUR} --decontaminate warn,ngram=0", "--decontaminate ngram", "at least 1"),
-    c("curate --decontaminate ngram=2.5", f"{CUR} --decontaminate warn,ngram=2.5", "--decontaminate ngram", "(got 2.5)"),
+    c("curate --decontaminate ngram=2.5", f"{CUR} --decontaminate warn,ngram=2.5", "--decontaminate ngram",
+      "(got 2.5)"),
     c("curate --decontaminate ngram=x", f"{CUR} --decontaminate warn,ngram=x", "--decontaminate ngram", "(got 'x')"),
     c("curate --decontaminate max_df=0", f"{CUR} --decontaminate warn,max_df=0", "--decontaminate max_df"),
     c("curate --decontaminate min_overlap=1.5", f"{CUR} --decontaminate warn,min_overlap=1.5",
@@ -291,11 +291,10 @@ NUMBERS = [
     c("curate --drop truncated:0", f"{CUR} --drop truncated:0", "--drop teacher_token_limit", "at least 1"),
     c("curate --drop no-reasoning:-1", f"{CUR} --drop no-reasoning:-1", "--drop min_rationale_words"),
     c("curate --drop no-reasoning:2.5", f"{CUR} --drop no-reasoning:2.5", "no-reasoning:2.5", "whole number"),
-    c("curate --drop truncated:x", f"{CUR} --drop truncated:x", "--drop 'truncated:x'", "truncated:x: expected",
-      xfail=EMOJI + " ('truncated❌ expected a whole number')"),
+    c("curate --drop truncated:x", f"{CUR} --drop truncated:x", "--drop 'truncated:x'", "truncated:x: expected"),
     # train
     c("train --epochs -1", f"{TRAIN} --epochs -1", "--epochs must be at least 1 (got -1)"),
-    c("train --epochs 2.5", f"{TRAIN} --epochs 2.5", "--epochs", xfail=CLICK),
+    c("train --epochs 2.5", f"{TRAIN} --epochs 2.5", "--epochs"),
     c("train --batch-size 0", f"{TRAIN} --batch-size 0", "--batch-size must be at least 1"),
     c("train --grad-accum 0", f"{TRAIN} --grad-accum 0", "--grad-accum must be at least 1"),
     c("train --max-length 0", f"{TRAIN} --max-length 0", "--max-length must be at least 1"),
@@ -308,7 +307,7 @@ NUMBERS = [
     c("train --rationale-weight -1", f"{TRAIN} --rationale-weight -1", "--rationale-weight", "[0, inf)"),
     c("train --seed 2**32", f"{TRAIN} --seed 4294967296", "--seed must be between 0 and 4294967295"),
     c("train --lr 1e400", f"{TRAIN} --lr 1e400", "--lr", "(got inf)"),
-    c("train --lr x", f"{TRAIN} --lr x", "--lr", xfail=CLICK),
+    c("train --lr x", f"{TRAIN} --lr x", "--lr"),
     c("train --weight-decay inf", f"{TRAIN} --weight-decay inf", "--weight-decay", "(got inf)"),
     c("train --device cuda:x", f"{TRAIN} --device cuda:x", "Unknown device 'cuda:x'"),
     c("train --student ''", f"{TRAIN} --student ''", "--student must be a non-empty name"),
@@ -319,9 +318,9 @@ NUMBERS = [
       xfail="accepted and ignored: tiny-gpt2 trains and exits 0"),
     # evaluate
     c("evaluate --batch-size -1", f"{EVAL} --batch-size -1", "--batch-size: must be at least 1 (got -1)"),
-    c("evaluate --batch-size 2.5", f"{EVAL} --batch-size 2.5", "--batch-size", xfail=CLICK),
+    c("evaluate --batch-size 2.5", f"{EVAL} --batch-size 2.5", "--batch-size"),
     c("evaluate --limit -5", f"{EVAL} --limit -5", "--limit: must be at least 1 (got -5)"),
-    c("evaluate --limit x", f"{EVAL} --limit x", "--limit", xfail=CLICK),
+    c("evaluate --limit x", f"{EVAL} --limit x", "--limit"),
     c("evaluate --max-new-tokens -1", f"{EVAL} --max-new-tokens -1", "--max-new-tokens"),
     c("evaluate --dtype float8", f"{EVAL} --dtype float8", "Unknown dtype 'float8'", "Did you mean 'float32'"),
     c("evaluate --device gpu0", f"{EVAL} --device gpu0", "--device", "unknown device 'gpu0'"),
@@ -330,7 +329,7 @@ NUMBERS = [
     c("data synth --names 0", "data synth coin_flip --names 0 --n 3 --out @OUT", "--names is 0"),
     c("data synth --names -1", "data synth coin_flip --names -1 --n 3 --out @OUT", "--names is -1"),
     c("data synth --names huge", "data synth coin_flip --names 100000000 --n 1 --out @OUT", "has only 1985 names"),
-    c("data synth --n 2.5", "data synth coin_flip --n 2.5 --out @OUT", "--n", xfail=CLICK),
+    c("data synth --n 2.5", "data synth coin_flip --n 2.5 --out @OUT", "--n"),
     c("data synth unknown kind", "data synth dice --n 3 --out @OUT", "Unknown synthetic task 'dice'"),
     c("data export --split dev", "data export coin_flip --split dev", "Unknown split 'dev'"),
 ]
@@ -349,7 +348,8 @@ CHOICES = [
     c("teacher-args base_url twice", "teach --task coin_flip --teacher openai:x --dry-run --out @OUT --teacher-args "
       "base_url=[http://127.0.0.1:9/v1,http://127.0.0.1:9/v1]", "a base URL is given twice"),
     c("teacher-args unknown name", f"{TO} temprature=1", "--teacher-args", "'temprature'"),
-    c("teacher-args without '='", "teach --task coin_flip --teacher openai:x --dry-run --out @OUT --teacher-args base_url",
+    c("teacher-args without '='", "teach --task coin_flip --teacher openai:x --dry-run --out @OUT "
+      "--teacher-args base_url",
       "expected NAME=VALUE, got 'base_url'"),
     c("curate --label (unknown)", f"{CUR} --label silver", "--label: Unknown label 'silver'"),
     c("curate --decontaminate (unknown)", f"{CUR} --decontaminate purge", "Unknown decontaminate 'purge'"),
@@ -358,7 +358,8 @@ CHOICES = [
     c("curate --template (a typo)", f"{CUR} --template cot", "Unknown template 'cot'", "Did you mean 'ft_cot'"),
     c("curate --split-scheme (unknown)", f"{CUR} --split-scheme paper", "Unknown split scheme 'paper'"),
     c("run --executor (unknown)", "run @W/cfg/zs1.yaml --out @OUT --executor slurm --plan", "--executor must be"),
-    c("run --address without ray", "run @W/cfg/zs1.yaml --out @OUT --address auto --plan", "add --executor ray"),
+    c("run --address without ray", "run @W/cfg/zs1.yaml --out @OUT --address auto --plan", "--address auto",
+      "--executor ray"),
     c("run --explain (no such cell)", "run @W/cfg/zs1.yaml --out @OUT --explain nope zs", "No result for nope zs"),
 ]
 
@@ -368,7 +369,8 @@ PATHS = [
       xfail="accepted: '' is the current directory; teach.sqlite, run.json and report.json are written there, exit 0"),
     c("curate --out ''", "curate @W/run --out ''", "--out",
       xfail="accepted: '' is the current directory; train.jsonl, val.jsonl, curation.json are written there, exit 0"),
-    c("evaluate --out ''", "evaluate --model tiny-gpt2 --task coin_flip --method ft --limit 1 --max-new-tokens 1 --out ''",
+    c("evaluate --out ''", "evaluate --model tiny-gpt2 --task coin_flip --method ft --limit 1 --max-new-tokens 1 "
+      "--out ''",
       "--out", xfail="accepted: '' is the current directory; predictions.jsonl and metrics.json are written there"),
     c("export dataset --to ''", "export dataset @W/data --to ''", "--to",
       xfail="accepted: '' is the current directory; the dataset is exported there, exit 0"),
@@ -377,11 +379,12 @@ PATHS = [
     c("data synth --out ''", "data synth coin_flip --n 2 --out ''", "--out . is a directory"),
     c("run CONFIG ''", "run ''", "no such experiment file"),
     c("--data-dir ''", "--data-dir '' data export coin_flip", "raw/coin_flip/coin_flip.json is missing"),
-    c("--data-dir a file", "--data-dir @W/afile.txt data export coin_flip", "afile.txt/raw/coin_flip", "ftcot data download"),
+    c("--data-dir a file", "--data-dir @W/afile.txt data export coin_flip", "afile.txt/raw/coin_flip",
+      "ftcot data download"),
     c("--data-dir an empty folder", "--data-dir @W/emptydir data export coin_flip", "emptydir/raw/coin_flip"),
     c("FTCOT_DATA a file", "data export coin_flip", "afile.txt/raw/coin_flip", FTCOT_DATA="@W/afile.txt"),
     # a file where a directory is expected, and the other way round
-    c("teach --out a file", f"teach --task coin_flip --teacher replay:text-davinci-002 --out @W/afile.txt",
+    c("teach --out a file", "teach --task coin_flip --teacher replay:text-davinci-002 --out @W/afile.txt",
       "--out @W/afile.txt is a file; give a directory path"),
     c("teach --task a directory", "teach --task @W/dir.jsonl --answer-type number --teacher hf:tiny-gpt2 --out @OUT",
       "dir.jsonl: cannot read (Is a directory)"),
@@ -401,7 +404,8 @@ PATHS = [
     c("curate SOURCE missing", "curate @W/nope --out @OUT", "no such teach run directory or JSONL file"),
     c("curate SOURCE an empty folder", "curate @W/emptydir --out @OUT", "no teach store (teach.sqlite) here"),
     c("curate SOURCE a DATA_DIR", "curate @W/data --out @OUT", "@W/data: no teach store"),
-    c("train DATA_DIR missing", "train @W/nope --student tiny-gpt2 --out @OUT", "DATA_DIR '@W/nope' does not exist"),
+    c("train DATA_DIR missing", "train @W/nope --student tiny-gpt2 --out @OUT",
+      "DATA_DIR '@W/nope' does not exist"),
     c("train DATA_DIR a file", "train @W/afile.txt --student tiny-gpt2 --out @OUT", "@W/afile.txt", "is a file",
       xfail="'DATA_DIR '…/afile.txt' does not exist; create it with: ftcot curate … --out …/afile.txt': it exists "
             "(a file), and that fix fails in turn"),
@@ -441,17 +445,16 @@ PATHS = [
       "contains the input @W/files/rec-bom.jsonl"),
     c("train --out the data root", "train @W/data --student tiny-gpt2 --out @MINI", "--out @MINI is the input @MINI",
       FTCOT_DATA="@MINI"),
-    c("train --out a folder holding DATA_DIR", "train @W/data --student tiny-gpt2 --out @W", "contains the input @W/data"),
+    c("train --out a folder holding DATA_DIR", "train @W/data --student tiny-gpt2 --out @W",
+      "contains the input @W/data"),
     c("train --out inside DATA_DIR", "train @W/data --student tiny-gpt2 --out @W/data/ckpt", "lies inside the input"),
     c("evaluate --out the data root", "--data-dir @MINI evaluate --model tiny-gpt2 --task coin_flip --method ft "
       "--out @MINI", "--out @MINI is the input @MINI"),
     c("export dataset --to its DATA_DIR", "export dataset @W/data --to @W/data", "lies inside the input @W/data"),
     c("export dataset --to inside DATA_DIR", "export dataset @W/data --to @W/data/hub", "lies inside the input"),
     c("export dataset --to a folder holding DATA_DIR", "export dataset @W/data --to @W", "contains the input @W/data"),
-    c("export dataset --to inside the data root", "--data-dir @MINI export dataset @W/data --to @MINI/hub",
-      "lies inside the input @MINI"),
-    c("teach export --out inside the data root", "--data-dir @MINI teach export @W/run --out @MINI/x.jsonl",
-      "lies inside the input @MINI"),
+    c("curate --out inside the data root", "--data-dir @MINI curate @W/run --out @MINI/data",
+      "--out @MINI/data lies inside the input @MINI"),
     c("data synth --out the data root", "--data-dir @MINI data synth coin_flip --n 2 --out @MINI",
       "is a directory; give a file path"),
     c("run --archive its --out", "run @W/cfg/zs1.yaml --out @OUT --archive @OUT", "--archive @OUT is the input @OUT"),
@@ -507,10 +510,9 @@ FILES = [
     c("task split a number", "data export @W/files/split-number.jsonl --answer-type number", "field 'split'", "got 1"),
     c("task file one huge line (4 MB)", "data export @W/files/huge-line.jsonl --answer-type number", '"answer": "2"',
       ok=True),
-    c("task file named a:x:b.jsonl", "data export @W/files/a:x:b.jsonl --answer-type number", "a:x:b.jsonl: no samples",
-      xfail=EMOJI + " ('a❌b.jsonl: no samples')"),
+    c("task file named a:x:b.jsonl", "data export @W/files/a:x:b.jsonl --answer-type number", "a:x:b.jsonl: no samples"),
     c("score FILE named nope:smile:.jsonl", "score @W/files/nope:smile:.jsonl --task coin_flip",
-      "nope:smile:.jsonl: cannot read", xfail=EMOJI + " ('nope😄.jsonl: cannot read')"),
+      "nope:smile:.jsonl: cannot read"),
     # teacher records to curate
     c("records empty", "curate @W/files/empty.jsonl --task coin_flip --out @OUT", "empty.jsonl", "no records",
       xfail="'The teacher answered none of coin_flip's training questions (see …/empty.jsonl/report.json)': a "
@@ -522,22 +524,24 @@ FILES = [
     c("records with a BOM", "curate @W/files/rec-bom.jsonl --task coin_flip --out @OUT", "wrote", ok=True),
     c("records: a rationale null", "curate @W/files/rec-null-rationale.jsonl --task coin_flip --out @OUT",
       "no rationale", ok=True),
-    c("records: a 5 MB rationale", "curate @W/files/rec-huge-rationale.jsonl --task coin_flip --out @OUT", "wrote",
+    c("records: a 1 MB rationale", "curate @W/files/rec-huge-rationale.jsonl --task coin_flip --out @OUT", "wrote",
       ok=True),
     c("records: answer_completion a number", "curate @W/files/rec-int-completion.jsonl --task coin_flip --out @OUT",
       "rec-int-completion.jsonl:4", "answer_completion",
       xfail="traceback: AttributeError: 'int' object has no attribute 'lower' (ftcot/scoring.py)"),
     c("records: sample_index as text", "curate @W/files/rec-text-index.jsonl --task coin_flip --out @OUT",
       "rec-text-index.jsonl:4", "sample_index",
-      xfail="'answers another task's questions: its question 5 is …, but coin_flip has no question 5': coin_flip "
-            "has question 5; the line and the field (a string, not a number) go unnamed"),
+      xfail="'answers another task's questions: its question 4 is …, but coin_flip has no question 4': coin_flip "
+            "has question 4 (the record's sample_index is the text '4'); neither the line nor the field is named"),
     c("records: sample_index true", "curate @W/files/rec-bool-index.jsonl --task coin_flip --out @OUT",
       "rec-bool-index.jsonl:4", "sample_index",
-      xfail="true is taken as question 1: 'answers another task's questions … coin_flip's question True is …'"),
+      xfail="'answers another task's questions: its question True is …, but coin_flip's question True is …' "
+            "(true read as question 1); neither the line nor the field is named"),
     c("records: a task file instead", "curate @W/mytask.jsonl --task coin_flip --out @OUT",
       "mytask.jsonl:1: missing field 'sample_index'"),
     # a DATA_DIR, damaged
-    c("DATA_DIR train.jsonl empty", "train @W/dd-empty --student tiny-gpt2 --out @OUT", "dd-empty/train.jsonl: no examples"),
+    c("DATA_DIR train.jsonl empty", "train @W/dd-empty --student tiny-gpt2 --out @OUT",
+      "dd-empty/train.jsonl: no examples"),
     c("DATA_DIR train.jsonl bad line", "train @W/dd-bad-line --student tiny-gpt2 --out @OUT",
       "dd-bad-line/train.jsonl:1: missing field 'question'"),
     c("DATA_DIR curation.json cut", "train @W/dd-cut-curation --student tiny-gpt2 --out @OUT",
@@ -579,7 +583,8 @@ FILES = [
     c("config with a BOM", "run @W/cfg/bom.yaml --plan --out @OUT", "Nothing was run", ok=True),
     c("config with tabs", "run @W/cfg/tabs.yaml --plan --out @OUT", "tabs.yaml line 2: not valid YAML"),
     c("config a list", "run @W/cfg/list.yaml --plan --out @OUT", "list.yaml: expected a mapping"),
-    c("config two documents", "run @W/cfg/two-documents.yaml --plan --out @OUT", "two-documents.yaml line 6"),
+    c("config two documents", "run @W/cfg/two-documents.yaml --plan --out @OUT", "two-documents.yaml line 5",
+      "not valid YAML"),
     c("config an unknown alias", "run @W/cfg/unknown-alias.yaml --plan --out @OUT", "unknown-alias.yaml line 5",
       "undefined alias"),
     c("config seeds [.nan]", "run @W/cfg/seeds-nan.yaml --plan --out @OUT", "seeds[0]", "(got nan)"),
@@ -618,7 +623,7 @@ def _prepare(case: Case, work: Path, data_root: Path, cases_root: Path) -> tuple
 
     if case.config is not None:
         (case_dir / "exp.yaml").write_text(fill(case.config))
-    env = _env(FTCOT_DATA=str(data_root), **{k: fill(v) for k, v in case.env})
+    env = _env(**{"FTCOT_DATA": str(data_root), **{k: fill(v) for k, v in case.env}})
     return [fill(a) for a in shlex.split(case.args)], env, where
 
 
@@ -878,9 +883,6 @@ API = [
                                                                 batch_size=math.nan, data_dir=d), "batch_size"),
     a("evaluate out the data root", lambda w, d, o: ftcot.evaluate("tiny-gpt2", "coin_flip", w / "mini", method="ft",
                                                                    data_dir=w / "mini"), "is the input"),
-    a("evaluate max_new_tokens 1e11", lambda w, d, o: ftcot.evaluate(
-        "tiny-gpt2", "coin_flip", o, method="ft", max_new_tokens=10**11, limit=1, data_dir=d),
-      "100000000000 new tokens exceed tiny-gpt2's 2048 positions"),
     a("evaluate limit true", lambda w, d, o: ftcot.evaluate("tiny-gpt2", "coin_flip", o, method="ft", limit=True,
                                                             max_new_tokens=1, data_dir=d), "limit",
       xfail="accepted as limit=1: scores one question and returns accuracy over it"),
@@ -911,6 +913,30 @@ def test_the_api_raises_one_line_and_writes_nothing(call, fragments, work, data_
         assert fragment in message, message
     assert not out.exists()
     assert _snapshot(work / "mini") == before
+
+
+# ---- reading a run back, and the fix an error line gives -----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="exit 0: the coin flip run reported as multiarith, accuracy 0.00% "
+                                       "(ftcot curate refuses the same pairing)")
+def test_a_teach_report_against_another_task_is_refused(work, data_root):
+    result = subprocess.run(_ftcot("teach", "report", work / "run", "--task", "multiarith"), capture_output=True,
+                            text=True, env=_env(FTCOT_DATA=str(data_root)), timeout=120)
+    assert_one_line_error(result, "another task")
+
+
+@pytest.mark.xfail(strict=True, reason="the error is one line, but EVAL_DIR keeps the settings of the failed call: the "
+                                       "rerun with a lower max_new_tokens (the fix the line gives) is refused, 'holds "
+                                       "an evaluation with max_new_tokens '100000000000', not '4''")
+def test_a_huge_max_new_tokens_is_one_line_and_its_fix_then_runs(data_root, tmp_path):
+    out = tmp_path / "eval"
+    with pytest.raises(FtcotError) as caught:
+        ftcot.evaluate("tiny-gpt2", "coin_flip", out, method="ft", max_new_tokens=10**11, limit=1, data_dir=data_root)
+    assert "100000000000 new tokens exceed tiny-gpt2's 2048 positions" in str(caught.value)
+    assert "lower max_new_tokens" in str(caught.value) and "\n" not in str(caught.value)
+    fixed = ftcot.evaluate("tiny-gpt2", "coin_flip", out, method="ft", max_new_tokens=4, limit=1, data_dir=data_root)
+    assert fixed.n == 1
 
 
 # ---- servers: `ftcot teach` against a real OpenAI-compatible stub that fails, and against nothing -----------------
@@ -992,7 +1018,8 @@ def test_a_teach_run_against_a_failing_server_exits_2(outage, server_runs):
     (["teach", "--task", "coin_flip", "--teacher", "replay:text-davinci-002", "--out", "{ro}/run"],
      "{ro}/run: cannot create the run directory (Read-only file system)"),
     (["run", "{w}/cfg/zs1.yaml", "--out", "{ro}/exp"], "--out {ro}/exp: not writable"),
-    (["run", "{w}/cfg/zs1.yaml", "--out", "{tmp}/exp", "--archive", "{ro}/archive"], "--archive {ro}/archive: not writable"),
+    (["run", "{w}/cfg/zs1.yaml", "--out", "{tmp}/exp", "--archive", "{ro}/archive"],
+     "--archive {ro}/archive: not writable"),
     (["export", "dataset", "{w}/data", "--to", "{ro}/hub"], "--to {ro}/hub: not writable"),
     (["teach", "export", "{w}/run", "--out", "{ro}/x.jsonl"], "--out {ro}/x.jsonl: not writable"),
     (["data", "synth", "coin_flip", "--n", "3", "--out", "{ro}/s.jsonl"], "--out {ro}/s.jsonl: not writable"),
@@ -1014,7 +1041,8 @@ def test_a_full_disk_keeps_the_older_file(command, small_disk, work, data_root):
     target.write_text("the older file\n")
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
     (disk / "filler").write_bytes(b"\0" * (free - 8 * 1024))
-    args = (["teach", "export", work / "run"] if command == "teach export" else ["data", "synth", "coin_flip", "--n", "2000"])
+    args = ["teach", "export", work / "run"] if command == "teach export" else ["data", "synth", "coin_flip", "--n",
+                                                                                  "2000"]
     result = subprocess.run(_ftcot(*args, "--out", target), capture_output=True, text=True,
                             env=_env(FTCOT_DATA=str(data_root)), timeout=300)
     assert_one_line_error(result, f"--out {target}: the disk is full", "free some space")
@@ -1081,14 +1109,6 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path, data_root):
 
 
 # ---- what the earlier cases must not have changed -----------------------------------------------------------------
-
-
-@pytest.mark.xfail(strict=True, reason="exit 0: the coin flip run reported as multiarith, accuracy 0.00% "
-                                       "(ftcot curate refuses the same pairing)")
-def test_a_teach_report_against_another_task_is_refused(work, data_root):
-    result = subprocess.run(_ftcot("teach", "report", work / "run", "--task", "multiarith"), capture_output=True,
-                            text=True, env=_env(FTCOT_DATA=str(data_root)), timeout=120)
-    assert_one_line_error(result, "another task")
 
 
 def test_zz_no_case_changed_an_input(work, untouched):

@@ -60,7 +60,8 @@ app.command("diagnose")(diagnose.diagnose_command)
 app.add_typer(export_cli.app, name="export")
 app.command("demo")(run.demo_command)
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: a message that quotes a user's ':x:' must show ':x:', not ❌.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _stopped() -> None:
@@ -90,9 +91,13 @@ def main() -> None:
     except Exception as exc:
         # Usage errors (a bad option value, an unknown option): click's, or the copy of click that
         # newer typer releases bundle (typer._click), which click.ClickException does not match.
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            show()
+        message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if callable(message) and isinstance(code, int):
+            # One line, as every other bad input: the message, and where the command's options are listed.
+            context = getattr(exc, "ctx", None)
+            where = f" (see '{context.command_path} --help')" if context is not None else ""
+            stderr.print("[bold red]error:[/] ", end="", markup=True)
+            stderr.print(" ".join(message().split()) + where, markup=False)
             sys.exit(code)
         raise
     if code == 130:  # click caught the KeyboardInterrupt (Ctrl-C or SIGTERM) and returned its exit code
