@@ -396,7 +396,7 @@ def test_a_run_directory_whose_store_is_not_a_store_is_a_one_line_error_and_stay
 
 def test_a_full_disk_is_a_one_line_error_and_the_rerun_after_freeing_space_asks_for_nothing_twice(
         tmp_path, small_disk):
-    disk = small_disk(176)  # KiB: fills up a few completions into the run
+    disk = small_disk(200)  # KiB: fills up a few completions into the run (the empty store takes ~180)
     args = ["teach", "--task", "coin_flip", "--split", "test", "--teacher", "replay:text-davinci-002",
             "--out", disk / "run"]
     full = run_ftcot(*args)
