@@ -133,6 +133,8 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", option: str | Non
 def write_stdout(write: Callable[[IO[str]], object]) -> None:
     """``write(sys.stdout)`` and flush, with a full disk behind a redirect as one line. A closed pipe
     (``| head``) is left to the caller's usual quiet exit."""
+    if sys.stdout is None:  # started with stdout closed (`ftcot … >&-`): Python has no stream to write to
+        raise FtcotError("standard output is closed; redirect it to a file, or write the output with --out.")
     try:
         write(sys.stdout)
         sys.stdout.flush()
