@@ -80,8 +80,9 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
         raise FtcotError(f"No training examples for '{task.key}' (dropped: {summary['dropped']}); check the teacher "
                          f"run covers the train split.")
     summary["source"] = source_name if source_name is not None else str(source) if source is not None else None
-    if task_source(task) is not None:  # a user's task: train finds its file by this
-        summary["task_source"] = task_source(task)
+    source_of_task = task_source(task)  # hashes the file: once
+    if source_of_task is not None:  # a user's task: train finds its file by this
+        summary["task_source"] = source_of_task
     write_data_dir(out, train, val, summary)
     return CurateOutcome(Path(out), task, train, val, summary)
 

@@ -106,16 +106,22 @@ def task_source(task: Task) -> dict[str, str] | None:
 def load_recorded_task(key: str, source: dict[str, Any] | None, where: str) -> Task:
     """The user task ``key`` that ``where`` (a run, a DATA_DIR) was made from, by its recorded
     :func:`task_source`: the same file, unchanged, or a one-line error saying what to pass instead."""
+    return load_custom_task(recorded_task_file(key, source, where), (source or {}).get("answer_type"))
+
+
+def recorded_task_file(key: str, source: dict[str, Any] | None, where: str) -> Path:
+    """The file of :func:`load_recorded_task`, checked (there, unchanged) without reading it as a task."""
     if not source or not source.get("file"):
         raise FtcotError(f"{where} was made from your own task '{key}'; name its file again (--task FILE.jsonl).")
     path = Path(source["file"])
     if not path.is_file():
         raise FtcotError(f"{where} was made from the task file {path}, which is gone; pass the file with --task.")
-    if source.get("sha256") and _sha256(path) != source["sha256"]:
+    now = _sha256(path) if source.get("sha256") else None
+    if now is not None and now != source["sha256"]:
         raise FtcotError(f"{where} was made from {path} as it was then (sha256 {source['sha256'][:12]}…); the file "
-                         f"has changed since (sha256 {_sha256(path)[:12]}…): restore it, or pass --task with the "
+                         f"has changed since (sha256 {now[:12]}…): restore it, or pass --task with the "
                          f"file it was made from.")
-    return load_custom_task(path, source.get("answer_type"))
+    return path
 
 
 def _sha256(path: Path) -> str:

@@ -126,10 +126,11 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, task: s
     data = read_data_dir(data_dir)
     task_name = task or data.task
     if task is None and data.task_source is not None:  # a user's task: the file it was curated from
-        from ftcot.tasks.custom import load_recorded_task
+        from ftcot.tasks.custom import recorded_task_file
 
-        load_recorded_task(data.task, data.task_source, str(data_dir))  # still there, unchanged
-        task_name, answer_type = data.task_source["file"], answer_type or data.task_source.get("answer_type")
+        # Checked here (still there, unchanged), read as a task once, by resolve_task_spec.
+        task_name = str(recorded_task_file(data.task, data.task_source, str(data_dir)))
+        answer_type = answer_type or data.task_source.get("answer_type")
     task_file = Path(task_name) if Path(task_name).is_file() else None  # as load_task tells a file from a key
     check_output(out, [data_dir, task_file, existing_path(config.student), resolve_data_root()])
     # Under accelerate launch every process runs this; the main one (RANK 0) holds the lock, and the
