@@ -124,10 +124,19 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", option: str | Non
     except BaseException as exc:
         with suppress(OSError):  # e.g. a parent that is a file: there is no temporary to remove
             tmp.unlink(missing_ok=True)
-        cause = find_os_error(exc)
-        if cause is not None and not isinstance(exc, FtcotError):
-            raise os_error(cause, path, option) from None
+        error = write_error(exc, path, option)
+        if error is not None:
+            raise error from None
         raise
+
+
+def write_error(exc: BaseException, path: str | os.PathLike[str], option: str | None = None) -> FtcotError | None:
+    """The one line for a write that ``exc`` stopped, where an OSError is behind it (a full or read-only disk,
+    however the writer reported it); None for anything else (a one-line error already, Ctrl-C, a bug)."""
+    if isinstance(exc, (FtcotError, KeyboardInterrupt)):
+        return None
+    cause = find_os_error(exc)
+    return None if cause is None else os_error(cause, path, option)
 
 
 def write_stdout(write: Callable[[IO[str]], object]) -> None:

@@ -61,7 +61,7 @@ def write_atomically(target: Path, fill) -> None:
     inside ``fill`` (torch, safetensors, pyarrow) report it in their own ways, so the OSError is looked
     for behind whatever they raised.
     """
-    from ftcot.paths import find_os_error, os_error
+    from ftcot.paths import write_error
 
     tmp = None
     try:
@@ -73,9 +73,9 @@ def write_atomically(target: Path, fill) -> None:
 
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        cause = None if isinstance(exc, (FtcotError, KeyboardInterrupt)) else find_os_error(exc)
-        if cause is not None:
-            raise os_error(cause, target, "--to") from None
+        error = write_error(exc, target, "--to")
+        if error is not None:
+            raise error from None
         raise
 
 
