@@ -67,8 +67,19 @@ class LlamaServer:
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
+        """Wait for the model list, then one token: a build that crashes in its compute kernels (the
+        ``-march=native`` wheel's AMX code did, in CI) fails here with its log, not in every later test."""
         try:
             wait_http_ok(f"{self.base_url}/models", timeout_s, self.process)
+            request = urllib.request.Request(
+                f"{self.base_url}/completions", data=b'{"prompt": "1 + 1 =", "max_tokens": 1}',
+                headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout_s):
+                    pass
+            except OSError as exc:
+                time.sleep(0.5)  # let a crashed process be reaped, so its exit code is known
+                raise RuntimeError(f"its first completion failed ({exc}); exit code {self.process.poll()}") from None
         except (RuntimeError, TimeoutError) as exc:
             tail = self.log_tail(3000)
             self.stop()
