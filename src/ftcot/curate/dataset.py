@@ -14,6 +14,8 @@ DATA_DIR layout (read by ``ftcot train``):
   layout); single-task rows have ``objective`` null.
 - ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
   format (the assistant turn ends the sequence, so no ``END`` marker).
+- ``teacher_logprobs.jsonl.gz`` (``--teacher-logprobs`` only): the teacher's top-K log-probabilities of
+  each training example's rationale, keyed by ``teacher_record`` (:mod:`ftcot.curate.logprobs`).
 - ``curation.json``: template, kept and dropped by reason, per task, and the
   validation questions; ``contamination.jsonl``: every training/test pair that
   decontamination flagged (curation.json shows the first 100).
@@ -101,7 +103,14 @@ CONTAMINATION_FILE = "contamination.jsonl"
 FLAGS_SHOWN = 100  # flagged pairs kept in curation.json; all of them are in CONTAMINATION_FILE
 
 
-def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingExample], summary: dict) -> None:
+def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingExample], summary: dict,
+                   teacher_logprobs: list[dict] | None = None) -> None:
+    """``teacher_logprobs``: the teacher's top-K rows of the training examples (ftcot.curate.logprobs), written
+    gzipped beside them; without them, a stale file of an earlier curation is removed."""
+    import gzip
+
+    from ftcot.curate.logprobs import TEACHER_LOGPROBS_FILE
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FtcotError(f"--out {out} is a file; give a directory path for the DATA_DIR.")
@@ -129,6 +138,14 @@ def write_data_dir(out: Path, train: list[TrainingExample], val: list[TrainingEx
             json.dumps(summary, indent=2) + "\n")
         for name, rows in files.items():
             write_jsonl(rows, stack.enter_context(atomic_file(out / name, option="--out")))
+        if teacher_logprobs is not None:
+            handle = stack.enter_context(atomic_file(out / TEACHER_LOGPROBS_FILE, "wb", option="--out"))
+            # mtime 0: the same rows give the same bytes (stage outputs are compared byte for byte)
+            with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as packed:
+                packed.write("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                                     for r in teacher_logprobs).encode("utf-8"))
+    if teacher_logprobs is None and (out / TEACHER_LOGPROBS_FILE).exists():
+        (out / TEACHER_LOGPROBS_FILE).unlink()
 
 
 # Fields a row must carry; lineage fields past these are optional (older or hand-made files).

@@ -43,6 +43,9 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     from ftcot.templates import get_template
 
     template = get_template(config.template)
+    if config.teacher_logprobs and (not template.uses_rationale or template.multi_task):
+        raise FtcotError(f"--teacher-logprobs carries the teacher's rationale tokens for logit distillation of "
+                         f"Fine-tune-CoT data; template '{config.template}' is not. Use --template ft_cot.")
     if template.uses_rationale and source is None:
         raise FtcotError(f"Template '{config.template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL "
                          f"file.")
@@ -83,7 +86,13 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     source_of_task = task_source(task)  # hashes the file: once
     if source_of_task is not None:  # a user's task: train finds its file by this
         summary["task_source"] = source_of_task
-    write_data_dir(out, train, val, summary)
+    top = None
+    if config.teacher_logprobs:  # logit distillation: the teacher's top-K of each training example's rationale
+        from ftcot.curate.logprobs import summary_of, teacher_logprobs
+
+        top = teacher_logprobs(Path(source), records, train)
+        summary["teacher_logprobs"] = summary_of(top)
+    write_data_dir(out, train, val, summary, teacher_logprobs=top)
     return CurateOutcome(Path(out), task, train, val, summary)
 
 

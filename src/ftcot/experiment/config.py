@@ -32,8 +32,11 @@ from ftcot.teach.config import MAX_SAMPLES, TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
 
 PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it is (the paper's baselines)
-FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss")  # ft_dss: distilling step-by-step
+# ft_dss: distilling step-by-step; ft_cot_kd: Fine-tune-CoT with logit distillation from the teacher's top-K
+FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd")
 METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
+KD_METHOD = "ft_cot_kd"
+DEFAULT_KD_WEIGHT = 1.0  # λ of an ft_cot_kd cell whose train settings leave kd_weight unset
 PAPER_TEMPERATURE = 0.7  # diverse reasoning (as in the paper)
 
 
@@ -54,7 +57,7 @@ def _unique(values: list[Any] | None) -> list[Any] | None:
 
 
 Seeds = Annotated[list[int], AfterValidator(_unique)]
-Methods = Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural", "ft_dss"]],
+Methods = Annotated[list[Literal["zs", "zs_cot", "fs_cot", "ft", "ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd"]],
                     AfterValidator(_unique)]
 # Seeded subsets of N training questions; "all" is the whole training split (the point the subsets lead up to).
 def _train_size(value: Any) -> int | str:
@@ -223,7 +226,7 @@ class _Curation(Settings):
 # experiment plans for each curate stage (template, task, training-set size, D) or sets elsewhere (split_scheme).
 CurateSettings = subset(CurateConfig, "CurateSettings", base=_Curation,
                         exclude=("label", "template", "task", "answer_type", "train_size", "subset_seed", "split_scheme",
-                                 "max_per_question", "samples", "rationale"))
+                                 "max_per_question", "samples", "rationale", "teacher_logprobs"))
 
 
 # An experiment's evaluate: block: ftcot evaluate's settings less what each cell decides (the model, task, method
@@ -301,11 +304,22 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        needs_teacher = any(m in ("ft_cot", "ft_cot_natural", "ft_dss") for m in self.methods) \
+        needs_teacher = any(m in ("ft_cot", "ft_cot_natural", "ft_dss", KD_METHOD) for m in self.methods) \
             or self.diverse is not None
         if (needs_teacher or self.teacher_row) and not self.teachers:
             raise ValueError("needs at least one teacher (teachers: [replay:text-davinci-002] works offline) for "
-                             "ft_cot, ft_dss, diverse or the teacher row")
+                             "ft_cot, ft_dss, ft_cot_kd, diverse or the teacher row")
+        if KD_METHOD in self.methods:
+            blind = next((t.label for t in self.teachers if not t.top_logprobs), None)
+            if blind is not None:
+                raise ValueError(f"ft_cot_kd distils the teacher's top-K log-probabilities, and teacher '{blind}' "
+                                 f"stores none: give it top_logprobs: 5 (a local hf:, vLLM, llama.cpp or OpenAI "
+                                 f"teacher; a replay: teacher has none)")
+        distilled = [s.label for s in self.students if s.train.kd_weight is not None]
+        if (self.train.kd_weight is not None or distilled) and KD_METHOD not in self.methods:
+            where = f"student '{distilled[0]}'" if distilled else "train"
+            raise ValueError(f"{where} sets kd_weight, which weighs ft_cot_kd's logit distillation: add ft_cot_kd "
+                             f"to methods")
         if self.diverse is not None and "ft_cot" not in self.methods:
             raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot to methods")
         weighted = [s.label for s in self.students if s.train.rationale_weight is not None]

@@ -16,7 +16,8 @@ Stages, in data-flow order:
   test questions too when the teacher row is asked for. Its key leaves out D:
   a larger D tops the same store up (sample numbers 0…D-1), so D = 2 and D = 8
   share their first two rationales per question, as they would if drawn apart.
-- **curate** — one per task × template × (teacher, D) × training-set size.
+- **curate** — one per task × template × (teacher, D) × training-set size (``ft_cot_kd``: the ft_cot
+  template with the teacher's top-K of each rationale, ``teacher_logprobs``).
   A D-run keeps the chains numbered below D: the rationales that a teacher run
   with D samples would have drawn.
 - **train** — one per curated set × student × seed.
@@ -33,7 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftcot.experiment.config import PAPER_TEMPERATURE, PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig
+from ftcot.experiment.config import (DEFAULT_KD_WEIGHT, KD_METHOD, PAPER_TEMPERATURE, PROMPTING_METHODS, ExperimentConfig,
+                                     StudentConfig, TaskConfig, TeacherConfig)
 from ftcot.curate.dataset import question_subset
 from ftcot.tasks import BUILTIN_TASKS, Task
 from ftcot.templates import get_template
@@ -215,16 +217,19 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         return plan.add(_stage("teach", inputs, f"{name}, {teacher.label} T={temperature:g}", samples=samples,
                                questions=questions, teacher=teacher.label))
 
-    def curate(template: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
+    def curate(method: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
                seed: int, label: str = "gold") -> Stage:
+        # ft_cot_kd: Fine-tune-CoT data with the teacher's top-K of each rationale (only then in the key).
+        template, kd = ("ft_cot", True) if method == KD_METHOD else (method, False)
         # Which part of a reasoning teacher's reply is the rationale: read from the teach store by this stage,
         # so in its key (only when not the default: stages made before it existed keep theirs), not teach's.
         rationale = rationales.get(source[0], "answer") if source else "answer"
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
                   **config.curate.stage_inputs(), **config.curate.label_inputs(label),
-                  **({"rationale": rationale} if rationale != "answer" else {})}
-        parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
+                  **({"rationale": rationale} if rationale != "answer" else {}),
+                  **({"teacher_logprobs": True} if kd else {})}
+        parts = [f"{name} {template}" + (" + teacher top-K" if kd else "")] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
             + ([f"{label} labels"] if label != "gold" else []) \
             + ([f"rationale: {rationale}"] if rationale != "answer" else [])
@@ -237,6 +242,11 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         # key and the config, so the stages made before it existed keep their keys.
         if keyed.get("rationale_weight") is None or not get_template(data.inputs["template"]).multi_task:
             keyed.pop("rationale_weight", None)
+        # λ of logit distillation, likewise: only on data with the teacher's top-K (ft_cot_kd), default 1 there.
+        if data.inputs.get("teacher_logprobs"):
+            keyed["kd_weight"] = DEFAULT_KD_WEIGHT if keyed.get("kd_weight") is None else keyed["kd_weight"]
+        else:
+            keyed.pop("kd_weight", None)
         inputs = {"curate": data.key, "config": keyed}
         return plan.add(_stage("train", inputs, f"{student.label} seed {seed} on {data.label}", (data.key,),
                                student=student.label, **{k: settings[k] for k in _RUN_ONLY}))
@@ -255,7 +265,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
              size: int | None) -> None:
         plan.cells.append(ResultCell(stage.key, method, student.label, teacher, name, D, seed, size))
 
-    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss")
+    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss", KD_METHOD)
                                                                 for m in config.methods))
     # An adaptive teacher trains on its sampled stage: its greedy one only when the teacher row reads it.
     greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in teachers
@@ -305,7 +315,9 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 for seed in seeds:
                     for size in (size for size in sizes if config.trains_at(task, seed, size)):
                         model = train(curate(method, source, D, size, seed, label), student, seed)
-                        cell(evaluate(model, method), method, student, teacher, D, seed, size)
+                        # An ft_cot_kd student answers as a Fine-tune-CoT one: evaluated with that template.
+                        cell(evaluate(model, "ft_cot" if method == KD_METHOD else method), method, student, teacher,
+                             D, seed, size)
 
 
 # TrainConfig fields that change how a run goes, not what it produces.

@@ -24,7 +24,7 @@ from ftcot.tasks import BUILTIN_TASKS
 
 METHOD_NAMES = {"zs": "Zero-shot", "zs_cot": "Zero-shot-CoT", "fs_cot": "Few-shot-CoT",
                 "ft": "Fine-tune", "ft_cot": "Fine-tune-CoT", "ft_cot_natural": "Fine-tune-CoT (natural)",
-                "ft_dss": "Distilling step-by-step"}
+                "ft_dss": "Distilling step-by-step", "ft_cot_kd": "Fine-tune-CoT + logit KD"}
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,11 @@ class TrainConfig:
         "Distilling step-by-step (ft_dss data only): λ, the rationale task's loss weight against the label "
         "task's; the loss is (label loss + λ · rationale loss) / (1 + λ), each a mean over its target tokens "
         "(default 1, the paper's).", default=None)
+    kd_weight: float | None = _help(
+        "Logit distillation (a DATA_DIR curated with --teacher-logprobs): λ; the loss is cross-entropy + λ · "
+        "KL(teacher ‖ student) over the teacher's top-K tokens at each completion token they cover, both summed "
+        "over the completion tokens and divided by their count. Needs the teacher's tokenizer (default: off).",
+        default=None)
 
     def __post_init__(self) -> None:
         # Checked here, at the edge (CLI options, `ftcot run` YAML, Python calls alike): a NaN learning rate
@@ -67,6 +72,7 @@ class TrainConfig:
         check_float("--lora-dropout", self.lora_dropout, 0, 1, high_open=True)
         check_float("--dropout", self.dropout, 0, 1, high_open=True, optional=True)
         check_float("--rationale-weight", self.rationale_weight, 0, optional=True)
+        check_float("--kd-weight", self.kd_weight, 0, optional=True)
         for name in ("lora", "allow_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise FtcotError(f"{_flag(name)} must be true or false (got {getattr(self, name)!r}).")

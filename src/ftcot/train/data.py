@@ -101,6 +101,9 @@ class Tokenized:
     objective: str | None = None  # a multi-task template's task (label or rationale); None: single-task
     # The loss weight of each target token (multi-task rows, set by weigh_tasks); None: unweighted.
     loss_weight: float | None = None
+    # Logit distillation (--kd-weight): the teacher's top-K at label positions, (positions, ids, logprobs)
+    # with ids and logprobs (len(positions), K) (ftcot.train.distill.attach_teacher); None: none.
+    kd: tuple[list[int], list[list[int]], list[list[float]]] | None = None
 
     @property
     def target_tokens(self) -> int:
@@ -198,7 +201,9 @@ def _round_up(n: int, multiple: int) -> int:
 def collate(examples: list[Tokenized], pad_id: int, encoder_decoder: bool, multiple: int = 1) -> dict[str, Any]:
     """Pad to the batch's longest member, rounded up to ``multiple`` (right side); masks were fixed at tokenization.
 
-    Weighted rows (:func:`weigh_tasks`) add ``loss_weights``, each row's weight on its label positions.
+    Weighted rows (:func:`weigh_tasks`) add ``loss_weights``, each row's weight on its label positions; rows
+    with the teacher's top-K (``kd``) add ``teacher_ids`` / ``teacher_logprobs``, (rows, label width, K) at
+    their label positions (-1 / -inf elsewhere).
     """
     import torch
 
@@ -215,4 +220,18 @@ def collate(examples: list[Tokenized], pad_id: int, encoder_decoder: bool, multi
     if any(e.loss_weight is not None for e in examples):
         batch["loss_weights"] = torch.tensor([1.0 if e.loss_weight is None else e.loss_weight for e in examples],
                                              dtype=torch.float32)[:, None].expand(labels.shape).contiguous()
+    k = max((len(e.kd[1][0]) for e in examples if e.kd is not None and e.kd[1]), default=0)
+    if k:
+        ids = torch.full((*labels.shape, k), -1, dtype=torch.long)
+        logprobs = torch.full((*labels.shape, k), float("-inf"), dtype=torch.float32)
+        for row, e in enumerate(examples):
+            if e.kd is None or not e.kd[0]:
+                continue
+            positions, top_ids, top_logprobs = e.kd
+            keep = [i for i, p in enumerate(positions) if p < label_width]
+            at = torch.tensor([positions[i] for i in keep], dtype=torch.long)
+            width = len(top_ids[0])
+            ids[row, at, :width] = torch.tensor([top_ids[i] for i in keep], dtype=torch.long)
+            logprobs[row, at, :width] = torch.tensor([top_logprobs[i] for i in keep], dtype=torch.float32)
+        batch["teacher_ids"], batch["teacher_logprobs"] = ids, logprobs
     return batch

@@ -24,6 +24,9 @@ have.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 
@@ -50,3 +53,155 @@ def topk_kl(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     p = teacher.exp() * valid
     kl = (p * (teacher - student)).masked_fill(~valid, 0.0).sum(-1)
     return (kl * valid.any(-1)).sum()
+
+
+# ---- the teacher's top-K in a DATA_DIR, aligned with the student's tokens ------------------------------------
+#
+# ``ftcot curate --teacher-logprobs`` writes TEACHER_LOGPROBS_FILE beside train.jsonl: one line per training
+# example's teacher record (``teacher_record``), the layout of ``ftcot teach export --logprobs``
+# (:func:`ftcot.teach.export.logprobs_json`): ``{"teacher_record", "teacher", "k", "ids" | "tokens",
+# "logprobs"}``, each token's row ``[written, top 1, …, top K]``. The trainer aligns them here.
+
+from ftcot.curate.logprobs import TEACHER_LOGPROBS_FILE  # noqa: E402  (one name, where curate writes it)
+# Positions of the student's completion where the teacher's first token may start: after the template's text
+# before the rationale (ft_cot's " " merges into the first word; a byte tokenizer has it as its own token).
+MAX_LEAD = 4
+
+
+def read_teacher_logprobs(data_dir: Any) -> dict[str, dict] | None:
+    """``teacher_record`` → its top-K row of DATA_DIR's TEACHER_LOGPROBS_FILE (None: the DATA_DIR has none)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from ftcot.errors import FtcotError
+
+    path = Path(data_dir) / TEACHER_LOGPROBS_FILE
+    if not path.is_file():
+        return None
+    rows: dict[str, dict] = {}
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["teacher_record"]] = row
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise FtcotError(f"{path}: unreadable ({exc}); re-curate the DATA_DIR with 'ftcot curate "
+                         f"--teacher-logprobs'.") from None
+    return rows
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """One example's teacher top-K at its completion positions: ``positions`` index the completion's token ids
+    (the label positions past the prompt), ``ids``/``logprobs`` are (len(positions), K), -1 / -inf padded."""
+
+    positions: list[int]
+    ids: list[list[int]]
+    logprobs: list[list[float]]
+
+
+class TokenMap:
+    """The student's id of a teacher token given as text (OpenAI, llama.cpp): the one id it encodes to."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[str, int | None] = {}
+
+    def __call__(self, token: str) -> int | None:
+        if token not in self.cache:
+            ids = self.tokenizer(token, add_special_tokens=False)["input_ids"] if token else []
+            self.cache[token] = ids[0] if len(ids) == 1 else None
+        return self.cache[token]
+
+
+def teacher_rows(row: dict, tokens: TokenMap, vocab: int) -> tuple[list[int | None], list[list[int]],
+                                                                   list[list[float]]]:
+    """(written ids, top-K ids, top-K log-probabilities) of a stored row, in the student's vocabulary.
+
+    A written token the student cannot name (text that is not one of its tokens, an id past its vocabulary)
+    is None; such an alternative is dropped (-1)."""
+    neg = float("-inf")
+    values = [[neg if v is None else float(v) for v in r] for r in row["logprobs"]]
+    if "ids" in row:
+        table = [[int(i) if 0 <= int(i) < vocab else None for i in r] for r in row["ids"]]
+    else:
+        table = [[tokens(t) if t else None for t in r] for r in row["tokens"]]
+    written = [r[0] for r in table]
+    ids = [[-1 if i is None or v[j + 1] == neg else i for j, i in enumerate(r[1:])] for r, v in zip(table, values)]
+    return written, ids, [v[1:] for v in values]
+
+
+def align(row: dict, completion_ids: list[int], rationale: str, tokenizer: Any, tokens: TokenMap,
+          vocab: int) -> Aligned | str:
+    """The teacher's top-K placed on the student's completion tokens, or why they cannot be.
+
+    The teacher's written tokens (all, or all but its leading whitespace-only ones: curation strips the
+    rationale) must be the student's completion tokens, id for id, from one of its first MAX_LEAD positions on, at least as far
+    as the rationale goes (a rationale's last token may be followed by more of the teacher's text that the
+    template replaces, e.g. trailing newlines)."""
+    written, ids, logprobs = teacher_rows(row, tokens, vocab)
+    trimmed = 0
+    while trimmed < len(written) and written[trimmed] is not None and not tokenizer.decode(
+            [written[trimmed]]).strip():
+        trimmed += 1
+    best = (0, 0, 0)  # (teacher start, student start, tokens matched): all of the teacher's tokens where they match
+    for start in dict.fromkeys((0, trimmed)):
+        for lead in range(min(MAX_LEAD, len(completion_ids))):
+            n = 0
+            while (start + n < len(written) and lead + n < len(completion_ids)
+                   and written[start + n] == completion_ids[lead + n]):
+                n += 1
+            if n > best[2]:
+                best = (start, lead, n)
+    start, lead, n = best
+    covered = n > 0 and (start + n == len(written)
+                         or tokenizer.decode(completion_ids[lead:lead + n]).strip().startswith(rationale.strip()))
+    if not covered:
+        at = start + n
+        theirs = f"id {written[at]}" if at < len(written) and written[at] is not None else "a token it does not have"
+        mine = completion_ids[lead + n] if lead + n < len(completion_ids) else None
+        return (f"the teacher's token {at} is {theirs}, the student's tokenization of the completion has "
+                f"{'id ' + str(mine) if mine is not None else 'nothing'} there")
+    span = range(start, start + n)
+    return Aligned(list(range(lead, lead + n)), [ids[i] for i in span], [logprobs[i] for i in span])
+
+
+def attach_teacher(data: Any, items: list, loaded: Any, student: str) -> list:
+    """The training rows ``items`` (Tokenized, of ``data.train``) with their teacher top-K at their label
+    positions, after checking every row aligns (each failure is one FtcotError line, before any training)."""
+    from dataclasses import replace
+
+    from ftcot.errors import FtcotError
+
+    rows = read_teacher_logprobs(data.path)
+    if rows is None:
+        raise FtcotError(f"--kd-weight: {data.path} has no teacher log-probabilities ({TEACHER_LOGPROBS_FILE}); "
+                         f"curate it with 'ftcot curate RUN_DIR --teacher-logprobs' from a teach run made with "
+                         f"--teacher-args top_logprobs=5.")
+    if data.template.multi_task:
+        raise FtcotError(f"--kd-weight distils the teacher's rationale tokens of Fine-tune-CoT data; {data.path} is "
+                         f"'{data.template.name}' data. Curate with --template ft_cot --teacher-logprobs.")
+    tokenizer = loaded.tokenizer
+    vocab = int(loaded.model.get_output_embeddings().weight.shape[0])
+    tokens = TokenMap(tokenizer)
+    out = []
+    for example, item in zip(data.train, items):
+        row = rows.get(example.teacher_record or "")
+        if row is None:
+            raise FtcotError(f"--kd-weight: {data.path / 'train.jsonl'} sample_index {example.sample_index} has no "
+                             f"row in {TEACHER_LOGPROBS_FILE} (teacher record {example.teacher_record!r}); "
+                             f"re-curate the DATA_DIR with --teacher-logprobs.")
+        offset = 0 if item.encoder_decoder else item.prompt_tokens
+        aligned = align(row, item.labels[offset:], example.rationale, tokenizer, tokens, vocab)
+        if isinstance(aligned, str):
+            raise FtcotError(
+                f"--kd-weight: the student's tokenizer ({student}: {type(tokenizer).__name__}, {len(tokenizer)} "
+                f"tokens) does not reproduce the tokens of the teacher ({row.get('teacher') or 'unknown'}) on "
+                f"{data.path / 'train.jsonl'} sample_index {example.sample_index}: {aligned}. Logit distillation "
+                f"compares the two next-token distributions token by token over one vocabulary, so it needs the "
+                f"teacher's tokenizer: train a student that shares it, or drop --kd-weight.")
+        positions = [offset + p for p in aligned.positions]
+        out.append(replace(item, kd=(positions, aligned.ids, aligned.logprobs)))
+    return out

@@ -46,8 +46,12 @@ class CompletionLM(nn.Module):
     """A student whose forward returns ``(loss summed over completion tokens, token count)``; with
     ``loss_weights``, ``(weighted sum, row count)`` (what ``Tokenized.loss_units`` sums to)."""
 
-    def __init__(self, model: Any, encoder_decoder: bool, chunk_rows: int | None = None) -> None:
+    def __init__(self, model: Any, encoder_decoder: bool, chunk_rows: int | None = None,
+                 kd_weight: float = 0.0) -> None:
         super().__init__()
+        # Logit distillation (ftcot.train.distill): λ of the KL term, and the last forward's summed KL (detached)
+        self.kd_weight = kd_weight
+        self.last_kd: torch.Tensor | None = None
         self.model = model  # transformers model, or a PeftModel around one
         self.encoder_decoder = encoder_decoder
         hf = unwrap_peft(model)
@@ -60,8 +64,9 @@ class CompletionLM(nn.Module):
         self._no_split_modules = getattr(hf, "_no_split_modules", None)
 
     def hidden_and_targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                           loss_weights: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                           loss_weights: torch.Tensor | None = None, *extra: torch.Tensor
+                           ) -> tuple[torch.Tensor, ...]:
+        """(hidden states, targets, weights or None, *``extra`` label-aligned tensors) at the target positions."""
         hf = unwrap_peft(self.model)
         if self.encoder_decoder:
             encoded = hf.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -73,21 +78,37 @@ class CompletionLM(nn.Module):
             if scale if scale is not None else getattr(hf.config, "tie_word_embeddings", False):
                 hidden = hidden * (hf.model_dim ** -0.5)
             targets, weights = labels, loss_weights
+            extra = tuple(extra)
         else:
             body = getattr(hf, hf.base_model_prefix)
             hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
             hidden, targets = hidden[:, :-1], labels[:, 1:]  # position t predicts token t + 1
             weights = None if loss_weights is None else loss_weights[:, 1:]
+            extra = tuple(x[:, 1:] for x in extra)
         keep = targets != IGNORE
         # Boolean indexing gathers into a fresh, contiguous (N, hidden) matrix.
-        return hidden[keep].contiguous(), targets[keep], None if weights is None else weights[keep]
+        return (hidden[keep].contiguous(), targets[keep], None if weights is None else weights[keep],
+                *(x[keep] for x in extra))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                loss_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-        hidden, targets, weights = self.hidden_and_targets(input_ids, attention_mask, labels, loss_weights)
+                loss_weights: torch.Tensor | None = None, teacher_ids: torch.Tensor | None = None,
+                teacher_logprobs: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """With the teacher's top-K (``teacher_ids``/``teacher_logprobs``, label-aligned (rows, length, K)), the
+        summed loss is ``CE + kd_weight · KL`` (:func:`ftcot.train.distill.topk_kl`, summed over the positions
+        the teacher covers); ``last_kd`` keeps the summed KL."""
+        teacher = () if teacher_ids is None else (teacher_ids, teacher_logprobs)
+        hidden, targets, weights, *top = self.hidden_and_targets(input_ids, attention_mask, labels, loss_weights,
+                                                                 *teacher)
         head = unwrap_peft(self.model).get_output_embeddings()
         loss = linear_cross_entropy(hidden, head.weight, head.bias, targets, self.chunk_rows, self.softcap,
                                     self.scratch, weights)
+        self.last_kd = None
+        if top:
+            from ftcot.train.distill import topk_kl
+
+            kl = topk_kl(hidden, head.weight, head.bias, top[0], top[1], self.softcap)
+            self.last_kd = kl.detach()
+            loss = loss + self.kd_weight * kl
         return loss, int(targets.numel()) if weights is None else float(labels.shape[0])
 
 

@@ -7,6 +7,9 @@ notebook can follow a run)::
     {"kind": "epoch", "epoch": 1, "step": 36, "train_loss": …, "val_loss": …, "val_accuracy": …,
      "val_correct": …, "val_total": …, "train_seconds": …, "train_tokens": …, "train_tokens_per_s": …, "time": …}
 
+Logit distillation (``--kd-weight``) adds ``kd_loss`` to the step lines and ``train_kd_loss`` to the epoch
+lines: the KL term per completion token, unweighted (``train_loss`` is the whole objective, CE + λ·KL).
+
 A resumed run first drops the lines past the checkpoint it resumes from (that
 part is trained again), so every step appears once. train.json keeps the
 per-epoch record as before; this file is its live, step-level companion.
@@ -28,7 +31,7 @@ from ftcot.paths import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-EPOCH_SCALARS = ("train_loss", "val_loss", "val_accuracy")
+EPOCH_SCALARS = ("train_loss", "train_kd_loss", "val_loss", "val_accuracy")
 
 
 def tensorboard_available() -> bool:
@@ -53,10 +56,13 @@ class MetricsLog:
 
             self._writer = SummaryWriter(str(Path(ckpt_dir) / TENSORBOARD_DIR))
 
-    def step(self, epoch: int, step: int, loss: float, tokens_per_s: float) -> None:
-        self._write({"kind": "step", "epoch": epoch, "step": step, "train_loss": loss, "tokens_per_s": tokens_per_s})
+    def step(self, epoch: int, step: int, loss: float, tokens_per_s: float, kd_loss: float | None = None) -> None:
+        line = {"kind": "step", "epoch": epoch, "step": step, "train_loss": loss, "tokens_per_s": tokens_per_s}
+        self._write({**line, **({"kd_loss": kd_loss} if kd_loss is not None else {})})
         if self._writer is not None:
             self._writer.add_scalar("train/loss", loss, step)
+            if kd_loss is not None:
+                self._writer.add_scalar("train/kd_loss", kd_loss, step)
 
     def epoch(self, metrics: dict[str, Any]) -> None:
         # step_losses are the step lines already written; train.json keeps them with the epoch.

@@ -101,6 +101,10 @@ def prepare_data(data: DataDir, loaded: Any, spec: TaskSpec, config: TrainConfig
         preflight.check_scorable(loaded, [e for e, _ in scorable], [t for _, t in scorable], spec, data.template,
                                  file)
         tokenized[name] = weigh_tasks(items, config.rationale_weight)  # distilling step-by-step's task weights
+    if config.kd_weight is not None:  # logit distillation: the teacher's top-K on the training rows, checked
+        from ftcot.train.distill import attach_teacher
+
+        tokenized["train.jsonl"] = attach_teacher(data, tokenized["train.jsonl"], loaded, config.student)
     return Prepared(data, spec, loaded, tokenized["train.jsonl"], tokenized["val.jsonl"], truncated)
 
 
@@ -241,7 +245,7 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
         for epoch in range(start_epoch, config.epochs + 1):
             wrapper.train()
             batches = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
-            started, epoch_loss, epoch_targets, epoch_tokens = time.perf_counter(), 0.0, 0, 0
+            started, epoch_loss, epoch_targets, epoch_tokens, epoch_kd = time.perf_counter(), 0.0, 0, 0, 0.0
             step_losses = []
             for w in range(0, len(batches), config.grad_accum):
                 window = batches[w:w + config.grad_accum]
@@ -253,8 +257,10 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
                 epoch_loss += step_loss * targets
                 epoch_targets += targets
                 epoch_tokens += tokens
+                kd_loss = accelerator.unwrap_model(wrapper).window_kd if config.kd_weight is not None else None
+                epoch_kd += (kd_loss or 0.0) * targets
                 progress.step(epoch, config.epochs, step_loss, epoch_tokens / (time.perf_counter() - started))
-                metrics_log.step(epoch, step, step_loss, epoch_tokens / (time.perf_counter() - started))
+                metrics_log.step(epoch, step, step_loss, epoch_tokens / (time.perf_counter() - started), kd_loss)
             seconds = time.perf_counter() - started
 
             wrapper.eval()
@@ -268,6 +274,8 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
                 "val_loss": val_loss, "val_accuracy": correct / len(_generated_val(prepared)),
                 "val_correct": correct, "val_total": len(_generated_val(prepared)), "step_losses": step_losses,
             }
+            if config.kd_weight is not None:  # the KL term (logit distillation), per completion token; in train_loss
+                metrics["train_kd_loss"] = epoch_kd / epoch_targets
             history = [*history, metrics]
             metrics_log.epoch(metrics)
             record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
@@ -363,7 +371,7 @@ def build_student(loaded: Any, config: TrainConfig, accelerator: Any) -> tuple[A
                 task_type=TaskType.SEQ_2_SEQ_LM if loaded.is_encoder_decoder else TaskType.CAUSAL_LM))
         _keep_lora_inputs(model)
     model.train()
-    wrapper = CompletionLM(model, loaded.is_encoder_decoder, config.loss_chunk)
+    wrapper = CompletionLM(model, loaded.is_encoder_decoder, config.loss_chunk, config.kd_weight or 0.0)
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
     # Paper: AdamW, constant lr (no scheduler, no warm-up); weight decay 0.01 is torch's default, as the reference.
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -412,7 +420,8 @@ def train_window(wrapper: Any, optimizer: Any, accelerator: Any, examples: list[
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     sharded = deepspeed or accelerator.distributed_type == DistributedType.FSDP
     targets = sum(examples[i].loss_units for b in window for i in b)
-    local = torch.zeros((), device=accelerator.device)
+    local = torch.zeros(2, device=accelerator.device)  # the summed loss, and of it the KL (logit distillation)
+    inner = accelerator.unwrap_model(wrapper)
     for k, batch in enumerate(window):
         rows, weight = batch[rank::world], 1.0
         if not rows:  # a short last batch: every process must still run forward and backward
@@ -429,11 +438,13 @@ def train_window(wrapper: Any, optimizer: Any, accelerator: Any, examples: list[
             if deepspeed:
                 scale *= config.grad_accum  # DeepSpeed divides by its accumulation steps itself
             accelerator.backward(loss_sum * scale)
-        local += loss_sum.detach().float() * weight
+        kd = inner.last_kd if inner.last_kd is not None else torch.zeros((), device=accelerator.device)
+        local += torch.stack([loss_sum.detach().float(), kd.float()]) * weight
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    loss = accelerator.reduce(local, "sum").item() / targets if world > 1 else local.item() / targets
-    return loss, targets, sum(examples[i].tokens for b in window for i in b)
+    total = accelerator.reduce(local, "sum") if world > 1 else local
+    inner.window_kd = total[1].item() / targets  # the update's KL per completion token (kd_loss in the metrics)
+    return total[0].item() / targets, targets, sum(examples[i].tokens for b in window for i in b)
 
 
 def _pad_id(loaded: Any) -> int:
