@@ -76,6 +76,9 @@ def test_config_errors_are_one_line():
         parse_config({**BASE, "methods": ["ft_cot"], "students": [{"spec": "tiny-gpt2", "kd_weight": 1}]})
     with pytest.raises(FtcotError, match="kd.weight"):
         parse_config({**BASE, "train": {"kd_weight": -1}})
+    with pytest.raises(FtcotError, match="student 'api' is fine-tuned by a provider, on the text only"):
+        parse_config({**BASE, "students": ["tiny-gpt2", {"spec": "openai:m", "name": "api"}]})
+    parse_config({**BASE, "students": ["tiny-gpt2", {"spec": "openai:m", "name": "api", "methods": ["ft_cot"]}]})
 
 
 def test_results_name_the_method():

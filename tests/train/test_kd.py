@@ -242,3 +242,6 @@ def test_kd_weight_needs_a_data_dir_with_the_teachers_top_k(taught, data_root, t
         ftcot.train(plain, tmp_path / "ckpt", student="tiny-gpt2", kd_weight=-1.0, **FAST)
     with pytest.raises(FtcotError, match="--teacher-logprobs carries the teacher's rationale tokens"):
         ftcot.curate(taught, tmp_path / "ft", data_dir=data_root, template="ft", teacher_logprobs=True)
+    # A provider's fine-tuning job sees the text only: refused, not silently ignored.
+    assert_one_line_error(run_ftcot("train", plain, "--out", tmp_path / "api", "--student", "openai:m",
+                                    "--kd-weight", "1"), "--kd-weight distils", "openai: students")

@@ -24,6 +24,9 @@ def _train(data_dir: Path, out: Path, task: Optional[str], answer_type: Optional
         if settings.get("rationale_weight") is not None:
             raise FtcotError("--rationale-weight weighs a local student's loss; a provider's fine-tuning job "
                              "trains on every row of the DATA_DIR alike. Drop the option for openai: students.")
+        if settings.get("kd_weight") is not None:
+            raise FtcotError("--kd-weight distils the teacher's top-K into a local student's loss; a provider's "
+                             "fine-tuning job trains on the text only. Drop the option for openai: students.")
         _train_api_student(data_dir, student.removeprefix("openai:"), out, base_url, api_key_env, timeout)
         return
     from ftcot.train import train

@@ -315,6 +315,11 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"ft_cot_kd distils the teacher's top-K log-probabilities, and teacher '{blind}' "
                                  f"stores none: give it top_logprobs: 5 (a local hf:, vLLM, llama.cpp or OpenAI "
                                  f"teacher; a replay: teacher has none)")
+            api = next((s.label for s in self.students if s.spec.startswith("openai:")
+                        and (s.methods is None or KD_METHOD in s.methods)), None)
+            if api is not None:
+                raise ValueError(f"student '{api}' is fine-tuned by a provider, on the text only: ft_cot_kd needs a "
+                                 f"local student (give '{api}' methods without ft_cot_kd)")
         distilled = [s.label for s in self.students if s.train.kd_weight is not None]
         if (self.train.kd_weight is not None or distilled) and KD_METHOD not in self.methods:
             where = f"student '{distilled[0]}'" if distilled else "train"
