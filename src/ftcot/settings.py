@@ -35,8 +35,37 @@ from ftcot.errors import FtcotError, unknown_name
 __all__ = ["Compound", "Settings", "build", "cli_options", "option", "parse_args", "subset"]
 
 
-class Settings(BaseModel):
-    """A stage's settings: unknown names refused, frozen, no NaN or infinity anywhere."""
+def _not_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def _refuse_booleans(schema: Any) -> Any:
+    from pydantic_core import core_schema
+
+    if isinstance(schema, dict):
+        if schema.get("type") in ("int", "float"):
+            return core_schema.no_info_before_validator_function(_not_boolean, schema)
+        return {key: _refuse_booleans(value) for key, value in schema.items()}
+    if isinstance(schema, (list, tuple)):
+        return type(schema)(_refuse_booleans(item) for item in schema)
+    return schema
+
+
+class NumbersNotBooleans(BaseModel):
+    """A model whose numbers refuse ``true``/``false``: pydantic's lax mode reads ``epochs: true`` as 1 epoch
+    and ``seeds: [true]`` as seed 1, a mistake taken silently. Every ``int`` and ``float`` in the model's schema
+    (nested in lists, mappings and optional values too) refuses a boolean first; the rest of lax mode (``2.0``
+    for 2, the fractional-part message) is kept, and each error keeps its place (``seeds[0]``)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        return _refuse_booleans(handler(source))
+
+
+class Settings(NumbersNotBooleans):
+    """A stage's settings: unknown names refused, frozen, no NaN or infinity anywhere, no boolean for a number."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -169,7 +198,21 @@ def subset(model: type[BaseModel], name: str, *, exclude: Sequence[str] = (),
         if field_name in exclude:
             continue
         fields[field_name] = (hints[field_name], field)
-    return create_model(name, __base__=base, **fields)
+    return create_model(name, __base__=base, __validators__=_field_rules(model, fields), **fields)
+
+
+def _field_rules(model: type[BaseModel], kept: Mapping[str, Any]) -> dict[str, Any]:
+    """``model``'s field validators of the ``kept`` fields: a subset without them took what the stage then refused
+    (a config's ``evaluate: {device: gpu}`` passed, and its stage died of the stage's own rule)."""
+    from pydantic import field_validator
+
+    rules = {}
+    for name, decorator in model.__pydantic_decorators__.field_validators.items():
+        names = [f for f in decorator.info.fields if f in kept]
+        if names:
+            function = getattr(decorator.func, "__func__", decorator.func)  # the classmethod's function
+            rules[name] = field_validator(*names, mode=decorator.info.mode)(classmethod(function))
+    return rules
 
 
 def from_dataclass(cls: type, name: str) -> type[BaseModel]:

@@ -27,7 +27,7 @@ from ftcot.api_replies import public_url
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.curate.config import CurateConfig, LabelMode
 from ftcot.evaluate.config import EvaluateConfig
-from ftcot.settings import Settings, subset
+from ftcot.settings import NumbersNotBooleans, Settings, subset
 from ftcot.teach.config import MAX_SAMPLES, TeachConfig, TeacherChecks
 from ftcot.train.config import TrainConfig
 
@@ -40,8 +40,8 @@ DEFAULT_KD_WEIGHT = 1.0  # λ of an ft_cot_kd cell whose train settings leave kd
 PAPER_TEMPERATURE = 0.7  # diverse reasoning (as in the paper)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN or infinity anywhere
+class _Strict(Settings):
+    """Unknown keys refused, no NaN or infinity anywhere, no boolean for a number (as a stage's settings)."""
 
 
 def _spec_or_mapping(value: Any) -> Any:
@@ -69,13 +69,23 @@ def _train_size(value: Any) -> int | str:
 TrainSizes = Annotated[list[Annotated[Union[int, str], PlainValidator(_train_size)]], AfterValidator(_unique)]
 
 
+def _known_answer_type(value: str | None) -> str | None:
+    from ftcot.tasks.custom import answer_type_named
+
+    if value is not None:
+        answer_type_named(value)  # a ValueError names the valid ones; the file is read later, by each stage
+    return value
+
+
 class TaskConfig(_Strict):
     spec: str = Field(description="A built-in task key, or your own .jsonl/.csv task file")
-    answer_type: Optional[str] = Field(None, description="For your own task file: number, letter, yes/no, text")
+    answer_type: Annotated[Optional[str], AfterValidator(_known_answer_type)] = Field(
+        None, description="For your own task file: number, letter, yes/no, text")
     seeds: Optional[Seeds] = Field(None, min_length=1, description="This task's training seeds (default: seeds)")
     train_sizes: Optional[TrainSizes] = Field(None, min_length=1,
                                               description="This task's training-set sizes (default: train_sizes)")
-    seeds_by_size: dict[Annotated[Union[int, str], PlainValidator(_train_size)], Seeds] = Field(
+    # A size's seeds may not be empty: that size would train no seed, its cells gone unsaid.
+    seeds_by_size: dict[Annotated[Union[int, str], PlainValidator(_train_size)], Annotated[Seeds, Field(min_length=1)]] = Field(
         default_factory=dict, description="Fewer seeds at some training-set sizes, e.g. {128: [0]} (each a subset "
                                           "of the seeds); the other sizes train every seed")
     teachers: Optional[Annotated[list[str], AfterValidator(_unique)]] = Field(
@@ -83,12 +93,25 @@ class TaskConfig(_Strict):
                                         "e.g. a student fine-tuned on this very task")
 
 
+class _TrainKeys(NumbersNotBooleans):
+    # NaN and infinity pass to TrainConfig, whose own checks name them as ftcot train's options do.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("seed", check_fields=False)  # the field comes with TrainConfig's (below)
+    @classmethod
+    def _seed_is_an_axis(cls, value: Any) -> Any:
+        if value is not None:  # the cell's seed (seeds:) replaces it: taken, it would be ignored unsaid
+            raise ValueError("the training seed is an axis: list it in seeds: (the experiment's, a task's or a "
+                             "student's), not in train:")
+        return value
+
+
 def _train_overrides_model() -> type[BaseModel]:
     """A pydantic model with TrainConfig's fields, each optional: one source of truth for training keys."""
     hints = typing.get_type_hints(TrainConfig)
     fields = {f.name: (Optional[hints[f.name]], Field(None, description=f.metadata.get("help")))
               for f in dataclasses.fields(TrainConfig) if f.name != "student"}
-    return create_model("TrainSettings", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+    return create_model("TrainSettings", __base__=_TrainKeys, **fields)
 
 
 TrainSettings = _train_overrides_model()
@@ -184,7 +207,8 @@ DValues = Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], AfterVali
 
 
 class DiverseConfig(_Strict):
-    D: DValues = Field(description="Rationales sampled per training question")
+    # Not empty: D: [] would plan no diverse cell at all (per_task's [] is a choice: none for that task).
+    D: DValues = Field(min_length=1, description="Rationales sampled per training question")
     temperature: float = Field(PAPER_TEMPERATURE, gt=0)
     per_task: dict[str, DValues] = Field(
         default_factory=dict, description="Another list of D for some tasks ([] for none), as the paper's "
@@ -201,6 +225,18 @@ class _Curation(Settings):
     # per label, the teacher's column saying "(majority labels)".
     label: Union[LabelMode, list[LabelMode]] = Field("gold", description="gold, majority or majority_and_gold; a "
                                                                          "list: one cell per label")
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label_axis(cls, value: Any) -> Any:
+        # A list is an axis as any other: not empty (every Fine-tune-CoT cell would go unsaid), no label twice.
+        # Before the union, whose first error would be "should be 'gold', …" for any list.
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list plans no Fine-tune-CoT cell; list one label or more")
+            if all(isinstance(label, str) for label in value):
+                _unique(value)
+        return value
 
     def labels(self) -> list[str]:
         return list(dict.fromkeys(self.label)) if isinstance(self.label, list) else [self.label]
@@ -289,6 +325,15 @@ class ExperimentConfig(_Strict):
     launcher: Optional[str] = Field(None, description="Run each train stage as '<launcher> -m ftcot train …', e.g. "
                                                       "'accelerate launch --config_file configs/accelerate/ddp.yaml'")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        # The default output is runs/<name>: '' would be runs/ itself, '../x' or '/x' a folder outside runs/.
+        if value.strip() in ("", ".", "..") or "/" in value or "\\" in value:
+            raise ValueError("must be a plain folder name (the default output is runs/<name>), without '/' and "
+                             "not '', '.' or '..'; choose the output folder with --out (out= in Python)")
+        return value
 
     @field_validator("launcher")
     @classmethod
@@ -408,7 +453,9 @@ def load_config(path: Path) -> ExperimentConfig:
     if not path.is_file():
         raise FtcotError(f"{path}: no such experiment file (see configs/ for examples).")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
+    except _RepeatedKey as exc:
+        raise FtcotError(f"{path} line {exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -416,6 +463,35 @@ def load_config(path: Path) -> ExperimentConfig:
     except UnicodeDecodeError:
         raise FtcotError(f"{path}: not UTF-8 text; save it as UTF-8.") from None
     return parse_config(raw, str(path))
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"the key '{key}' is given twice (first on line {first}); YAML would keep this one and "
+                         f"drop the first unsaid: keep the one you mean")
+        self.line = line
+
+
+def _loader() -> type:
+    """yaml.SafeLoader, but a key given twice in one mapping is an error (YAML keeps the last value unsaid)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' then overriding one is meant
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float)):  # a list as a key: pyyaml refuses it itself
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _RepeatedKey(key, line, seen[key])
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
 
 
 def parse_config(raw: Any, source: str = "config") -> ExperimentConfig:
@@ -492,6 +568,10 @@ def _check_names(config: ExperimentConfig, source: str) -> None:
                              f"'{name}' in the tables; rename the file{'s' if name not in BUILTIN_TASKS else ''} "
                              f"so that each task has its own name.")
         places[place], names[name] = i, i
+    unknown = [task for task in (config.diverse.per_task if config.diverse else {}) if task not in names]
+    if unknown:  # a misspelt task would take D unsaid
+        raise FtcotError(f"{source}: diverse.per_task: {unknown_name('task', unknown[0], names)} (per_task names "
+                         f"tasks of this experiment, as the tables do)")
     for i, student in enumerate(config.students):
         try:
             config.train_config(student, config.seeds[0])

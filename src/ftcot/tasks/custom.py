@@ -87,10 +87,19 @@ def parse_answer_type(name: str | None, path: Path | None = None) -> AnswerType:
         where = f"{path}: " if path else ""
         raise FtcotError(f"{where}a task of your own needs --answer-type (one of: {valid}).")
     try:
+        return answer_type_named(name)
+    except ValueError as exc:
+        # The file it is for, not a flag: this is read for the command line, a config's tasks: and the API alike.
+        raise FtcotError(f"{path}: {exc}" if path else f"answer type: {exc}") from None
+
+
+def answer_type_named(name: str) -> AnswerType:
+    """The answer type called ``name`` (its aliases too); a ValueError listing the valid ones (a config's
+    ``answer_type:`` is checked by this as it is read)."""
+    try:
         return _ANSWER_TYPE_ALIASES[name.strip().lower()]
     except KeyError:
-        error = unknown_name("answer type", name, _ANSWER_TYPE_ALIASES)
-        raise FtcotError(f"--answer-type: {error}") from None
+        raise ValueError(str(unknown_name("answer type", name, _ANSWER_TYPE_ALIASES))) from None
 
 
 def task_source(task: Task) -> dict[str, str] | None:

@@ -11,10 +11,11 @@ is this model without the fields the experiment plans itself (task, split, D, T,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from ftcot.settings import Compound, Settings, option, parse_args
 from ftcot.teach.plan import METHODS
@@ -24,6 +25,12 @@ from ftcot.teach.records import MAX_TOP_LOGPROBS
 # Rationales a question at most (D, adaptive M, rationalization): the paper's most is 64; a plan of a huge D would
 # be built in memory before anything is sent (10**30 hung the command), so the bound is where it enters.
 MAX_SAMPLES = 1024
+# Tokens a request may ask for: above any model's context (a few 10**5 today); 10**20 is a typo that a dry run
+# would price as such and every request would send.
+MAX_TOKENS = 1 << 20
+# Values in an extra_body (merged into every request and its store key): a real one holds a handful; a YAML alias
+# bomb of half a kilobyte expands to millions, and its stage key would take minutes to write.
+MAX_BODY_VALUES = 10_000
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 Rationale = Literal[RATIONALE_SOURCES]  # type: ignore[valid-type]
@@ -61,6 +68,30 @@ COMPOUNDS = (
 class TeacherChecks(Settings):
     """The rules a teacher's settings obey wherever they come from (ftcot teach, a config, the API)."""
 
+    # check_fields=False: the fields are TeachConfig's, and those of an experiment's teacher (a subset of them).
+    @field_validator("base_url", check_fields=False)
+    @classmethod
+    def _some_server(cls, value: Any) -> Any:
+        if value is not None and not value:  # '' or []: taken as "none given", it meant OpenAI's API unsaid
+            raise ValueError("names no server; give a URL (a list: one or more), or leave base_url out for "
+                             "OpenAI's API")
+        return value
+
+    @field_validator("max_tokens", check_fields=False)
+    @classmethod
+    def _tokens_bounded(cls, value: Any) -> Any:
+        # Not le=MAX_TOKENS in the field: its message would turn max_tokens=0 into "in [1, 1048576]".
+        if value is not None and value > MAX_TOKENS:
+            raise ValueError(f"must be at most {MAX_TOKENS} (2**20, above any model's context)")
+        return value
+
+    @field_validator("extra_body", check_fields=False)
+    @classmethod
+    def _json_body(cls, value: Any) -> Any:
+        if value is not None:
+            _check_json(value, [0])
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Any:
         until, most = getattr(self, "until_correct", None), getattr(self, "max_samples", None)
@@ -87,6 +118,28 @@ class TeacherChecks(Settings):
             raise ValueError("batch does not combine with adaptive sampling: a batch sends everything at once, "
                              "adaptive sampling needs each round's answers first")
         return self
+
+
+def _check_json(value: Any, count: list[int]) -> None:
+    """What JSON can send: finite numbers (json.dumps writes NaN, which servers refuse or misread), text keys,
+    at most MAX_BODY_VALUES values (counted as they are walked, so a huge one stops early)."""
+    count[0] += 1
+    if count[0] > MAX_BODY_VALUES:
+        raise ValueError(f"more than {MAX_BODY_VALUES} values (YAML aliases expand); a request body is a few "
+                         f"settings")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"keys must be text (got {key!r})")
+            _check_json(item, count)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, count)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"numbers must be finite: JSON has no {value} (got {value})")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise ValueError(f"must be JSON: text, numbers, true/false, null, lists and mappings (got "
+                         f"{type(value).__name__} {value!r})")
 
 
 class TeachConfig(TeacherChecks):
@@ -159,8 +212,10 @@ class TeachConfig(TeacherChecks):
                                        f"same store keys", cli="group:teacher-args", ge=0, le=MAX_TOP_LOGPROBS,
                                strict=True)
     answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")
+    # Not empty: [] would teach nothing and return as a finished run (None is the whole split).
     questions: Optional[list[int]] = option(None, help="Only these sample indices of the split (an experiment "
-                                                       "teaches only the questions it trains on)", cli="hidden")
+                                                       "teaches only the questions it trains on)", cli="hidden",
+                                            min_length=1)
 
     @property
     def adaptive(self) -> bool:
