@@ -311,8 +311,7 @@ NUMBERS = [
     c("train --timeout nan (API student)", f"{TRAIN} --student openai:gpt-4o-mini --timeout nan", "--timeout",
       "(got nan)"),
     c("train --timeout 0 (API student)", f"{TRAIN} --student openai:gpt-4o-mini --timeout 0", "--timeout"),
-    c("train --timeout nan (local student)", f"{TRAIN} {TINY} --timeout nan", "--timeout",
-      xfail="accepted and ignored: tiny-gpt2 trains and exits 0"),
+    c("train --timeout nan (local student)", f"{TRAIN} {TINY} --timeout nan", "--timeout"),
     # evaluate
     c("evaluate --batch-size -1", f"{EVAL} --batch-size -1", "--batch-size: must be at least 1 (got -1)"),
     c("evaluate --batch-size 2.5", f"{EVAL} --batch-size 2.5", "--batch-size"),
@@ -361,17 +360,13 @@ CHOICES = [
 
 PATHS = [
     # the empty string: the API refuses it (out must be a path); the command line takes it as '.'
-    c("teach --out ''", "teach --task coin_flip --teacher replay:text-davinci-002 --split test --out ''", "--out",
-      xfail="accepted: '' is the current directory; teach.sqlite, run.json and report.json are written there, exit 0"),
-    c("curate --out ''", "curate @W/run --out ''", "--out",
-      xfail="accepted: '' is the current directory; train.jsonl, val.jsonl, curation.json are written there, exit 0"),
+    c("teach --out ''", "teach --task coin_flip --teacher replay:text-davinci-002 --split test --out ''", "--out"),
+    c("curate --out ''", "curate @W/run --out ''", "--out"),
     c("evaluate --out ''", "evaluate --model tiny-gpt2 --task coin_flip --method ft --limit 1 --max-new-tokens 1 "
       "--out ''",
-      "--out", xfail="accepted: '' is the current directory; predictions.jsonl and metrics.json are written there"),
-    c("export dataset --to ''", "export dataset @W/data --to ''", "--to",
-      xfail="accepted: '' is the current directory; the dataset is exported there, exit 0"),
-    c("run --out ''", "run @W/cfg/zs1.yaml --out '' --plan", "--out",
-      xfail="accepted: '' is the current directory; the plan is for an experiment there, exit 0"),
+      "--out"),
+    c("export dataset --to ''", "export dataset @W/data --to ''", "--to"),
+    c("run --out ''", "run @W/cfg/zs1.yaml --out '' --plan", "--out"),
     c("data synth --out ''", "data synth coin_flip --n 2 --out ''", "--out . is a directory"),
     c("run CONFIG ''", "run ''", "no such experiment file"),
     c("--data-dir ''", "--data-dir '' data export coin_flip", "raw/coin_flip/coin_flip.json is missing"),
@@ -457,17 +452,13 @@ PATHS = [
     c("run --archive inside its --out", "run @W/cfg/zs1.yaml --out @OUT --archive @OUT/archive", "lies inside"),
     c("run --archive holding its --out", "run @W/cfg/zs1.yaml --out @OUT/inner --archive @OUT", "contains the input"),
     c("run --archive a file", "run @W/cfg/zs1.yaml --out @OUT --archive @W/afile.txt", "is a file"),
-    c("run --out the data root", "run @W/cfg/zs1.yaml --out @OWN --data-dir @OWN", "--out", "@OWN", own="mini",
-      xfail="writes experiment.json, results.md/csv, plots/, report.html, lineage.json and stages/ into the data "
-            "root; only the evaluate stage is refused (3 lines on stderr)"),
-    c("run --out inside the data root", "run @W/cfg/zs1.yaml --out @OWN/runs/x --data-dir @OWN", "--out", own="mini",
-      xfail="writes the experiment's files under the data root; only the evaluate stage is refused"),
+    c("run --out the data root", "run @W/cfg/zs1.yaml --out @OWN --data-dir @OWN", "--out", "@OWN", own="mini"),
+    c("run --out inside the data root", "run @W/cfg/zs1.yaml --out @OWN/runs/x --data-dir @OWN", "--out", own="mini"),
     c("run --archive the data root", "run @W/cfg/zs1.yaml --out @OUT --archive @OWN --data-dir @OWN", "--archive",
-      own="mini", xfail="accepted: the run finishes and archives its results and stages into the data root, exit 0"),
+      own="mini"),
     c("run --out a folder holding a task file", "run @CFG --out @OWN", "contains the input @OWN/mytask.jsonl",
       own="tasks", config="tasks: [{spec: '@OWN/mytask.jsonl', answer_type: number}]\nmethods: [zs]\n"
-                          "students: [tiny-gpt2]\nteacher_row: false\nevaluate: {limit: 1, max_new_tokens: 2}\n",
-      xfail="accepted: the run writes its results beside the task file, exit 0 (ftcot evaluate refuses the same)"),
+                          "students: [tiny-gpt2]\nteacher_row: false\nevaluate: {limit: 1, max_new_tokens: 2}\n"),
 ]
 
 FILES = [

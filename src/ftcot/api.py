@@ -33,6 +33,7 @@ from typing import Any
 
 from ftcot.errors import FtcotError, unknown_name
 from ftcot.export.common import transformers_bars as _transformers_bars
+from ftcot.paths import given_path
 
 __all__ = ["CurateResult", "EvalResult", "Experiment", "TeachResult", "TrainResult", "curate", "evaluate", "teach",
            "train"]
@@ -110,9 +111,10 @@ def _path(value: Any, name: str, where: str, *, optional: bool = False) -> Path 
     """A path argument as a Path; a wrong type (None where one is needed, a number) is one line naming it."""
     if value is None and optional:
         return None
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise FtcotError(f"{where}: {name} must be a path (got {value!r}).")
-    return Path(value)
+    try:
+        return given_path(value, name)
+    except FtcotError as exc:
+        raise FtcotError(f"{where}: {exc}") from None
 
 
 # ---- curate -----------------------------------------------------------------------------------------------------

@@ -29,6 +29,16 @@ from ftcot.errors import FtcotError
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
+def given_path(value: Any, name: str) -> Path:
+    """``value`` as a Path, or one line naming ``name``: the one rule that a path given is a path. Not the
+    empty string either: ``Path("")`` is the current folder, and a value left empty by mistake (``--out
+    "$UNSET"``) would write there."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        hint = "; give one ('.' is the current folder)" if value == "" else ""
+        raise FtcotError(f"{name} must be a path (got {value!r}){hint}.")
+    return Path(value)
+
+
 def check_output(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
                  option: str = "--out", kind: str = "dir") -> Path:
     """``out`` resolved, or a one-line error if it overlaps an input or is the wrong kind of path.

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftcot.cli.options import DataDir, data_root_option
+from ftcot.cli.options import DataDir, data_root_option, output_path
 from ftcot.curate.report import contamination_lines, table_rows
 
 
@@ -53,7 +53,7 @@ def _curate_command() -> Any:
         Optional[Path], typer.Argument(metavar="SOURCE", help="A teach RUN_DIR, or a JSONL of teacher records (shared format). Not "
                                             "needed for --template ft.")])
     out = inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("data"), annotation=Annotated[
-        Path, typer.Option(help="DATA_DIR to write")])
+        Path, typer.Option(help="DATA_DIR to write", parser=output_path("--out"))])
     data_dir = inspect.Parameter("data_dir", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=DataDir)
     command.__signature__ = inspect.Signature([source, out, *cli_options(CurateConfig, COMPOUNDS), data_dir])
     command.__doc__ = _curate.__doc__

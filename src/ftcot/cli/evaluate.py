@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from ftcot.cli.options import DataDir, data_root_option
+from ftcot.cli.options import DataDir, data_root_option, output_path
 from ftcot.errors import FtcotError
 from ftcot.evaluate.metrics import summary_table
 from ftcot.evaluate.store import METRICS_FILE, PREDICTIONS_FILE
@@ -49,7 +49,8 @@ def _evaluate_command() -> Any:
     fields = cli_options(EvaluateConfig)
     extra = [
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[Path], typer.Option(help="EVAL_DIR to write (a rerun into it resumes)")]),
+            Optional[Path], typer.Option(help="EVAL_DIR to write (a rerun into it resumes)",
+                                         parser=output_path("--out"))]),
         inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--json", help="Print metrics.json's object instead of a table")]),
         inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ftcot.cli.options import DataDir, data_root_option
+from ftcot.cli.options import DataDir, data_root_option, output_path
 
 app = typer.Typer(help="Export a student as a plain transformers model, training data as a Hub dataset, or the "
                        "benchmarks as lm-evaluation-harness tasks.", no_args_is_help=True)
@@ -19,7 +19,8 @@ _stdout = Console(highlight=False, soft_wrap=True)
 @app.command("model")
 def export_model_command(
     ckpt_dir: Annotated[Path, typer.Argument(metavar="CKPT_DIR", help="A directory written by 'ftcot train'")],
-    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)")],
+    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)",
+                                                parser=output_path("--to"))],
     dtype: Annotated[str, typer.Option(help="auto (what 'ftcot evaluate' runs in: bf16 where native, else "
                                             "float32), float32, bfloat16 or float16")] = "auto",
     eval_dir: Annotated[Optional[list[Path]], typer.Option(
@@ -45,7 +46,8 @@ def export_model_command(
 @app.command("dataset")
 def export_dataset_command(
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", help="A directory written by 'ftcot curate'")],
-    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)")],
+    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)",
+                                                parser=output_path("--to"))],
     force: Annotated[bool, typer.Option(help="Replace a non-empty --to")] = False,
 ) -> None:
     """The training rows as Parquet, prompt/completion JSONL and chat JSONL, with a dataset card."""
@@ -58,7 +60,8 @@ def export_dataset_command(
 
 @app.command("tasks")
 def export_tasks_command(
-    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)")],
+    to: Annotated[Path, typer.Option("--to", help="Directory to write (new or empty; --force replaces it)",
+                                                parser=output_path("--to"))],
     tasks: Annotated[Optional[list[str]], typer.Argument(
         metavar="TASK", help="Task keys or your own task files (.jsonl/.csv); default: the 12 benchmarks",
         show_default=False)] = None,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ftcot.cli.options import DataDir, data_root_option
+from ftcot.cli.options import DataDir, data_root_option, output_path
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
 from ftcot.experiment.config import ExperimentConfig, load_config
@@ -25,13 +25,14 @@ _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="The experiment (see configs/)")],
-    out: Annotated[Optional[Path], typer.Option(help="Experiment directory (default: runs/<name>); rerun to resume")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Experiment directory (default: runs/<name>); rerun to resume", parser=output_path("--out"))] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print the stages, what is done, and the teacher cost; run nothing")] = False,
     explain: Annotated[Optional[tuple[str, str]], typer.Option(
         metavar="TASK METHOD", help="Where each accuracy of TASK × METHOD came from: evaluation, checkpoint, "
                                     "training rows, teacher completions")] = None,
     archive: Annotated[Optional[Path], typer.Option(
-        metavar="DIR", help="Also copy the results and the stages' records, without checkpoints, to DIR "
+        metavar="DIR", parser=output_path("--archive"), help="Also copy the results and the stages' records, without checkpoints, to DIR "
                             "(to commit; copy DIR/stages into an experiment directory to resume from it)")] = None,
     executor: Annotated[Optional[str], typer.Option(
         metavar="serial|ray", help="Who runs the stages: serial (this process, in order) or ray (a Ray cluster, in parallel); "
@@ -51,7 +52,7 @@ def run_command(
         if archive is not None:
             from ftcot.experiment.archive import check_destination
 
-            check_destination(experiment.out, archive)
+            check_destination(experiment.out, archive, experiment.inputs())
         run_experiment(experiment, archive)
 
 

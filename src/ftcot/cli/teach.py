@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from ftcot.cli.options import DataDir, data_root_option
+from ftcot.cli.options import DataDir, data_root_option, output_path
 from ftcot.data_root import resolve_data_root
 from ftcot.errors import FtcotError
 
@@ -95,7 +95,8 @@ def _teach_command() -> Any:
 
     fields = cli_options(TeachConfig, COMPOUNDS)
     out = inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[Path], typer.Option(help="Run directory: the store lives here; rerun to resume or top up")])
+        Optional[Path], typer.Option(help="Run directory: the store lives here; rerun to resume or top up",
+                                     parser=output_path("--out"))])
     dry_run = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
         bool, typer.Option("--dry-run", help="Count requests, tokens and cost; send nothing (needs no API key)")])
     data_dir = inspect.Parameter("data_dir", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=DataDir)

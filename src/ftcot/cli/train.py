@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ftcot.cli.options import output_path
 from ftcot.errors import FtcotError
 from ftcot.train.config import TrainConfig
 
@@ -20,6 +21,10 @@ def _train(data_dir: Path, out: Path, task: Optional[str], answer_type: Optional
            api_key_env: str, timeout: Optional[float], **settings: Any) -> None:
     """Fine-tune a student on teacher rationales (loss on the completion only); rerun to resume."""
     student = settings.get("student") or TrainConfig().student
+    given = [flag for flag, value in (("--base-url", base_url), ("--timeout", timeout)) if value is not None]
+    if given and not student.startswith("openai:"):  # taken, it would be ignored unsaid
+        raise FtcotError(f"{given[0]} is for openai: students (a provider's fine-tuning job); {student} trains "
+                         f"here until its epochs end: drop {given[0]}.")
     if student.startswith("openai:"):
         if settings.get("rationale_weight") is not None:
             raise FtcotError("--rationale-weight weighs a local student's loss; a provider's fine-tuning job "
@@ -53,8 +58,9 @@ def _train_command() -> Any:
 
     data_dir = inspect.Parameter("data_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
         Path, typer.Argument(metavar="DATA_DIR", help="DATA_DIR written by 'ftcot curate'")])
-    out = keyword("out", Annotated[Path, typer.Option("--out", help="CKPT_DIR: checkpoints, best/ and train.json "
-                                                                     "(rerun to resume)")], inspect.Parameter.empty)
+    out = keyword("out", Annotated[Path, typer.Option(
+        "--out", help="CKPT_DIR: checkpoints, best/ and train.json (rerun to resume)", parser=output_path("--out"))],
+        inspect.Parameter.empty)
     extra = [
         keyword("task", Annotated[Optional[str], typer.Option(help="Task key or file (default: the DATA_DIR's task)")]),
         keyword("answer_type", Annotated[Optional[str], typer.Option(help="Answer type of a task file")]),

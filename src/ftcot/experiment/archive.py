@@ -32,10 +32,10 @@ KEPT = {
 }
 
 
-def check_destination(run_dir: Path, dest: Path) -> None:
-    """An archive neither is nor lies inside, nor contains, the experiment directory, and can be written
-    (found now, not after the first stage)."""
-    check_output(dest, [run_dir], option="--archive")
+def check_destination(run_dir: Path, dest: Path, inputs: list[Path] | tuple[()] = ()) -> None:
+    """An archive neither is nor lies inside, nor contains, the experiment directory or one of the experiment's
+    ``inputs`` (its data root, its task files), and can be written (found now, not after the first stage)."""
+    check_output(dest, [run_dir, *inputs], option="--archive")
     check_writable_dir(dest, "--archive")
 
 

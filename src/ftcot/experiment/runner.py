@@ -41,8 +41,8 @@ from ftcot.experiment.config import ExperimentConfig
 from ftcot.experiment.executors import StageOutcome, connect_ray, run_on_ray, run_serial
 from ftcot.experiment.stages import ExperimentPlan, Stage, plan_experiment, task_identity
 from ftcot.jsonl import read_json_object
-from ftcot.tasks import Task, load_task
-from ftcot.paths import atomic_write_json, check_writable_dir
+from ftcot.tasks import BUILTIN_TASKS, Task, load_task
+from ftcot.paths import atomic_write_json, check_output, check_writable_dir
 from ftcot.train.config import TrainConfig
 
 STAGE_FILE = "stage.json"
@@ -66,6 +66,11 @@ class Experiment:
         if name not in self._tasks:
             self._tasks[name] = load_task(name, self.data_root, identity.get("answer_type"))
         return self._tasks[name]
+
+    def inputs(self) -> list[Path]:
+        """What the experiment reads, which it must never write into: the data root and its own task files."""
+        files = [Path(task.spec) for task in self.config.tasks if task.spec not in BUILTIN_TASKS]
+        return [self.data_root, *files]
 
     def stage_dir(self, stage: Stage) -> Path:
         return self.out / stage.path
@@ -141,6 +146,9 @@ class Experiment:
         self.check()
         if self.config.executor.kind == "ray":
             connect_ray(self.config.executor)  # before OUT exists: a cluster that is not there leaves nothing
+        # The shared output guard, as every stage's: each stage checks only its own directory, and the results,
+        # plots and stages/ written beside them would land in the data root, or beside a task file.
+        check_output(self.out, self.inputs(), "--out")
         check_writable_dir(self.out, "--out")  # a read-only or unreachable OUT is one line, before any work
         lock = lock_directory(self.out / LOCK_FILE, lambda holder: (
             f"{self.out} is in use by another ftcot run (pid {holder}); wait for it or use another --out."))
