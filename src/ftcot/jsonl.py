@@ -10,6 +10,19 @@ from typing import IO, Any
 from ftcot.errors import FtcotError
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's keys, each once: json keeps a repeated key's last value, and drops the first unsaid."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(key for key, _ in pairs if key in seen or seen.add(key)))  # type: ignore[func-returns-value]
+    return value
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; a bad line is a one-line error."""
     try:
@@ -26,10 +39,13 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as exc:
                 raise FtcotError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
                                  f"fix or remove that line.") from None
+            except _RepeatedKey as exc:
+                raise FtcotError(f"{path}:{number}: the key '{exc}' is given twice in one object; keep the one "
+                                 f"you mean.") from None
             if not isinstance(value, dict):
                 raise FtcotError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}.")
             yield number, value
@@ -54,11 +70,22 @@ def read_json_object(path: Path, hint: str) -> dict[str, Any]:
     return value
 
 
-def require_field(record: dict[str, Any], name: str, path: Path, line: int) -> Any:
+_KINDS = {int: "a whole number", str: "text", type(None): "null"}
+
+
+def require_field(record: dict[str, Any], name: str, path: Path, line: int,
+                  kind: type | tuple[type, ...] | None = None) -> Any:
+    """``record[name]``, or one line naming the file, line and field: missing, or (``kind``: the types it may
+    have) of another type. A boolean is no whole number: ``true`` would be read as question 1."""
     if name not in record:
         present = ", ".join(sorted(record)) or "none"
         raise FtcotError(f"{path}:{line}: missing field '{name}' (fields present: {present}).")
-    return record[name]
+    value = record[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if kind is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        wanted = " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
+        raise FtcotError(f"{path}:{line}: field '{name}' must be {wanted} (got {value!r}); fix that line.")
+    return value
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], handle: IO[str]) -> int:

@@ -8,7 +8,8 @@ from typing import Any
 from ftcot.errors import FtcotError
 from ftcot.jsonl import read_jsonl, require_field
 
-REQUIRED = ("sample_index", "answer", "reasoning_completion", "answer_completion")
+# The shared format's fields and their types (None: any; the gold answer may be a number).
+REQUIRED = {"sample_index": int, "answer": None, "reasoning_completion": (str, type(None)), "answer_completion": str}
 
 
 def load_teacher_records(source: Path, rationale: str | None = None) -> tuple[list[dict], str | None]:
@@ -20,9 +21,12 @@ def load_teacher_records(source: Path, rationale: str | None = None) -> tuple[li
         raise FtcotError(f"{source}: no such teach run directory or JSONL file.")
     records = []
     for line, record in read_jsonl(source):
-        for name in REQUIRED:
-            require_field(record, name, source, line)
+        for name, kind in REQUIRED.items():
+            require_field(record, name, source, line, kind)
         records.append({**record, "record_id": record.get("record_id") or f"{source.name}:{line}"})
+    if not records:  # else: "the teacher answered none of the questions", as if it had been asked
+        raise FtcotError(f"{source}: no records (the file is empty); give a JSONL of teacher records (one JSON "
+                         f"object a line: {', '.join(REQUIRED)}).")
     return records, None
 
 

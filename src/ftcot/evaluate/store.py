@@ -91,6 +91,10 @@ class EvalStore:
     def check(self, settings: EvalSettings) -> bool:
         """Whether EVAL_DIR already holds this evaluation; a different one is a one-line error."""
         path = self.dir / SETTINGS_FILE
+        if path.is_file() and not self._holds_predictions():
+            # The settings of a call that failed before its first prediction (a budget the model cannot hold):
+            # nothing here was made with them, so they do not bind the rerun that fixes the call.
+            return False
         if path.is_file():
             previous = _read_settings(path)
             if previous.weights is None:  # recorded before weights were: nothing to compare them with
@@ -108,6 +112,9 @@ class EvalStore:
             raise FtcotError(f"{self.predictions_path} exists but {path} does not; use another --out, "
                              f"or delete {self.dir}.")
         return False
+
+    def _holds_predictions(self) -> bool:
+        return self.predictions_path.is_file() and self.predictions_path.stat().st_size > 0
 
     def _take_lock(self) -> None:
         self._lock = lock_directory(self.dir / LOCK_FILE, lambda holder: (

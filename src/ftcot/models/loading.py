@@ -103,6 +103,8 @@ def resolve_device(device: str | None = "auto") -> torch.device:
         raise FtcotError(f"Unknown device '{device}'. Use auto, cpu, cuda or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FtcotError(f"Device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu.")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise FtcotError(f"Device '{device}' asked for, but torch sees no Apple GPU (MPS); use --device cpu.")
     return resolved
 
 
@@ -146,6 +148,13 @@ def load_model(spec: str, *, dtype: str | None = "auto", device: str | None = "a
     loaded.model.eval()
     make_output_layer_input_contiguous(loaded.model)
     return loaded
+
+
+def check_model_spec(spec: str) -> None:
+    """What :func:`load_model` would refuse about ``spec`` without loading it (a missing directory, one without
+    config.json, a typo of a built-in name): a teacher checks once, up front, not on every request."""
+    if spec not in TINY_MODELS and spec not in PACKAGED_MODELS:
+        _check_local(spec)
 
 
 def _check_local(spec: str) -> str:

@@ -107,6 +107,8 @@ def read_price_file(path: Path) -> dict[str, Price]:
         raise FtcotError(f"{path}: cannot read the price file ({exc.strerror}).") from None
     except json.JSONDecodeError as exc:
         raise FtcotError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except UnicodeDecodeError:
+        raise FtcotError(f"{path}: not UTF-8 text; the price file is JSON, saved as UTF-8.") from None
     if not isinstance(table, dict):
         raise FtcotError(f"{path}: expected a JSON object mapping model names to prices.")
     prices = {}
@@ -118,7 +120,8 @@ def read_price_file(path: Path) -> dict[str, Price]:
         else:
             raise FtcotError(f"{path}: price of '{model}' must be {{\"prompt\": USD, \"completion\": USD}} "
                              f"per 1M tokens, or [prompt, completion].")
-        if not all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in pair):
-            raise FtcotError(f"{path}: price of '{model}' must be non-negative numbers (USD per 1M tokens).")
+        # JSON's 1e400 reads as infinity: a price of inf would make every budget check pass or fail at once.
+        if not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < math.inf for p in pair):
+            raise FtcotError(f"{path}: price of '{model}' must be non-negative numbers (USD per 1M tokens), finite.")
         prices[model] = Price(float(pair[0]), float(pair[1]))
     return prices

@@ -122,6 +122,10 @@ def _compute(rows: list[_Row], spec: TaskSpec, method: str, teacher: str, questi
 def report_from_store(store: TeachStore, spec: TaskSpec | None = None, prices: PriceTable | None = None,
                       split: str = "all") -> TeacherReport:
     settings = settings_of(store)
+    if spec is not None and spec.key != settings.task:
+        # Scored against another task's gold answers, question by index: a report of nothing real.
+        raise FtcotError(f"{store.path.parent} was taught on {settings.task}, another task than {spec.key}; report on "
+                         f"it with --task {settings.task}, or without --task for a built-in task.")
     spec = spec or _builtin_spec(settings.task)
     plan = Plan(settings)
     questions = store.questions(split)

@@ -53,6 +53,8 @@ class DataDir:
 
 def read_data_dir(path: Path) -> DataDir:
     path = Path(path)
+    if path.exists() and not path.is_dir():  # not "does not exist": curate --out there would fail in turn
+        raise FtcotError(f"DATA_DIR '{path}' is a file; give the directory 'ftcot curate --out' wrote.")
     if not path.is_dir():
         raise FtcotError(f"DATA_DIR '{path}' does not exist; create it with: ftcot curate … --out {path}")
     curation = path / "curation.json"

@@ -71,6 +71,11 @@ class HFTeacher:
             raise FtcotError(f"batch_size must be at least 1 (got {batch_size}).")
         if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
             raise FtcotError(f"top_logprobs must be 0..{MAX_TOP_LOGPROBS} (got {top_logprobs}).")
+        if loaded is None:
+            from ftcot.models.loading import check_model_spec
+
+            # The model loads on the first request: a missing directory would fail every request in turn.
+            check_model_spec(spec)
         self.top_logprobs = top_logprobs
         self.spec = spec
         self.name = "hf:" + spec
