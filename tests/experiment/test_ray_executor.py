@@ -37,11 +37,12 @@ def test_a_grid_runs_on_ray_and_resumes_from_serial_and_back(data_root, tmp_path
     out = tmp_path / "out"
     # Half the grid serially (the Fine-tune cells), then the whole grid on Ray: the finished stages are
     # skipped, the rest run as Ray tasks into the same stage directories.
-    half = _write(tmp_path, {**TINY, "methods": ["ft"]}, "half.yaml")
+    grid = {**TINY, "seeds": [0, 1]}  # 8 cells: 2 tasks × 2 methods × 2 seeds
+    half = _write(tmp_path, {**grid, "methods": ["ft"]}, "half.yaml")
     assert run_ftcot("run", half, "--out", out, "--data-dir", data_root).returncode == 0
     serial = _stage_dirs(out)
 
-    whole = _write(tmp_path, {**TINY, "executor": RAY}, "whole.yaml")
+    whole = _write(tmp_path, {**grid, "executor": RAY}, "whole.yaml")
     result = run_ftcot("run", whole, "--out", out, "--data-dir", data_root)
     assert result.returncode == 0, result.stderr[-3000:]
     experiment = Experiment(load_config(whole), out, data_root)
@@ -54,12 +55,12 @@ def test_a_grid_runs_on_ray_and_resumes_from_serial_and_back(data_root, tmp_path
     ran = planned - serial
     assert {f"{p.stem.replace('-', '/', 1)}" for p in (out / "logs").glob("*.log")} == ran
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert sorted((r["task"], r["method"]) for r in rows) == [
-        ("coin_flip", "ft"), ("coin_flip", "ft_cot"), ("last_letter_concatenation", "ft"),
-        ("last_letter_concatenation", "ft_cot")]
+    assert sorted((r["task"], r["method"], r["seed"]) for r in rows) == [
+        (task, method, seed) for task in ("coin_flip", "last_letter_concatenation") for method in ("ft", "ft_cot")
+        for seed in ("0", "1")]
 
     # And back: the serial executor finds everything done (the executor is not part of any key).
-    serial_config = _write(tmp_path, TINY, "serial.yaml")
+    serial_config = _write(tmp_path, grid, "serial.yaml")
     again = run_ftcot("run", serial_config, "--out", out, "--data-dir", data_root)
     assert again.returncode == 0 and "0 stages ran" in again.stdout and f"{len(planned)} were done earlier" \
         in again.stdout

@@ -9,16 +9,20 @@ node that has one and the others anywhere; teach workers with ``worker_gpus: 1``
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from ftcot.experiment.config import load_config
+from ftcot.experiment.runner import Experiment
 from tests.cli import run_ftcot
 from tests.experiment.test_run import TINY, _write
 from tests.teach.servers import free_port
@@ -31,13 +35,12 @@ pytestmark = pytest.mark.slow
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def _cluster(temp_dir: str) -> Iterator[str]:
+    """A head with 1 CPU and no GPU, and a second node with 2 CPUs and 2 GPUs; yields the head's address."""
     command = str(Path(sys.executable).parent / "ray")  # the venv's ray, beside its python
     env = {**os.environ, **ENV}
     port = free_port()
-    # A temp dir of its own, so that the teardown stops this cluster's processes only (`ray stop` stops all).
-    temp_dir = str(tmp_path_factory.mktemp("ray"))
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run([command, "start", "--head", "--port", str(port), "--num-cpus", "1", "--num-gpus", "0",
@@ -48,6 +51,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         _stop(temp_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # A temp dir of its own, so that the teardown stops this cluster's processes only (`ray stop` stops all).
+    with _cluster(str(tmp_path_factory.mktemp("ray"))) as address:
+        yield address
 
 
 def _stop(temp_dir: str) -> None:
@@ -110,3 +120,62 @@ def test_teach_workers_each_hold_a_gpu_of_the_cluster(cluster, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     gpus = sorted(re.findall(r"^worker \d \(.*, GPU (\d)\)", result.stdout, re.MULTILINE))
     assert gpus == ["0", "1"], result.stdout  # both workers on the GPU node, one GPU each
+
+
+def _second_raylet(temp_dir: str) -> tuple[psutil.Process, str]:
+    """The raylet of the cluster's second node (the one that is not the head) and its node id."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or ())
+        if process.info["name"] == "raylet" and temp_dir in line and "__internal_head__" not in line:
+            return process, re.search(r"--node_id=(\w+)", line).group(1)
+    raise AssertionError(f"no second raylet under {temp_dir}")
+
+
+def test_a_node_lost_mid_run_its_stages_run_again_on_the_head_and_nothing_is_paid_twice(
+        data_root, tmp_path, tmp_path_factory):
+    from tests.teach.stub_openai import StubOpenAI
+
+    server = StubOpenAI(delay_s=0.3)  # slow enough that the teach stage is still asking when the node goes
+    temp_dir = str(tmp_path_factory.mktemp("ray"))
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"], "seeds": [0, 1, 2], "teacher_row": False,
+              "teachers": [{"spec": "openai:stub", "name": "stub", "base_url": server.base_url, "concurrency": 2}]}
+    out = tmp_path / "out"
+    try:
+        with _cluster(temp_dir) as address:
+            path = _write(tmp_path, {**config, "executor": {"kind": "ray", "address": address, "retries": 2}})
+            raylet, node = _second_raylet(temp_dir)
+            stderr = tmp_path / "stderr.txt"
+            with stderr.open("w") as sink:
+                process = subprocess.Popen([sys.executable, "-m", "ftcot", "run", str(path), "--out", str(out),
+                                            "--data-dir", str(data_root)], env={**os.environ, **ENV},
+                                           stdout=subprocess.DEVNULL, stderr=sink)
+                try:
+                    # As soon as a stage runs on the second node, its raylet is killed: the node is lost.
+                    deadline = time.monotonic() + 300
+                    while not any(_first_line(log).startswith(f"ray: node {node}") for log in out.glob("logs/*.log")):
+                        assert process.poll() is None, stderr.read_text()[-3000:]
+                        assert time.monotonic() < deadline, "no stage ran on the second node"
+                        time.sleep(0.05)
+                    finished = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/*/done.json")}
+                    raylet.kill()
+                    sent_before = server.count()
+                    assert process.wait(timeout=600) == 0, stderr.read_text()[-3000:]
+                finally:
+                    process.kill()
+    finally:
+        server.close()
+    planned = {f"{s.kind}/{s.key}" for s in Experiment(load_config(path), out, data_root).plan.ordered()}
+    assert {f"{p.parent.parent.name}/{p.parent.name}" for p in out.glob("stages/*/*/done.json")} == planned
+    # The stages done before the node was lost are kept, not run again.
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert "trying again" in stderr.read_text()  # what ran on the lost node failed and ran again
+    # Every teacher request answered once, but those in flight when the node went (at most concurrency).
+    hashes = server.body_hashes()
+    assert len(hashes) - len(set(hashes)) <= 2, (sent_before, len(hashes))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 3 and all(r["accuracy"] for r in rows)
+
+
+def _first_line(log: Path) -> str:
+    with log.open() as handle:
+        return handle.readline()
