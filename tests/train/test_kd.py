@@ -4,7 +4,7 @@ The teacher is a tiny GPT-2 on the byte tokenizer of ``tiny-gpt2`` whose weights
 :func:`yes_teacher`) so that it writes " yes yes yes …" whatever it is asked: right on the coin-flip questions
 whose answer is yes, so curation keeps real rationales, and with its next-token probability spread over other
 tokens too (about 0.4 on the one it writes), so its top-K says more than the sampled token. Everything runs
-for real: ``ftcot.teach`` with ``top_logprobs``, ``ftcot curate --teacher-logprobs``, ``ftcot train
+for real: ``ftcot.teach`` with ``top_logprobs``, ``ftcot curate`` (which carries them), ``ftcot train
 --kd-weight`` on tiny-gpt2 (the same tokenizer), and a student of another tokenizer.
 """
 
@@ -121,7 +121,7 @@ def taught(teacher, data_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def kd_data(taught, data_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kd") / "data"
-    ftcot.curate(taught, out, data_dir=data_root, teacher_logprobs=True, val_fraction=0.2)
+    ftcot.curate(taught, out, data_dir=data_root, val_fraction=0.2)
     return out
 
 
@@ -154,24 +154,42 @@ def test_an_exported_jsonl_with_logprobs_curates_to_the_same_rows(kd_data, taugh
         export(store, exported, logprobs=True)
     teachers = {json.loads(line)["teacher"] for line in exported.open()}
     out = tmp_path / "data"
-    ftcot.curate(exported, out, data_dir=data_root, task="coin_flip", teacher_logprobs=True, val_fraction=0.2)
+    ftcot.curate(exported, out, data_dir=data_root, task="coin_flip", val_fraction=0.2)
     strip = ("teacher_record", "teacher")
     assert [{k: v for k, v in r.items() if k not in strip} for r in _sidecar(out)] == \
         [{k: v for k, v in r.items() if k not in strip} for r in _sidecar(kd_data)]
     assert {r["teacher"] for r in _sidecar(out)} == teachers and len(teachers) == 1
 
 
-def test_a_run_without_stored_logprobs_is_one_line_naming_the_run_and_the_fix(teacher, data_root, tmp_path):
+def test_a_run_without_stored_logprobs_curates_as_before_and_kd_on_it_is_one_line(teacher, data_root, tmp_path):
     run = tmp_path / "plain"
     ftcot.teach("coin_flip", f"hf:{teacher}", run, data_dir=data_root, split="train",
                 questions=_train_questions(data_root, 6), max_tokens=20)
-    result = run_ftcot("--data-dir", data_root, "curate", run, "--out", tmp_path / "data", "--teacher-logprobs",
-                       env=THREADS)
-    assert_one_line_error(result, str(run), "--teacher-args top_logprobs=5")
-    assert not (tmp_path / "data").exists()
-    # Without the option the same run curates as before, and leaves no top-K file.
-    ftcot.curate(run, tmp_path / "data", data_dir=data_root)
+    result = run_ftcot("--data-dir", data_root, "curate", run, "--out", tmp_path / "data", env=THREADS)
+    assert result.returncode == 0, result.stderr
     assert not (tmp_path / "data" / TEACHER_LOGPROBS_FILE).exists()
+    assert "teacher_logprobs" not in json.loads((tmp_path / "data" / "curation.json").read_text())
+    result = run_ftcot("--data-dir", data_root, "train", tmp_path / "data", "--out", tmp_path / "ckpt", "--student",
+                       "tiny-gpt2", "--kd-weight", "1", "--device", "cpu", env=THREADS)
+    assert_one_line_error(result, str(tmp_path / "data"), "no teacher log-probabilities",
+                          "--teacher-args top_logprobs=5")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_store_with_top_k_for_some_rationales_only_carries_none_and_says_why(taught, kd_data, data_root,
+                                                                                tmp_path):
+    import shutil
+    import sqlite3
+
+    run = tmp_path / "run"
+    shutil.copytree(taught, run)
+    with sqlite3.connect(run / "teach.sqlite") as db:  # as if a rationale had been taught before top_logprobs
+        db.execute("DROP TRIGGER logprobs_no_delete")  # the store keeps what it stored; this test edits a copy
+        db.execute("DELETE FROM logprobs WHERE key = ?", (_examples(kd_data)[0]["teacher_record"],))
+    ftcot.curate(run, tmp_path / "data", data_dir=data_root, val_fraction=0.2)
+    assert not (tmp_path / "data" / TEACHER_LOGPROBS_FILE).exists()
+    why = json.loads((tmp_path / "data" / "curation.json").read_text())["teacher_logprobs"]
+    assert why["carried"] is False and "have no stored log-probabilities" in why["why"]
 
 
 def test_the_top_k_lands_on_the_completion_tokens_the_teacher_wrote(kd_data, data_root):
@@ -236,12 +254,13 @@ def test_a_student_with_another_tokenizer_is_refused_before_training(kd_data, tm
 def test_kd_weight_needs_a_data_dir_with_the_teachers_top_k(taught, data_root, tmp_path):
     plain = tmp_path / "plain"
     ftcot.curate(taught, plain, data_dir=data_root, val_fraction=0.2)
-    with pytest.raises(FtcotError, match=r"--kd-weight: .* has no teacher log-probabilities .*--teacher-logprobs"):
+    (plain / TEACHER_LOGPROBS_FILE).unlink()
+    with pytest.raises(FtcotError, match=r"--kd-weight: .* has no teacher log-probabilities .*top_logprobs=5"):
         ftcot.train(plain, tmp_path / "ckpt", student="tiny-gpt2", kd_weight=1.0, **FAST)
     with pytest.raises(FtcotError, match="--kd-weight must be"):
         ftcot.train(plain, tmp_path / "ckpt", student="tiny-gpt2", kd_weight=-1.0, **FAST)
-    with pytest.raises(FtcotError, match="--teacher-logprobs carries the teacher's rationale tokens"):
-        ftcot.curate(taught, tmp_path / "ft", data_dir=data_root, template="ft", teacher_logprobs=True)
+    ftcot.curate(taught, tmp_path / "ft", data_dir=data_root, template="ft")  # no rationale: nothing to carry
+    assert not (tmp_path / "ft" / TEACHER_LOGPROBS_FILE).exists()
     # A provider's fine-tuning job sees the text only: refused, not silently ignored.
     assert_one_line_error(run_ftcot("train", plain, "--out", tmp_path / "api", "--student", "openai:m",
                                     "--kd-weight", "1"), "--kd-weight distils", "openai: students")

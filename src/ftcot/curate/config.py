@@ -129,9 +129,6 @@ class CurateConfig(Settings):
                                       cli="group:drop", ge=1)
     rationalized: bool = option(True, help="Use the run's rationalized rationales (teach --rationalize) for "
                                            "questions left without one")
-    teacher_logprobs: bool = option(False, help="Carry the teacher's top-K log-probabilities of each kept rationale "
-                                                "into DATA_DIR (for ftcot train --kd-weight, logit distillation); "
-                                                "the teach run needs --teacher-args top_logprobs=K")
     answer_type: Optional[str] = option(None, help="For your own task file: number, letter, yes/no, text")
     samples: Optional[int] = option(None, help="Use only each question's first D rationales: what a teach run "
                                                "of D samples would have drawn (an experiment's diverse D)",

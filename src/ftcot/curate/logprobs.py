@@ -1,6 +1,6 @@
 """The teacher's top-K log-probabilities of each kept rationale, carried into DATA_DIR for logit distillation.
 
-``ftcot curate --teacher-logprobs`` (and an experiment's ``ft_cot_kd`` cells) write
+``ftcot curate`` writes, for Fine-tune-CoT data whose teacher stored them,
 ``DATA_DIR/teacher_logprobs.jsonl.gz`` (:data:`TEACHER_LOGPROBS_FILE`): one line per
 training example's teacher record, ``{"teacher_record", "teacher", "k", "ids" | "tokens", "logprobs"}`` in
 the layout of ``ftcot teach export --logprobs`` (:func:`ftcot.teach.export.logprobs_json`), gzipped (about a
@@ -14,14 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftcot.errors import FtcotError
-
 FIX = "--teacher-args top_logprobs=5"
 TEACHER_LOGPROBS_FILE = "teacher_logprobs.jsonl.gz"
 
 
-def teacher_logprobs(source: Path, records: list[dict], examples: list[Any]) -> list[dict]:
-    """The top-K row of each of ``examples``' teacher records (from ``source``'s store or ``records``)."""
+def carried(source: Path, records: list[dict], examples: list[Any]) -> tuple[list[dict] | None, Any]:
+    """(the top-K row of each of ``examples``' teacher records, what curation.json says of them): the rows when
+    ``source`` (a teach run's store, or an exported JSONL's ``logprobs``) has one for every example; None and
+    why when it has some only; (None, None) when it has none (a teacher asked without top_logprobs)."""
     from ftcot.teach.export import logprobs_json
 
     wanted = list(dict.fromkeys(e.teacher_record for e in examples if e.teacher_record))
@@ -42,16 +42,15 @@ def teacher_logprobs(source: Path, records: list[dict], examples: list[Any]) -> 
                 first = stages.get("reasoning") or stages.get("ft_cot")
                 if isinstance(first, dict):
                     found[key] = first
-    missing = [k for k in wanted if k not in found]
-    if missing and len(missing) == len(wanted):
-        raise FtcotError(f"{source}: the teacher's log-probabilities were not stored, and --teacher-logprobs "
-                         f"(logit distillation, ft_cot_kd) needs them; teach with {FIX} and curate that run.")
-    if missing:
-        raise FtcotError(f"{source}: {len(missing)} of the {len(wanted)} kept rationales have no stored "
-                         f"log-probabilities (taught before {FIX} was set?); teach them again with {FIX} into a new "
-                         f"run and curate that one.")
-    return [{"teacher_record": key, "teacher": (by_id.get(key) or {}).get("teacher"), **found[key]}
+    if not found:
+        return None, None
+    missing = len(wanted) - len(found)
+    if missing:  # a store topped up after top_logprobs was set: distilling on part of the data would mislead
+        return None, {"carried": False, "why": f"{missing} of the {len(wanted)} kept rationales have no stored "
+                                                f"log-probabilities (taught before {FIX} was set?)"}
+    rows = [{"teacher_record": key, "teacher": (by_id.get(key) or {}).get("teacher"), **found[key]}
             for key in wanted]
+    return rows, summary_of(rows)
 
 
 def summary_of(rows: list[dict]) -> dict[str, Any]:

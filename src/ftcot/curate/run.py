@@ -43,9 +43,6 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     from ftcot.templates import get_template
 
     template = get_template(config.template)
-    if config.teacher_logprobs and (not template.uses_rationale or template.multi_task):
-        raise FtcotError(f"--teacher-logprobs carries the teacher's rationale tokens for logit distillation of "
-                         f"Fine-tune-CoT data; template '{config.template}' is not. Use --template ft_cot.")
     if template.uses_rationale and source is None:
         raise FtcotError(f"Template '{config.template}' needs teacher rationales: pass a teach RUN_DIR or a JSONL "
                          f"file.")
@@ -87,11 +84,14 @@ def run_curate(config: CurateConfig, source: Path | None, out: Path, *, data_roo
     if source_of_task is not None:  # a user's task: train finds its file by this
         summary["task_source"] = source_of_task
     top = None
-    if config.teacher_logprobs:  # logit distillation: the teacher's top-K of each training example's rationale
-        from ftcot.curate.logprobs import summary_of, teacher_logprobs
+    if template.uses_rationale and not template.multi_task and source is not None:
+        # Logit distillation's data (ftcot train --kd-weight): the teacher's top-K of each training example's
+        # rationale, carried whenever the teacher stored them (--teacher-args top_logprobs=K).
+        from ftcot.curate.logprobs import carried
 
-        top = teacher_logprobs(Path(source), records, train)
-        summary["teacher_logprobs"] = summary_of(top)
+        top, summary["teacher_logprobs"] = carried(Path(source), records, train)
+        if summary["teacher_logprobs"] is None:
+            del summary["teacher_logprobs"]
     write_data_dir(out, train, val, summary, teacher_logprobs=top)
     return CurateOutcome(Path(out), task, train, val, summary)
 

@@ -262,7 +262,7 @@ class _Curation(Settings):
 # experiment plans for each curate stage (template, task, training-set size, D) or sets elsewhere (split_scheme).
 CurateSettings = subset(CurateConfig, "CurateSettings", base=_Curation,
                         exclude=("label", "template", "task", "answer_type", "train_size", "subset_seed", "split_scheme",
-                                 "max_per_question", "samples", "rationale", "teacher_logprobs"))
+                                 "max_per_question", "samples", "rationale"))
 
 
 # An experiment's evaluate: block: ftcot evaluate's settings less what each cell decides (the model, task, method

@@ -16,8 +16,8 @@ Stages, in data-flow order:
   test questions too when the teacher row is asked for. Its key leaves out D:
   a larger D tops the same store up (sample numbers 0…D-1), so D = 2 and D = 8
   share their first two rationales per question, as they would if drawn apart.
-- **curate** — one per task × template × (teacher, D) × training-set size (``ft_cot_kd``: the ft_cot
-  template with the teacher's top-K of each rationale, ``teacher_logprobs``).
+- **curate** — one per task × template × (teacher, D) × training-set size (``ft_cot_kd`` reads
+  ft_cot's: curate carries the teacher's top-K of each rationale wherever the teacher stored them).
   A D-run keeps the chains numbered below D: the rationales that a teacher run
   with D samples would have drawn.
 - **train** — one per curated set × student × seed.
@@ -219,31 +219,30 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
 
     def curate(method: str, source: tuple[str, Stage] | None, D: int | None, size: int | None,
                seed: int, label: str = "gold") -> Stage:
-        # ft_cot_kd: Fine-tune-CoT data with the teacher's top-K of each rationale (only then in the key).
-        template, kd = ("ft_cot", True) if method == KD_METHOD else (method, False)
+        # ft_cot_kd trains on ft_cot's data: curate carries the teacher's top-K wherever the teacher stored them.
+        template = "ft_cot" if method == KD_METHOD else method
         # Which part of a reasoning teacher's reply is the rationale: read from the teach store by this stage,
         # so in its key (only when not the default: stages made before it existed keep theirs), not teach's.
         rationale = rationales.get(source[0], "answer") if source else "answer"
         inputs = {"task": identity, "template": template, "teach": source[1].key if source else None, "D": D,
                   "split_scheme": scheme, "train_size": size, "subset_seed": seed if size else None,
                   **config.curate.stage_inputs(), **config.curate.label_inputs(label),
-                  **({"rationale": rationale} if rationale != "answer" else {}),
-                  **({"teacher_logprobs": True} if kd else {})}
-        parts = [f"{name} {template}" + (" + teacher top-K" if kd else "")] + ([f"from {source[0]}"] if source else []) \
+                  **({"rationale": rationale} if rationale != "answer" else {})}
+        parts = [f"{name} {template}"] + ([f"from {source[0]}"] if source else []) \
             + ([f"D={D}"] if D is not None else []) + ([f"{size} questions (seed {seed})"] if size else []) \
             + ([f"{label} labels"] if label != "gold" else []) \
             + ([f"rationale: {rationale}"] if rationale != "answer" else [])
         return plan.add(_stage("curate", inputs, ", ".join(parts), (source[1].key,) if source else ()))
 
-    def train(data: Stage, student: StudentConfig, seed: int) -> Stage:
+    def train(data: Stage, student: StudentConfig, seed: int, kd: bool = False) -> Stage:
         settings = config.train_config(student, seed).to_dict()
         keyed = {k: v for k, v in settings.items() if k not in _RUN_ONLY}
         # λ weighs the tasks of distilling step-by-step data only; unset (or for other data) it stays out of the
         # key and the config, so the stages made before it existed keep their keys.
         if keyed.get("rationale_weight") is None or not get_template(data.inputs["template"]).multi_task:
             keyed.pop("rationale_weight", None)
-        # λ of logit distillation, likewise: only on data with the teacher's top-K (ft_cot_kd), default 1 there.
-        if data.inputs.get("teacher_logprobs"):
+        # λ of logit distillation, likewise: only in ft_cot_kd cells, default 1 there.
+        if kd:
             keyed["kd_weight"] = DEFAULT_KD_WEIGHT if keyed.get("kd_weight") is None else keyed["kd_weight"]
         else:
             keyed.pop("kd_weight", None)
@@ -314,7 +313,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 teacher = (source[0] if source else "") + (f" ({label} labels)" if label != "gold" else "")
                 for seed in seeds:
                     for size in (size for size in sizes if config.trains_at(task, seed, size)):
-                        model = train(curate(method, source, D, size, seed, label), student, seed)
+                        model = train(curate(method, source, D, size, seed, label), student, seed,
+                                      kd=method == KD_METHOD)
                         # An ft_cot_kd student answers as a Fine-tune-CoT one: evaluated with that template.
                         cell(evaluate(model, "ft_cot" if method == KD_METHOD else method), method, student, teacher,
                              D, seed, size)

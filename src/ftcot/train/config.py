@@ -56,7 +56,7 @@ class TrainConfig:
         "task's; the loss is (label loss + λ · rationale loss) / (1 + λ), each a mean over its target tokens "
         "(default 1, the paper's).", default=None)
     kd_weight: float | None = _help(
-        "Logit distillation (a DATA_DIR curated with --teacher-logprobs): λ; the loss is cross-entropy + λ · "
+        "Logit distillation (a DATA_DIR curated from a teacher with top_logprobs): λ; the loss is cross-entropy + λ · "
         "KL(teacher ‖ student) over the teacher's top-K tokens at each completion token they cover, both summed "
         "over the completion tokens and divided by their count. Needs the teacher's tokenizer (default: off).",
         default=None)

@@ -57,7 +57,7 @@ def topk_kl(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 # ---- the teacher's top-K in a DATA_DIR, aligned with the student's tokens ------------------------------------
 #
-# ``ftcot curate --teacher-logprobs`` writes TEACHER_LOGPROBS_FILE beside train.jsonl: one line per training
+# ``ftcot curate`` writes TEACHER_LOGPROBS_FILE (when the teacher stored them) beside train.jsonl: one line per training
 # example's teacher record (``teacher_record``), the layout of ``ftcot teach export --logprobs``
 # (:func:`ftcot.teach.export.logprobs_json`): ``{"teacher_record", "teacher", "k", "ids" | "tokens",
 # "logprobs"}``, each token's row ``[written, top 1, …, top K]``. The trainer aligns them here.
@@ -87,8 +87,7 @@ def read_teacher_logprobs(data_dir: Any) -> dict[str, dict] | None:
                     row = json.loads(line)
                     rows[row["teacher_record"]] = row
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise FtcotError(f"{path}: unreadable ({exc}); re-curate the DATA_DIR with 'ftcot curate "
-                         f"--teacher-logprobs'.") from None
+        raise FtcotError(f"{path}: unreadable ({exc}); curate the DATA_DIR again.") from None
     return rows
 
 
@@ -177,12 +176,12 @@ def attach_teacher(data: Any, items: list, loaded: Any, student: str) -> list:
 
     rows = read_teacher_logprobs(data.path)
     if rows is None:
-        raise FtcotError(f"--kd-weight: {data.path} has no teacher log-probabilities ({TEACHER_LOGPROBS_FILE}); "
-                         f"curate it with 'ftcot curate RUN_DIR --teacher-logprobs' from a teach run made with "
-                         f"--teacher-args top_logprobs=5.")
+        raise FtcotError(f"--kd-weight: {data.path} has no teacher log-probabilities ({TEACHER_LOGPROBS_FILE}; "
+                         f"curation.json's teacher_logprobs says why if some were stored); curate carries them from "
+                         f"a teach run made with --teacher-args top_logprobs=5.")
     if data.template.multi_task:
         raise FtcotError(f"--kd-weight distils the teacher's rationale tokens of Fine-tune-CoT data; {data.path} is "
-                         f"'{data.template.name}' data. Curate with --template ft_cot --teacher-logprobs.")
+                         f"'{data.template.name}' data. Curate with --template ft_cot.")
     tokenizer = loaded.tokenizer
     vocab = int(loaded.model.get_output_embeddings().weight.shape[0])
     tokens = TokenMap(tokenizer)
@@ -192,7 +191,7 @@ def attach_teacher(data: Any, items: list, loaded: Any, student: str) -> list:
         if row is None:
             raise FtcotError(f"--kd-weight: {data.path / 'train.jsonl'} sample_index {example.sample_index} has no "
                              f"row in {TEACHER_LOGPROBS_FILE} (teacher record {example.teacher_record!r}); "
-                             f"re-curate the DATA_DIR with --teacher-logprobs.")
+                             f"curate the DATA_DIR again.")
         offset = 0 if item.encoder_decoder else item.prompt_tokens
         aligned = align(row, item.labels[offset:], example.rationale, tokenizer, tokens, vocab)
         if isinstance(aligned, str):
