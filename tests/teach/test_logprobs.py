@@ -92,7 +92,7 @@ def test_top_logprobs_in_range_is_taken_on_every_surface(value):
     assert teacher.top_logprobs == value
 
 
-@pytest.mark.parametrize("value, message", [(21, "in [0, 20]"), (-1, "in [0, 20]"), (True, "valid integer"),
+@pytest.mark.parametrize("value, message", [(21, "in [0, 20]"), (-1, "in [0, 20]"), (True, "not true or false"),
                                             (2.0, "valid integer"), ("5", "valid integer")])
 def test_top_logprobs_out_of_range_or_not_a_whole_number_is_refused_on_every_surface(tmp_path, value, message):
     with pytest.raises(FtcotError, match="top_logprobs") as caught:
