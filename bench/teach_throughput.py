@@ -193,7 +193,7 @@ async def run(base_url: str, server_pid: int, warmup_s: float, window_s: float) 
         return cpu
 
     # The teacher itself.
-    teacher = OpenAICompatTeacher("bench-model", base_url=base_url, api_key_env="FTCOT_BENCH_NO_KEY")
+    teacher = OpenAICompatTeacher("bench-model", base_url=base_url)
     cpu_total = 0.0
     for level in LEVELS:
         label = f"OpenAICompatTeacher, {level:>3} in flight"
@@ -278,7 +278,7 @@ def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, grou
         task_file.write_text("".join(json.dumps({"question": f"{PROMPT} ({i})", "answer": "43", "split": "train"}) + "\n"
                                      for i in range(questions)))
         task = load_task(str(task_file), answer_type="number")
-        teacher = OpenAICompatTeacher("bench-model", base_url=base_urls, api_key_env="FTCOT_BENCH_NO_KEY",
+        teacher = OpenAICompatTeacher("bench-model", base_url=base_urls,
                                       server_concurrency=server_concurrency)
         original, original_loop = engine._Run._commit, engine.event_loop_factory
         engine.SLOT_HELD_THROUGH_COMMIT = slot_held
