@@ -247,7 +247,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         else:
             keyed.pop("kd_weight", None)
         inputs = {"curate": data.key, "config": keyed}
-        return plan.add(_stage("train", inputs, f"{student.label} seed {seed} on {data.label}", (data.key,),
+        distils = f" + logit KD λ={keyed['kd_weight']:g}" if kd else ""
+        return plan.add(_stage("train", inputs, f"{student.label} seed {seed} on {data.label}{distils}", (data.key,),
                                student=student.label, **{k: settings[k] for k in _RUN_ONLY}))
 
     def evaluate(model: Stage | StudentConfig, method: str) -> Stage:
