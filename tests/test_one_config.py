@@ -12,10 +12,7 @@ import pytest
 
 import ftcot
 from ftcot.errors import FtcotError
-from ftcot.experiment.config import load_config
-from ftcot.experiment.runner import Experiment
 from tests.cli import assert_one_line_error, run_ftcot
-from tests.conftest import PROJECT_ROOT
 
 REMOTE = "https://api.example.invalid/v1"  # never reached: the point is that nothing is sent
 
@@ -118,10 +115,3 @@ def test_commands_are_listed_in_pipeline_order():
     listed = re.findall(r"^│ ([a-z]+)\s{2,}", result.stdout, re.M)
     assert listed == ["data", "teach", "curate", "train", "evaluate", "score", "run", "diagnose", "export", "demo"]
 
-
-def test_every_archived_stage_of_the_offline_table_is_still_planned(data_root, tmp_path):
-    """The redesign kept every stage key: results/gemma_offline's archive resumes into the same stages."""
-    archive = PROJECT_ROOT / "results" / "gemma_offline" / "stages"
-    plan = Experiment(load_config(PROJECT_ROOT / "configs" / "gemma_offline.yaml"), tmp_path, data_root).plan
-    archived = {(kind.name, stage.name) for kind in archive.iterdir() for stage in kind.iterdir()}
-    assert archived == {(s.kind, s.key) for s in plan.stages.values()}

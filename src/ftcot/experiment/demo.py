@@ -10,7 +10,7 @@ training questions, so the student gets 320 rationales, and its answers are
 short enough for a 270M model to learn the reasoning format in 3 epochs.
 
 ``--quick`` swaps in tiny-gpt2 (random init, built from a config) on a
-64-question subset: a check of the whole pipeline, not a result. configs/demo.yaml is :data:`DEMO` as YAML (a test keeps them equal).
+64-question subset: a check of the whole pipeline, not a result. configs/demo.yaml is :data:`DEMO` as YAML (a test checks both plan the same stages).
 """
 
 from __future__ import annotations
