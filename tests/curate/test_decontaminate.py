@@ -8,7 +8,7 @@ import pytest
 
 from ftcot.curate import curate
 from ftcot.curate.decontaminate import (EXACT, NGRAM, Decontamination, TestIndex, TestQuestion, benchmark_index,
-                                        benchmark_test_questions, normalize, ngrams)
+                                        benchmark_test_questions, find_contamination, normalize, ngrams)
 from ftcot.curate.report import CONTAMINATED, settings
 from ftcot.errors import FtcotError
 from ftcot.tasks import load_task
@@ -220,3 +220,119 @@ def test_a_templated_benchmarks_thousands_of_pairs_go_to_their_own_file(tmp_path
     every = [json.loads(line) for line in (out / "contamination.jsonl").open()]
     assert contamination["pairs"] == len(every) > 1000 and contamination["flags"] == every[:100]
     assert (out / "curation.json").stat().st_size < 100_000
+
+
+# ---- an independent oracle ---------------------------------------------------------------------------------------
+# The documented rule (module doc, README "Curation beyond the paper"), re-implemented as plainly as possible and
+# run pair by pair: normalise (lower-case, punctuation removed, whitespace collapsed); a pair is `exact` when the
+# normalised texts are equal, else `ngram` when the two share a word n-gram found in at most max_df test
+# questions; its overlap is the share of the test question's such n-grams the training question has (1.0 for
+# exact); only pairs with overlap >= min_overlap are kept.
+def _oracle_words(text: str) -> list[str]:
+    return "".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split()
+
+
+def _oracle_grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _oracle(train, test, n, max_df, min_overlap):
+    """train: [(train index, question)]; test: [(task, index, question)] -> {(train index, task, index): (rule,
+    overlap)} of every flagged pair."""
+    test_words = [_oracle_words(question) for _, _, question in test]
+    test_grams = [_oracle_grams(words, n) for words in test_words]
+    in_questions = {}
+    for grams in test_grams:
+        for gram in grams:
+            in_questions[gram] = in_questions.get(gram, 0) + 1
+    test_distinctive = [{gram for gram in grams if in_questions[gram] <= max_df} for grams in test_grams]
+    pairs = {}
+    for train_index, question in train:
+        words = _oracle_words(question)
+        mine = _oracle_grams(words, n)
+        for (task, index, _), their_words, distinctive in zip(test, test_words, test_distinctive):
+            if words == their_words:
+                rule, overlap = EXACT, 1.0
+            elif distinctive & mine:
+                rule, overlap = NGRAM, len(distinctive & mine) / len(distinctive)
+            else:
+                continue
+            if overlap >= min_overlap:
+                pairs[(train_index, task, index)] = (rule, round(overlap, 9))
+    return pairs
+
+
+def _slice(data_root):
+    """Test side: SingleEq's test questions and 40 of coin flip's (a generated benchmark: its template n-grams
+    are in more than max_df of them). Training side: AddSub's training questions (MAWPS, like SingleEq: some are
+    copies), 40 coin flip training questions, and hand-made near-copies and non-copies (named in CONSTRUCTED)."""
+    single_eq, addsub, coin = (load_task(key, data_root) for key in ("single_eq", "addsub", "coin_flip"))
+    test = [("single_eq", i, single_eq.samples[i].question) for i in single_eq.split_indices("test")]
+    test += [("coin_flip", i, coin.samples[i].question) for i in coin.split_indices("test")[:40]]
+    s = single_eq.samples
+    benny, tim, joan, plums = s[9].question, s[28].question, s[0].question, s[32].question
+    assert benny.startswith("Benny bought 4 new") and tim.startswith("Tim's cat") and len(benny.split()) == 37
+    coin_like = ('A coin is heads up. Zanzibar flips the coin. Quuxley does not flip the coin. Is the coin still '
+                 'heads up? Note that "flip" here means "reverse".')
+    constructed = {
+        "a number changed": (benny.replace("bought 4", "bought 5"), ("single_eq", 9)),
+        "a word inserted": (tim.replace("to Jessica", "to his friend Jessica"), ("single_eq", 28)),
+        "case and punctuation": (joan.upper().replace(".", " ;").replace("?", "!!"), ("single_eq", 0)),
+        "embedded in more text": ("Read carefully and show your work. " + plums + " Explain each step.",
+                                  ("single_eq", 32)),
+        "12 words in common": (" ".join(benny.split()[:12]) + " stickers and gave two of them to a friend.",
+                               None),
+        "unrelated": ("A farmer keeps 12 cows in the north field and buys 7 more at the market. How many cows now?",
+                      None),
+        "the coin flip template": (coin_like, None),
+    }
+    train = [("addsub", i, addsub.samples[i].question) for i in addsub.split_indices("train")]
+    train += [("coin_flip", i, coin.samples[i].question) for i in coin.split_indices("train")[:40]]
+    train += [("constructed", name, text) for name, (text, _) in constructed.items()]
+    return train, test, constructed
+
+
+@pytest.mark.parametrize("n,max_df,min_overlap", [(13, 10, 0.0), (8, 10, 0.0), (13, 10, 0.5), (8, 2, 0.9),
+                                                  (13, 10_000, 0.0), (4, 10, 0.3), (8, 40, 0.0), (13, 20, 0.0)])
+def test_the_index_flags_exactly_the_pairs_the_documented_rule_flags(data_root, n, max_df, min_overlap):
+    train, test, constructed = _slice(data_root)
+    index = TestIndex.build([TestQuestion(task, i, question) for task, i, question in test], n, max_df)
+    flags = find_contamination(index, "mixed", [(position, q) for position, (_, _, q) in enumerate(train)],
+                               min_overlap=min_overlap)
+    found = {(f.train_index, f.test_task, f.test_index): (f.rule, round(f.overlap, 9)) for f in flags}
+    expected = _oracle([(position, q) for position, (_, _, q) in enumerate(train)], test, n, max_df, min_overlap)
+    assert found == expected
+    assert len(flags) == len(found)  # each pair once
+    texts = {(task, i): question for task, i, question in test}
+    for f in flags:  # the reported n-gram is one the pair shares, of n words
+        if f.rule == NGRAM:
+            assert len(f.ngram.split()) == n
+            assert f.ngram in normalize(train[f.train_index][2]) and f.ngram in normalize(
+                texts[(f.test_task, f.test_index)])
+    # By hand, from the rule: what each constructed question must be flagged against.
+    position = {name: p for p, (source, name, _) in enumerate(train) if source == "constructed"}
+    against = {name: {(task, i) for (p, task, i) in found if p == position[name]} for name in constructed}
+    if (n, max_df, min_overlap) == (13, 10, 0.0):
+        for name, (_, copied) in constructed.items():  # every near-copy against the question it copies, only
+            assert against[name] == ({copied} if copied else set()), name
+        assert found[(position["case and punctuation"], "single_eq", 0)] == (EXACT, 1.0)
+        assert found[(position["embedded in more text"], "single_eq", 32)] == (NGRAM, 1.0)
+        assert found[(position["a number changed"], "single_eq", 9)][1] > 0.5
+        assert {task for (_, task, _) in found} == {"single_eq"}  # the coin flip template is above max_df
+        assert any(train[p][0] == "addsub" for (p, _, _) in found)  # AddSub's real copies of SingleEq questions
+    if (n, max_df) == (8, 10):
+        assert ("single_eq", 9) in against["12 words in common"]  # 12 shared words hold 8-grams, not 13-grams
+    if max_df == 10_000:  # the template's n-grams count too
+        assert len({i for task, i in against["the coin flip template"] if task == "coin_flip"}) > 10
+
+
+def test_decontamination_against_every_benchmark_matches_the_oracle(data_root):
+    """End to end: AddSub's training set through Decontamination.check (the 12 benchmarks' 4,868 test questions)
+    against the oracle run over every (training, test) pair, about a second."""
+    addsub = load_task("addsub", data_root)
+    train = [(i, addsub.samples[i].question) for i in addsub.split_indices("train")]
+    questions, _ = benchmark_test_questions(data_root)
+    expected = _oracle(train, [(q.task, q.index, q.question) for q in questions], 13, 10, 0.0)
+    flags = Decontamination(data_root=data_root).check(addsub, [i for i, _ in train])
+    assert {(f.train_index, f.test_task, f.test_index): (f.rule, round(f.overlap, 9)) for f in flags} == expected
+    assert expected  # AddSub and SingleEq share MAWPS questions
