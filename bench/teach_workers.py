@@ -3,8 +3,8 @@
 The fixed-latency server of ``bench/teach_throughput.py`` (its own process, 200 ms a reply, any number at
 once) answers ``ftcot teach`` on coin flip's 350 training questions, D=4 (2,800 completions), at 64 requests
 in flight, with 0 (the baseline), 1 and 2 workers on a local Ray cluster; each run into a fresh directory.
-Printed: each run's rate in completions/s (the run's own elapsed time, from its summary: the loop, not
-Ray's start-up) over the baseline's, and the command's whole wall time. On one machine workers add a hop per
+Printed: each run's rate in completions/s (between its first and last stored completion, from the
+store's timestamps: the loop, not Ray's start-up) over the baseline's, and the command's whole wall time. On one machine workers add a hop per
 request; they pay where each worker's node has its own teacher (a GPU, a local server) or its own network.
 
     .venv/bin/python bench/teach_workers.py      # ~2 min
@@ -12,9 +12,10 @@ request; they pay where each worker's node has its own teacher (a GPU, a local s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -39,10 +40,17 @@ def teach(url: str, out: Path, workers: int, concurrency: int = 64,
     wall = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"ftcot teach failed: {result.stderr.strip().splitlines()[-1]}")
-    found = re.search(r"(\d+) new completions.*; ([\d.]+) s\.", result.stdout)
-    if found is None:
-        sys.exit(f"no summary in: {result.stdout[:500]}")
-    return int(found.group(1)) / float(found.group(2)), wall
+    return _store_rate(out / "teach.sqlite"), wall
+
+
+def _store_rate(store: Path) -> float:
+    """Completions/s between the run's first and last stored completion (the store's own timestamps: the
+    summary's elapsed time is rounded to 0.1 s, too coarse for runs of 2-3 s)."""
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        count, first, last = db.execute("SELECT COUNT(*), MIN(created), MAX(created) FROM completions").fetchone()
+    if not count or last <= first:
+        sys.exit(f"{store}: no completions stored over a measurable time")
+    return (count - 1) / (last - first)
 
 
 def scaling(servers: int = 4, capacity: int = 16) -> dict[str, float]:

@@ -77,6 +77,13 @@ class TeacherChecks(Settings):
                              "OpenAI's API")
         return value
 
+    @field_validator("rationalize", mode="before", check_fields=False)
+    @classmethod
+    def _rationalize_true_is_one(cls, value: Any) -> Any:
+        # The one number that takes true/false: `rationalize: true` (one hinted rationale a question) is its
+        # documented spelling from before it counted; every other number refuses a boolean.
+        return int(value) if isinstance(value, bool) else value
+
     @field_validator("max_tokens", check_fields=False)
     @classmethod
     def _tokens_bounded(cls, value: Any) -> Any:
