@@ -14,7 +14,7 @@ DATA_DIR layout (read by ``ftcot train``):
   layout); single-task rows have ``objective`` null.
 - ``openai_chat.jsonl``: the training examples in OpenAI's chat fine-tuning
   format (the assistant turn ends the sequence, so no ``END`` marker).
-- ``teacher_logprobs.jsonl.gz`` (``--teacher-logprobs`` only): the teacher's top-K log-probabilities of
+- ``teacher_logprobs.jsonl.gz`` (when the teacher stored them all): the teacher's top-K log-probabilities of
   each training example's rationale, keyed by ``teacher_record`` (:mod:`ftcot.curate.logprobs`).
 - ``curation.json``: template, kept and dropped by reason, per task, and the
   validation questions; ``contamination.jsonl``: every training/test pair that
