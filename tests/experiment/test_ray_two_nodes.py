@@ -24,7 +24,7 @@ import pytest
 from ftcot.experiment.config import load_config
 from ftcot.experiment.runner import Experiment
 from tests.cli import run_ftcot
-from tests.experiment.test_run import TINY, _write
+from tests.experiment.test_run import STUDENT, TINY, _write
 from tests.teach.servers import free_port
 
 pytest.importorskip("ray")
@@ -137,7 +137,10 @@ def test_a_node_lost_mid_run_its_stages_run_again_on_the_head_and_nothing_is_pai
 
     server = StubOpenAI(delay_s=0.3)  # slow enough that the teach stage is still asking when the node goes
     temp_dir = str(tmp_path_factory.mktemp("ray"))
+    # Trainings of 12 epochs (several seconds each), so that the one found on the second node is still running
+    # when its node goes (with 2 epochs it could finish in between: nothing to run again).
     config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft_cot"], "seeds": [0, 1, 2], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 12}],
               "teachers": [{"spec": "openai:stub", "name": "stub", "base_url": server.base_url, "concurrency": 2}]}
     out = tmp_path / "out"
     try:
@@ -150,11 +153,12 @@ def test_a_node_lost_mid_run_its_stages_run_again_on_the_head_and_nothing_is_pai
                                             "--data-dir", str(data_root)], env={**os.environ, **ENV},
                                            stdout=subprocess.DEVNULL, stderr=sink)
                 try:
-                    # As soon as a stage runs on the second node, its raylet is killed: the node is lost.
+                    # As soon as a training runs on the second node, its raylet is killed: the node is lost.
                     deadline = time.monotonic() + 300
-                    while not any(_first_line(log).startswith(f"ray: node {node}") for log in out.glob("logs/*.log")):
+                    while not any(_first_line(log).startswith(f"ray: node {node}")
+                                  for log in out.glob("logs/train-*.log")):
                         assert process.poll() is None, stderr.read_text()[-3000:]
-                        assert time.monotonic() < deadline, "no stage ran on the second node"
+                        assert time.monotonic() < deadline, "no training ran on the second node"
                         time.sleep(0.05)
                     finished = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/*/done.json")}
                     raylet.kill()
