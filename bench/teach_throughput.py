@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 DELAY_S = 0.2
 LEVELS = (1, 16, 64, 256)
@@ -316,14 +317,26 @@ def engine_ratio(base_url: str | list[str], in_flight: int, seconds: float, grou
             "requests": questions, "rate": round(rate, 1)}
 
 
+@contextlib.contextmanager
+def serving(count: int, capacity: int = 0) -> Iterator[list[tuple[str, int]]]:
+    """(base URL, pid) of ``count`` fixed-latency servers (``serve``), each a process of its own so that it does
+    not share the client's CPU; stopped on exit. bench/teach_workers.py serves its teach runs with them too."""
+    processes = [subprocess.Popen([sys.executable, __file__, "--serve", "--capacity", str(capacity)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    try:
+        yield [(f"http://127.0.0.1:{int(p.stdout.readline())}/v1", p.pid) for p in processes]  # type: ignore[union-attr]
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
 def server_scaling(seconds: float, workdir: str | None, capacity: int = 16, most: int = 3) -> dict[str, float]:
     """Completions/s with 1..``most`` servers of ``capacity`` requests at once each, the engine keeping each
     full (``server_concurrency`` = capacity, ``concurrency`` = servers × capacity), over the rate with one."""
-    servers = [subprocess.Popen([sys.executable, __file__, "--serve", "--capacity", str(capacity)],
-                                stdout=subprocess.PIPE, text=True) for _ in range(most)]
     figures: dict[str, float] = {}
-    try:
-        urls = [f"http://127.0.0.1:{int(server.stdout.readline())}/v1" for server in servers]  # type: ignore[union-attr]
+    with serving(most, capacity) as servers:
+        urls = [url for url, _ in servers]
         one = 0.0
         for count in range(1, most + 1):
             result = engine_ratio(urls[:count], capacity * count, seconds, True, workdir,
@@ -333,10 +346,6 @@ def server_scaling(seconds: float, workdir: str | None, capacity: int = 16, most
             figures[f"servers_{count}_speedup"] = round(result["rate"] / one, 2)
             print(f"{count} server(s) of {capacity} at once       {result['rate']:7.1f} completions/s, "
                   f"{result['rate'] / one:4.2f}x one server, {result['ratio']:.3f} of ideal", flush=True)
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
     return figures
 
 
@@ -355,14 +364,10 @@ def main() -> None:
     if args.serve:
         serve(args.capacity)
         return
-    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
+    with serving(1) as [(base_url, server_pid)]:
         started = time.perf_counter()
-        base_url = f"http://127.0.0.1:{port}/v1"
         quick = args.only_engine or args.only_servers
-        figures = {} if quick else asyncio.run(run(base_url, server.pid, args.warmup, args.window))
+        figures = {} if quick else asyncio.run(run(base_url, server_pid, args.warmup, args.window))
         from ftcot.teach.engine import event_loop_factory
 
         uvloop = event_loop_factory() is not None
@@ -387,9 +392,6 @@ def main() -> None:
         figures["cpus"] = os.cpu_count() or 0
         # Other work on the machine delays the client's wake-ups: read the ratios with this.
         figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    finally:
-        server.terminate()
-        server.wait(10)
     print(json.dumps(figures))
 
 

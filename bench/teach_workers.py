@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from teach_throughput import serving  # this folder's: the same fixed-latency server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,51 +59,33 @@ def scaling(servers: int = 4, capacity: int = 16) -> dict[str, float]:
     """Workers that each drive a server of their own (base_url lists are shared out among the workers): 1 worker
     on one server against ``servers`` workers on one each, every server answering ``capacity`` requests at once
     after 200 ms (the rest queue), the run keeping them full."""
-    processes = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "teach_throughput.py"), "--serve",
-                                   "--capacity", str(capacity)], stdout=subprocess.PIPE, text=True)
-                 for _ in range(servers)]
-    figures: dict[str, float] = {}
-    try:
-        urls = [f"http://127.0.0.1:{int(p.stdout.readline())}/v1" for p in processes]  # type: ignore[union-attr]
-        with tempfile.TemporaryDirectory() as work:
-            rates = {}
-            for count in (1, servers):
-                listed = urls[0] if count == 1 else "[" + ",".join(urls[:count]) + "]"
-                rates[count], _ = teach(listed, Path(work) / f"s{count}", count,
-                                        concurrency=capacity * count, server_concurrency=capacity)
-            ratio = rates[servers] / rates[1]
-            figures.update({"one_worker_one_server_rate": round(rates[1], 1),
-                            f"{servers}_workers_{servers}_servers_rate": round(rates[servers], 1),
-                            "scaling": round(ratio, 2)})
-            print(f"1 worker on 1 server: {rates[1]:.1f} completions/s; {servers} workers on {servers} servers: "
-                  f"{rates[servers]:.1f} ({ratio:.2f}x)", flush=True)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
-    return figures
+    with serving(servers, capacity) as served, tempfile.TemporaryDirectory() as work:
+        urls = [url for url, _ in served]
+        rates = {}
+        for count in (1, servers):
+            listed = urls[0] if count == 1 else "[" + ",".join(urls[:count]) + "]"
+            rates[count], _ = teach(listed, Path(work) / f"s{count}", count,
+                                    concurrency=capacity * count, server_concurrency=capacity)
+    ratio = rates[servers] / rates[1]
+    print(f"1 worker on 1 server: {rates[1]:.1f} completions/s; {servers} workers on {servers} servers: "
+          f"{rates[servers]:.1f} ({ratio:.2f}x)", flush=True)
+    return {"one_worker_one_server_rate": round(rates[1], 1),
+            f"{servers}_workers_{servers}_servers_rate": round(rates[servers], 1), "scaling": round(ratio, 2)}
 
 
 def main() -> None:
-    server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "teach_throughput.py"), "--serve"],
-                              stdout=subprocess.PIPE, text=True)
     figures: dict[str, float] = {}
-    try:
-        url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"  # type: ignore[union-attr]
-        with tempfile.TemporaryDirectory() as work:
-            baseline = 0.0
-            for workers in (0, 1, 2):
-                rate, wall = teach(url, Path(work) / f"w{workers}", workers)
-                baseline = baseline or rate
-                figures[f"workers_{workers}_rate"] = round(rate, 1)
-                figures[f"workers_{workers}_ratio"] = round(rate / baseline, 2)
-                figures[f"workers_{workers}_wall_s"] = round(wall, 1)
-                print(f"{workers} workers: {rate:7.1f} completions/s, {rate / baseline:4.2f}x the run's own "
-                      f"process; the command took {wall:.1f} s", flush=True)
-    finally:
-        server.terminate()
-        server.wait(10)
-        figures.update(scaling())
+    with serving(1) as [(url, _)], tempfile.TemporaryDirectory() as work:
+        baseline = 0.0
+        for workers in (0, 1, 2):
+            rate, wall = teach(url, Path(work) / f"w{workers}", workers)
+            baseline = baseline or rate
+            figures[f"workers_{workers}_rate"] = round(rate, 1)
+            figures[f"workers_{workers}_ratio"] = round(rate / baseline, 2)
+            figures[f"workers_{workers}_wall_s"] = round(wall, 1)
+            print(f"{workers} workers: {rate:7.1f} completions/s, {rate / baseline:4.2f}x the run's own "
+                  f"process; the command took {wall:.1f} s", flush=True)
+    figures.update(scaling())
     print(json.dumps(figures))
 
 
