@@ -45,6 +45,7 @@ from ftcot.teach.records import Completion, CompletionRequest, TopLogprobs
 from ftcot.teach.store import STORE_FILE, StoredCompletion, TeachStore, decode_logprobs, encode_logprobs
 from tests.cli import assert_one_line_error, run_ftcot
 from tests.teach.batch_server import BatchServer
+from tests.teach.servers import prime_prompt_cache
 from tests.teach.stub_openai import stub_logprobs, stub_tokens
 from tests.teach.test_cli_teach import cli_env, coin_task_file, ftcot_command
 from tests.teach.test_engine import small_task
@@ -534,6 +535,7 @@ def test_llama_cpp_returns_the_top_k_of_every_token_of_the_text(llama_server):
     plain = OpenAICompatTeacher("gemma", base_url=llama_server, extra_body=LLAMA_CPP_EXTRA_BODY, supports_n=False)
     request = CompletionRequest("Q: A coin is heads up. Ann flips it. Is it still heads up?\nA: Let's think step "
                                 "by step.", max_tokens=8)
+    prime_prompt_cache(llama_server, request.prompt)  # both requests below repeat it: the same numerics
 
     async def ask(t: OpenAICompatTeacher) -> Completion:
         try:

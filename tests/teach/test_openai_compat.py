@@ -33,6 +33,7 @@ from ftcot.teach.backends.openai_compat import (
     split_tokens,
 )
 from ftcot.teach.records import Completion, CompletionRequest, TeacherError
+from tests.teach.servers import prime_prompt_cache
 
 STAGE1 = "Q: Joan had 70 shells and gave some to Sam. She has 27. How many did she give?\nA: Let's think step by step."
 QUESTION = "Joan had 70 shells and gave some to Sam. She has 27. How many did she give?"
@@ -277,6 +278,7 @@ def _no_key(monkeypatch):
 @pytest.mark.slow
 def test_greedy_completion_is_deterministic(llama_server):
     request = CompletionRequest(prompt=STAGE1, max_tokens=12)
+    prime_prompt_cache(llama_server, STAGE1)  # a first request's numerics differ from a repeat's (see there)
     [first], [second] = run(complete(llama(llama_server), request, request))
     assert first.text.strip()
     assert first.text == second.text
@@ -288,6 +290,7 @@ def test_n_samples_come_back_distinct_even_though_llama_cpp_ignores_n(llama_serv
     teacher = llama(via.base_url)
     assert teacher.supports_n  # not known yet: learnt from the first short reply
     request = CompletionRequest(prompt=STAGE1, max_tokens=12, temperature=0.7, seed=11, n=3)
+    prime_prompt_cache(llama_server, STAGE1)  # every sample below is a repeat: the same numerics
     (samples,) = run(complete(teacher, request))
     assert len(samples) == 3
     assert len({c.text for c in samples}) == 3

@@ -12,6 +12,11 @@ applies ``repeat_penalty=1.1`` unless told otherwise, so its "greedy" is not
 greedy: pass ``extra_body=LLAMA_CPP_EXTRA_BODY`` (``{"repeat_penalty": 1.0}``)
 for it. It is not a default because OpenAI answers an unknown argument with
 HTTP 400, and vLLM spells the knob ``repetition_penalty`` (default 1.0 already).
+Even greedy, llama-cpp-python may answer a repeated prompt differently from its
+first answer, a few tokens in: it reuses the cached prompt and re-evaluates only
+the last token, whose numerics differ in the last bits from the first request's
+batch evaluation. The store asks each request once, so a run is unaffected; a
+rerun into a fresh directory may differ.
 
 Chat mode (``chat=True``) for chat-only models posts to ``/chat/completions``.
 The Zero-shot-CoT prompts are turned into turns by :func:`prompt_to_messages`:
