@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.train.helpers import THREADS, record, run_train
 
@@ -40,3 +42,33 @@ def test_two_processes_match_one(coin_flip_16, tmp_path):
     assert losses_1[-1] < losses_1[0]  # it trained
     for a, b in zip(single["epochs"], double["epochs"]):
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=TOLERANCE)
+
+
+def test_a_sharded_run_exports_its_best_epoch_not_its_last(coin_flip_16, tmp_path, monkeypatch):
+    """FSDP and DeepSpeed checkpoint through accelerate's save_state/load_state, and best/ was the last epoch's
+    weights while student.json named the best. Neither runs on a CPU (accelerate turns FSDP on only for GPU
+    process groups), so this takes that path on one CPU process by declaring the state sharded: the same
+    save_state/load_state calls, for real, on an unsharded model. lr 0.3 diverges after the first epoch (its
+    validation loss rises at every epoch after), so the best epoch is the first and the last is the third."""
+    import ftcot
+    from safetensors.torch import load_file
+
+    from ftcot.train import trainer
+
+    monkeypatch.setattr(trainer, "_shards_state", lambda accelerator: True)
+    out = tmp_path / "ckpt"
+    result = ftcot.train(coin_flip_16, out, student="tiny-gpt2", epochs=3, batch_size=4, lr=0.3, bf16=False,
+                         dropout=0.0, max_length=768, max_new_tokens=8)
+    assert result.best_epoch == 1 and len(result.epochs) == 3
+    assert json.loads((out / "best" / "student.json").read_text())["epoch"] == 1
+
+    def weights(file: Path, prefix: str = "") -> dict:
+        # The checkpoint holds the training wrapper's keys (model.transformer.…), best/ the model's.
+        return {k.removeprefix(prefix): v for k, v in load_file(file).items()}
+
+    exported = weights(out / "best" / "model" / "model.safetensors")
+    epochs = {e: weights(out / "checkpoints" / f"epoch-{e:04d}" / "accelerate" / "model.safetensors", "model.")
+              for e in (1, 3)}
+    assert set(exported) == set(epochs[1]) and len(exported) > 10
+    assert all(torch.equal(value, epochs[1][name]) for name, value in exported.items())
+    assert not all(torch.equal(value, epochs[3][name]) for name, value in exported.items())  # not the last's

@@ -72,6 +72,44 @@ def test_completion_loss_matches_the_models_own_loss(spec):
             assert torch.allclose(ours[name], p.grad, atol=1e-7, rtol=1e-5), name
 
 
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-t5"])
+def test_per_row_losses_are_each_rows_own_and_add_up_to_the_batchs(spec):
+    """Validation records each row's loss (validation.jsonl): row b's must be what the model's own loss gives
+    for row b alone, and the rows' must sum to the batch's, weighted (distilling step-by-step) or not."""
+    loaded = load_model(spec, dtype="float32", device="cpu", seed=1)
+    model = loaded.model.double().eval()
+    torch.manual_seed(0)
+    ids = torch.randint(3, 200, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0
+    if loaded.is_encoder_decoder:
+        labels = torch.randint(3, 200, (3, 7))
+        labels[1, 5:] = IGNORE
+    else:
+        labels = ids.clone()
+        labels[:, :4] = IGNORE
+        labels[1, :10] = IGNORE  # a row with few targets
+        labels[2, 9:] = IGNORE
+    wrapped = CompletionLM(model, loaded.is_encoder_decoder, chunk_rows=5)
+    with torch.no_grad():
+        rows = wrapped(ids, mask, labels, per_row=True)
+        total, count = wrapped(ids, mask, labels)
+        for b, (loss, units) in enumerate(rows):
+            alone = model(input_ids=ids[b:b + 1], attention_mask=mask[b:b + 1], labels=labels[b:b + 1]).loss
+            assert units == ((labels[b] if loaded.is_encoder_decoder else labels[b, 1:]) != IGNORE).sum().item()
+            assert loss / units == pytest.approx(alone.item(), rel=1e-6)
+        assert sum(loss for loss, _ in rows) == pytest.approx(total.item(), rel=1e-9)
+        assert sum(units for _, units in rows) == count
+
+        weights = torch.tensor([[0.5] * labels.shape[1], [2.0] * labels.shape[1], [1.0] * labels.shape[1]],
+                               dtype=torch.float64)
+        weighted = wrapped(ids, mask, labels, loss_weights=weights, per_row=True)
+        total, count = wrapped(ids, mask, labels, loss_weights=weights)
+    assert [units for _, units in weighted] == [1.0, 1.0, 1.0] and count == 3.0
+    assert [w / r for (w, _), (r, _) in zip(weighted, rows)] == pytest.approx([0.5, 2.0, 1.0])
+    assert sum(loss for loss, _ in weighted) == pytest.approx(total.item(), rel=1e-9)
+
+
 def test_scratch_pool_reused_across_calls_changes_nothing():
     torch.manual_seed(0)
     weight = torch.randn(50, 16, dtype=torch.float64)

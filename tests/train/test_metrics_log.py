@@ -30,6 +30,18 @@ def test_a_training_run_logs_every_step_and_epoch_as_train_json_records_them(coi
         {k: e[k] for k in ("epoch", "step", "train_loss", "val_loss", "val_accuracy")} for e in epochs]
     assert [line["kind"] for line in logged] == ["step", "step", "epoch", "step", "step", "epoch"]
 
+    # validation.jsonl: each epoch's validation rows, which make up its val_loss and val_correct.
+    rows = lines(out / "validation.jsonl")
+    val = [json.loads(line) for line in (coin_flip_16 / "val.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(val)
+    for e in epochs:
+        mine = [r for r in rows if r["epoch"] == e["epoch"]]
+        assert [r["sample_index"] for r in mine] == [v["sample_index"] for v in val]
+        assert {r["step"] for r in mine} == {e["step"]}
+        assert sum(r["loss"] for r in mine) / sum(r["loss_units"] for r in mine) == pytest.approx(e["val_loss"])
+        assert sum(r["correct"] for r in mine) == e["val_correct"]
+        assert all(isinstance(r["output"], str) and r["loss_units"] > 0 for r in mine)
+
     # TensorBoard: the same scalars, readable by TensorBoard itself.
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
@@ -46,9 +58,14 @@ def test_a_resumed_run_drops_the_lines_past_its_checkpoint(tmp_path):
             {"kind": "epoch", "epoch": 1, "step": 2}]
     path.write_text("".join(json.dumps(x) + "\n" for x in [*done, {"kind": "step", "epoch": 2, "step": 3}])
                     + '{"kind": "step", "ep')
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(json.dumps({"epoch": 1, "step": 2, "sample_index": 0}) + "\n"
+                          + json.dumps({"epoch": 2, "step": 4, "sample_index": 0}) + "\n" + '{"epoch": 3')
     log = MetricsLog(tmp_path, resumed_step=2)
     log.step(2, 3, 0.5, 100.0)
+    log.validation(2, 3, [{"sample_index": 0, "loss": 1.0}])
     log.close()
     after = lines(path)
     assert after[:3] == done
     assert [(x["kind"], x["step"], x["train_loss"]) for x in after[3:]] == [("step", 3, 0.5)]
+    assert [(x["epoch"], x["step"]) for x in lines(validation)] == [(1, 2), (2, 3)]

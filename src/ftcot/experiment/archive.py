@@ -4,7 +4,8 @@
 ``lineage.json``, ``experiment.json``) and a slim ``stages/`` tree:
 
 - evaluate stages whole but for their lock: predictions, metrics and ``done.json``;
-- train stages' records (``stage.json``, ``train.json``, ``done.json``), not their checkpoints;
+- train stages' records (``stage.json``, ``train.json``, ``done.json``, ``validation.jsonl``), not their
+  checkpoints;
 - curate stages' ``curation.json`` and teach stages' ``report.json``, for the record only.
 
 ``ftcot run --archive DEST`` archives each stage as it finishes and the results at the end (also after
@@ -22,11 +23,12 @@ from pathlib import Path
 
 from ftcot.errors import FtcotError
 from ftcot.paths import check_output, check_writable_dir
+from ftcot.train.metrics_log import VALIDATION_FILE
 
 RESULT_FILES = ("results.md", "results.csv", "report.html", "lineage.json", "experiment.json")
 KEPT = {
     "evaluate": None,  # every file but the lock
-    "train": ("stage.json", "train.json", "done.json"),
+    "train": ("stage.json", "train.json", "done.json", VALIDATION_FILE),  # validation: another epoch rule later
     "curate": ("stage.json", "curation.json"),
     "teach": ("stage.json", "report.json"),
 }

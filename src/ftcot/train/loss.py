@@ -92,13 +92,37 @@ class CompletionLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 loss_weights: torch.Tensor | None = None, teacher_ids: torch.Tensor | None = None,
-                teacher_logprobs: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                teacher_logprobs: torch.Tensor | None = None, per_row: bool = False
+                ) -> tuple[torch.Tensor, float] | list[tuple[float, float]]:
         """With the teacher's top-K (``teacher_ids``/``teacher_logprobs``, label-aligned (rows, length, K)), the
         summed loss is ``CE + kd_weight · KL`` (:func:`ftcot.train.distill.topk_kl`, summed over the positions
-        the teacher covers); ``last_kd`` keeps the summed KL."""
+        the teacher covers); ``last_kd`` keeps the summed KL.
+
+        ``per_row`` (no gradient: validation) returns each row's ``(summed loss, loss units)`` instead, from
+        the same forward pass; they add up to the batch's. A keyword of forward, not a method of its own, so
+        that DDP's and FSDP's forward hooks run."""
         teacher = () if teacher_ids is None else (teacher_ids, teacher_logprobs)
         hidden, targets, weights, *top = self.hidden_and_targets(input_ids, attention_mask, labels, loss_weights,
                                                                  *teacher)
+        if per_row:
+            # Boolean indexing flattened the target positions row by row: each row's are one contiguous run.
+            shifted = labels if self.encoder_decoder else labels[:, 1:]
+            ends = torch.cumsum((shifted != IGNORE).sum(1), 0).tolist()
+            rows = []
+            for start, end in zip([0, *ends[:-1]], ends):
+                if end == start:  # nothing to score (every target cut by truncation)
+                    rows.append((0.0, 0.0))
+                    continue
+                part = slice(start, end)
+                loss = self._loss(hidden[part], targets[part], None if weights is None else weights[part],
+                                  [t[part] for t in top])
+                rows.append((float(loss), float(end - start) if weights is None else 1.0))
+            return rows
+        loss = self._loss(hidden, targets, weights, top)
+        return loss, int(targets.numel()) if weights is None else float(labels.shape[0])
+
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+              top: list[torch.Tensor]) -> torch.Tensor:
         head = unwrap_peft(self.model).get_output_embeddings()
         loss = linear_cross_entropy(hidden, head.weight, head.bias, targets, self.chunk_rows, self.softcap,
                                     self.scratch, weights)
@@ -109,7 +133,7 @@ class CompletionLM(nn.Module):
             kl = topk_kl(hidden, head.weight, head.bias, top[0], top[1], self.softcap)
             self.last_kd = kl.detach()
             loss = loss + self.kd_weight * kl
-        return loss, int(targets.numel()) if weights is None else float(labels.shape[0])
+        return loss
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

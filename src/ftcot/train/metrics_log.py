@@ -14,6 +14,16 @@ A resumed run first drops the lines past the checkpoint it resumes from (that
 part is trained again), so every step appears once. train.json keeps the
 per-epoch record as before; this file is its live, step-level companion.
 
+CKPT_DIR/validation.jsonl has one line per validation row and epoch, what the
+epoch's val_loss and val_accuracy are made of (``correct`` and ``output`` for the
+rows answered by generation)::
+
+    {"epoch": 1, "step": 36, "sample_index": 12, "objective": null, "loss": 41.7, "loss_units": 57.0,
+     "correct": true, "output": "… --> 43", "time": …}
+
+so that an epoch can be chosen by another rule afterwards (the loss alone, a
+subset), without training again.
+
 With the ``tensorboard`` package installed, the same scalars also go to
 CKPT_DIR/tensorboard/ (``tensorboard --logdir CKPT_DIR``): ``train/loss`` per
 step, ``epoch/train_loss``, ``epoch/val_loss``, ``epoch/val_accuracy`` per epoch.
@@ -30,6 +40,7 @@ from typing import IO, Any
 from ftcot.paths import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
+VALIDATION_FILE = "validation.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 EPOCH_SCALARS = ("train_loss", "train_kd_loss", "val_loss", "val_accuracy")
 
@@ -45,11 +56,13 @@ class MetricsLog:
         self.enabled = enabled
         self.path = Path(ckpt_dir) / METRICS_FILE
         self._handle: IO[str] | None = None
+        self._validation: IO[str] | None = None
         self._writer: Any = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _keep_until(self.path, resumed_step)
+        _keep_until(self.path.with_name(VALIDATION_FILE), resumed_step)
         self._handle = self.path.open("a", encoding="utf-8")
         if tensorboard_available():
             from torch.utils.tensorboard import SummaryWriter
@@ -73,10 +86,23 @@ class MetricsLog:
                     self._writer.add_scalar(f"epoch/{name}", metrics[name], metrics["epoch"])
             self._writer.flush()
 
+    def validation(self, epoch: int, step: int, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        if self._validation is None:
+            self._validation = self.path.with_name(VALIDATION_FILE).open("a", encoding="utf-8")
+        stamp = round(time.time(), 3)
+        self._validation.write("".join(json.dumps({"epoch": epoch, "step": step, **row, "time": stamp}) + "\n"
+                                       for row in rows))
+        self._validation.flush()
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._validation is not None:
+            self._validation.close()
+            self._validation = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -163,7 +163,6 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
            console: Console | None) -> dict:
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
 
     from ftcot.models import LoadedModel
 
@@ -179,7 +178,7 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
     # still form a group: cpu=True makes accelerate use gloo (MULTI_CPU) instead of running alone.
     accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    sharded = _shards_state(accelerator)
     if config.batch_size % world:
         raise FtcotError(f"--batch-size {config.batch_size} must be a multiple of the {world} processes "
                          f"(it is the global batch, split evenly).")
@@ -264,10 +263,12 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
             seconds = time.perf_counter() - started
 
             wrapper.eval()
-            val_loss = _val_loss(wrapper, prepared, config, accelerator, amp, loaded)
+            val_rows = _val_losses(wrapper, prepared, config, accelerator, amp, loaded)
+            val_loss = _val_loss(val_rows)
             _require_finite("validation loss", val_loss, epoch, config)
             eval_model = LoadedModel(inner, loaded.tokenizer, loaded.is_encoder_decoder, loaded.spec)
-            correct = _val_correct(eval_model, prepared, config, accelerator, amp, gen_budget, wrapper)
+            answers = _val_answers(eval_model, prepared, config, accelerator, amp, gen_budget, wrapper)
+            correct = sum(right for right, _ in answers.values())
             metrics = {
                 "epoch": epoch, "step": step, "train_loss": epoch_loss / epoch_targets, "train_seconds": seconds,
                 "train_tokens": epoch_tokens, "train_tokens_per_s": epoch_tokens / seconds,
@@ -278,12 +279,17 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
                 metrics["train_kd_loss"] = epoch_kd / epoch_targets
             history = [*history, metrics]
             metrics_log.epoch(metrics)
+            metrics_log.validation(epoch, step, _validation_lines(prepared, val_rows, answers))
             record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
             progress.note(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, val loss {val_loss:.4f}, "
                           f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{metrics['val_total']})")
             _save_checkpoint(out, epoch, step, history, record, inner, optimizer, accelerator, sharded)
 
     metrics_log.close()
+    if sharded and record["best_epoch"] != history[-1]["epoch"]:
+        # best/ must hold the best epoch, not the last: every process loads its part of that epoch's
+        # checkpoint (a collective call, as when resuming); then the main process exports.
+        accelerator.load_state(str(ckpt.checkpoint_dir(out, record["best_epoch"]) / "accelerate"))
     if main:
         _export_best(out, record, inner, loaded, config, sharded)
         record.update(finished=True, peak_rss_gb=peak_rss_gb())
@@ -292,6 +298,14 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
         console.print(f"best epoch {record['best_epoch']} → {out / ckpt.BEST}; record: {out / ckpt.TRAIN_JSON}")
     accelerator.wait_for_everyone()
     return record
+
+
+def _shards_state(accelerator: Any) -> bool:
+    """FSDP and DeepSpeed shard the optimizer state (FSDP the weights too): checkpoints are written and read
+    through accelerate's save_state/load_state, by every process."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def _require_finite(what: str, value: float, epoch: int, config: TrainConfig, where: str = "") -> None:
@@ -418,7 +432,7 @@ def train_window(wrapper: Any, optimizer: Any, accelerator: Any, examples: list[
 
     rank, world = accelerator.process_index, accelerator.num_processes
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    sharded = deepspeed or accelerator.distributed_type == DistributedType.FSDP
+    sharded = _shards_state(accelerator)
     targets = sum(examples[i].loss_units for b in window for i in b)
     local = torch.zeros(2, device=accelerator.device)  # the summed loss, and of it the KL (logit distillation)
     inner = accelerator.unwrap_model(wrapper)
@@ -468,27 +482,35 @@ def _default_max_new_tokens(prepared: Prepared) -> int:
     return budget
 
 
-def _val_loss(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
-              loaded: Any) -> float:
+def _val_losses(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
+                loaded: Any) -> dict[int, tuple[float, float]]:
+    """Each validation row's ``(summed loss, loss units)``, by its index in ``prepared.val``, from every process."""
     import torch
+    from accelerate.utils import gather_object
 
     rank, world = accelerator.process_index, accelerator.num_processes
     order = sorted(range(len(prepared.val)), key=lambda i: prepared.val[i].tokens)
     batch = config.eval_batch_size * world
-    total = torch.zeros(2, device=accelerator.device)
+    mine: dict[int, tuple[float, float]] = {}
     with torch.no_grad():
         for start in range(0, len(order), batch):
             chunk = order[start:start + batch]
-            rows, weight = chunk[rank::world], 1.0
-            if not rows:
-                rows, weight = chunk[:1], 0.0
-            inputs = collate([prepared.val[i] for i in rows], _pad_id(loaded), loaded.is_encoder_decoder,
-                             pad_multiple(config, accelerator.device))
+            # Every process runs one forward per chunk (FSDP's collectives need it): one short of rows
+            # runs the chunk's first row again and keeps nothing of it.
+            rows = chunk[rank::world]
+            inputs = collate([prepared.val[i] for i in rows or chunk[:1]], _pad_id(loaded),
+                             loaded.is_encoder_decoder, pad_multiple(config, accelerator.device))
             with amp:
-                loss_sum, count = wrapper(**{k: v.to(accelerator.device) for k, v in inputs.items()})
-            total += torch.stack([loss_sum.float(), torch.tensor(float(count), device=accelerator.device)]) * weight
-    total = accelerator.reduce(total, "sum")
-    return float(total[0] / total[1])
+                losses = wrapper(**{k: v.to(accelerator.device) for k, v in inputs.items()}, per_row=True)
+            mine.update(zip(rows, losses))
+    if world == 1:
+        return mine
+    return {i: row for part in gather_object([mine]) for i, row in part.items()}
+
+
+def _val_loss(rows: dict[int, tuple[float, float]]) -> float:
+    """The validation loss: summed over rows, per loss unit (a token, or a weighted row)."""
+    return sum(loss for loss, _ in rows.values()) / sum(units for _, units in rows.values())
 
 
 def _generated_val(prepared: Prepared) -> list[int]:
@@ -496,9 +518,10 @@ def _generated_val(prepared: Prepared) -> list[int]:
     return [i for i, t in enumerate(prepared.val) if t.generated]
 
 
-def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
-                 max_new_tokens: int, wrapper: Any) -> int:
-    """Greedy generation on this process's share of val questions, scored like evaluation scores."""
+def _val_answers(eval_model: Any, prepared: Prepared, config: TrainConfig, accelerator: Any, amp: Any,
+                 max_new_tokens: int, wrapper: Any) -> dict[int, tuple[bool, str]]:
+    """Greedy generation on this process's share of val questions, scored like evaluation scores:
+    ``(correct, output)`` by index in ``prepared.val``, from every process."""
     import torch
     from accelerate.utils import DistributedType, gather_object
 
@@ -519,9 +542,25 @@ def _val_correct(eval_model: Any, prepared: Prepared, config: TrainConfig, accel
         outputs = generate(eval_model, prompts, max_new_tokens=max_new_tokens,
                            batch_size=config.eval_batch_size) if prompts else []
     eval_model.model.train()
-    mine_correct = [score(g.text, prepared.data.val[i].answer, prepared.spec, template).correct
-                    for i, g in zip(mine, outputs)]
-    return sum(gather_object([sum(mine_correct)]) if world > 1 else mine_correct)
+    answers = {i: (score(g.text, prepared.data.val[i].answer, prepared.spec, template).correct, g.text)
+               for i, g in zip(mine, outputs)}
+    if world == 1:
+        return answers
+    return {i: answer for part in gather_object([answers]) for i, answer in part.items()}
+
+
+def _validation_lines(prepared: Prepared, losses: dict[int, tuple[float, float]],
+                      answers: dict[int, tuple[bool, str]]) -> list[dict[str, Any]]:
+    """One line per validation row: what a selection rule other than the built-in one needs (any subset's
+    accuracy or loss, per epoch)."""
+    lines = []
+    for i, row in enumerate(prepared.val):
+        loss, units = losses[i]
+        line = {"sample_index": row.sample_index, "objective": row.objective, "loss": loss, "loss_units": units}
+        if i in answers:
+            line.update(correct=answers[i][0], output=answers[i][1])
+        lines.append(line)
+    return lines
 
 
 def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], record: dict, inner: Any,
