@@ -58,7 +58,8 @@ def test_the_cli_archives_after_the_run(finished, tmp_path, data_root):
     result = run_ftcot("run", path, "--out", out, "--archive", tmp_path / "kept", "--data-dir", data_root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "kept" / "results.md").read_text() == (out / "results.md").read_text()
-    assert list((tmp_path / "kept").glob("stages/train/*/train.json"))
+    trained = list((tmp_path / "kept").glob("stages/train/*/train.json"))
+    assert trained and all((t.parent / "validation.jsonl").is_file() for t in trained)  # another epoch rule later
 
 
 def test_a_run_terminated_midway_has_archived_every_stage_it_finished(data_root, tmp_path):
