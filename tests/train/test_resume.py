@@ -67,3 +67,26 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(coin_flip_16, tmp_pat
     # Resuming with other settings would mix two runs in one record: refused, with the fix.
     other = run_train(coin_flip_16, *ARGS, "--lr", "5e-4", "--out", killed)
     assert_one_line_error(other, "lr=0.001", "new --out")
+
+
+def test_every_checkpoint_is_published_after_the_train_json_that_lets_a_rerun_resume_from_it(coin_flip_16, tmp_path,
+                                                                                              monkeypatch):
+    """A rerun resumes only where it finds train.json (it holds the settings to match). Written after the
+    checkpoint, a kill between the two left a checkpoint the rerun ignored: it trained from epoch 1 again (the
+    Ray worker-kill test caught it once, on a loaded machine). Each publication is watched here."""
+    import ftcot
+    from ftcot.train import checkpoint
+
+    published = []
+    publish = checkpoint.publish_dir
+
+    def watched(tmp, target):
+        if target.parent.name == checkpoint.CHECKPOINTS:
+            on_disk = json.loads((target.parent.parent / checkpoint.TRAIN_JSON).read_text())
+            published.append((target.name, len(on_disk["epochs"])))
+        publish(tmp, target)
+
+    monkeypatch.setattr(checkpoint, "publish_dir", watched)
+    ftcot.train(coin_flip_16, tmp_path / "ckpt", student="tiny-gpt2", epochs=2, batch_size=8, bf16=False,
+                dropout=0.0, max_length=768, max_new_tokens=8)
+    assert published == [("epoch-0001", 1), ("epoch-0002", 2)]

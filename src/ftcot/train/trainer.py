@@ -582,6 +582,9 @@ def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], reco
             for r, state in enumerate(rngs):
                 ckpt.save_torch(state, tmp / f"rng-rank{r}.pt")
             atomic_write_json(tmp / "state.json", {"epoch": epoch, "step": step, "history": history})
+            # train.json first: a rerun resumes only where it finds one (it holds the settings to match), so
+            # a kill between the two must not leave a checkpoint without it (the rerun started over).
+            atomic_write_json(out / ckpt.TRAIN_JSON, record)
             ckpt.publish_dir(tmp, ckpt.checkpoint_dir(out, epoch))
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint only takes space (a full disk's)
@@ -593,7 +596,6 @@ def _save_checkpoint(out: Path, epoch: int, step: int, history: list[dict], reco
         for old in (out / ckpt.CHECKPOINTS).glob("epoch-*"):
             if old not in keep:
                 shutil.rmtree(old, ignore_errors=True)
-        atomic_write_json(out / ckpt.TRAIN_JSON, record)
     accelerator.wait_for_everyone()
 
 
