@@ -49,7 +49,7 @@ def test_a_sharded_run_exports_its_best_epoch_not_its_last(coin_flip_16, tmp_pat
     weights while student.json named the best. Neither runs on a CPU (accelerate turns FSDP on only for GPU
     process groups), so this takes that path on one CPU process by declaring the state sharded: the same
     save_state/load_state calls, for real, on an unsharded model. lr 0.3 diverges after the first epoch (its
-    validation loss rises at every epoch after), so the best epoch is the first and the last is the third."""
+    validation loss rises at every epoch after), so the best epoch is an early one, not the third and last."""
     import ftcot
     from safetensors.torch import load_file
 
@@ -59,8 +59,9 @@ def test_a_sharded_run_exports_its_best_epoch_not_its_last(coin_flip_16, tmp_pat
     out = tmp_path / "ckpt"
     result = ftcot.train(coin_flip_16, out, student="tiny-gpt2", epochs=3, batch_size=4, lr=0.3, bf16=False,
                          dropout=0.0, max_length=768, max_new_tokens=8)
-    assert result.best_epoch == 1 and len(result.epochs) == 3
-    assert json.loads((out / "best" / "student.json").read_text())["epoch"] == 1
+    best = result.best_epoch
+    assert best < 3 and len(result.epochs) == 3  # (1 here: validation loss 38, 48, 59)
+    assert json.loads((out / "best" / "student.json").read_text())["epoch"] == best
 
     def weights(file: Path, prefix: str = "") -> dict:
         # The checkpoint holds the training wrapper's keys (model.transformer.…), best/ the model's.
@@ -68,7 +69,7 @@ def test_a_sharded_run_exports_its_best_epoch_not_its_last(coin_flip_16, tmp_pat
 
     exported = weights(out / "best" / "model" / "model.safetensors")
     epochs = {e: weights(out / "checkpoints" / f"epoch-{e:04d}" / "accelerate" / "model.safetensors", "model.")
-              for e in (1, 3)}
-    assert set(exported) == set(epochs[1]) and len(exported) > 10
-    assert all(torch.equal(value, epochs[1][name]) for name, value in exported.items())
+              for e in (best, 3)}
+    assert set(exported) == set(epochs[best]) and len(exported) > 10
+    assert all(torch.equal(value, epochs[best][name]) for name, value in exported.items())
     assert not all(torch.equal(value, epochs[3][name]) for name, value in exported.items())  # not the last's
