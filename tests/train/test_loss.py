@@ -37,6 +37,23 @@ def test_linear_cross_entropy_matches_full_logits(softcap, bias):
         assert torch.allclose(got[2], b.grad)
 
 
+def _batch(encoder_decoder: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three rows of token ids, their attention mask (the last row padded) and labels (prompt and padding
+    ignored; for an encoder-decoder, labels of their own, one row shorter)."""
+    torch.manual_seed(0)
+    ids = torch.randint(3, 200, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0
+    if encoder_decoder:
+        labels = torch.randint(3, 200, (3, 7))
+        labels[1, 5:] = IGNORE
+    else:
+        labels = ids.clone()
+        labels[:, :4] = IGNORE  # prompt
+        labels[2, 9:] = IGNORE  # padding
+    return ids, mask, labels
+
+
 @pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-t5"])
 def test_completion_loss_matches_the_models_own_loss(spec):
     loaded = load_model(spec, dtype="float32", device="cpu", seed=1)
@@ -44,17 +61,7 @@ def test_completion_loss_matches_the_models_own_loss(spec):
     # wide position biases took one weight's difference to 2e-6 in fp32, summed in another order).
     # GPT-2's own loss casts the logits to fp32: hence tolerances of fp32 size.
     model = loaded.model.double().train()
-    torch.manual_seed(0)
-    ids = torch.randint(3, 200, (3, 12))
-    mask = torch.ones_like(ids)
-    mask[2, 9:] = 0
-    if loaded.is_encoder_decoder:
-        labels = torch.randint(3, 200, (3, 7))
-        labels[1, 5:] = IGNORE
-    else:
-        labels = ids.clone()
-        labels[:, :4] = IGNORE  # prompt
-        labels[2, 9:] = IGNORE  # padding
+    ids, mask, labels = _batch(loaded.is_encoder_decoder)
     model.config.dropout_rate = 0.0
     model.eval()  # no dropout: both passes must see the same network
 
@@ -78,18 +85,9 @@ def test_per_row_losses_are_each_rows_own_and_add_up_to_the_batchs(spec):
     for row b alone, and the rows' must sum to the batch's, weighted (distilling step-by-step) or not."""
     loaded = load_model(spec, dtype="float32", device="cpu", seed=1)
     model = loaded.model.double().eval()
-    torch.manual_seed(0)
-    ids = torch.randint(3, 200, (3, 12))
-    mask = torch.ones_like(ids)
-    mask[2, 9:] = 0
-    if loaded.is_encoder_decoder:
-        labels = torch.randint(3, 200, (3, 7))
-        labels[1, 5:] = IGNORE
-    else:
-        labels = ids.clone()
-        labels[:, :4] = IGNORE
+    ids, mask, labels = _batch(loaded.is_encoder_decoder)
+    if not loaded.is_encoder_decoder:
         labels[1, :10] = IGNORE  # a row with few targets
-        labels[2, 9:] = IGNORE
     wrapped = CompletionLM(model, loaded.is_encoder_decoder, chunk_rows=5)
     with torch.no_grad():
         rows = wrapped(ids, mask, labels, per_row=True)
@@ -206,3 +204,14 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+def test_a_validation_slice_without_targets_is_a_nan_loss_not_a_division_error():
+    """Every validation target cut by truncation: the loss is NaN, which training's finiteness check reports
+    in one line (a ZeroDivisionError would be a traceback)."""
+    import math
+
+    from ftcot.train.trainer import _val_loss
+
+    assert math.isnan(_val_loss({0: (0.0, 0.0), 1: (0.0, 0.0)}))
+    assert _val_loss({0: (3.0, 2.0), 1: (1.0, 2.0)}) == 1.0

@@ -55,6 +55,7 @@ class MetricsLog:
     def __init__(self, ckpt_dir: Path, resumed_step: int, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.path = Path(ckpt_dir) / METRICS_FILE
+        self.validation_path = Path(ckpt_dir) / VALIDATION_FILE
         self._handle: IO[str] | None = None
         self._validation: IO[str] | None = None
         self._writer: Any = None
@@ -62,7 +63,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _keep_until(self.path, resumed_step)
-        _keep_until(self.path.with_name(VALIDATION_FILE), resumed_step)
+        _keep_until(self.validation_path, resumed_step)
         self._handle = self.path.open("a", encoding="utf-8")
         if tensorboard_available():
             from torch.utils.tensorboard import SummaryWriter
@@ -90,7 +91,7 @@ class MetricsLog:
         if not self.enabled:
             return
         if self._validation is None:
-            self._validation = self.path.with_name(VALIDATION_FILE).open("a", encoding="utf-8")
+            self._validation = self.validation_path.open("a", encoding="utf-8")
         stamp = round(time.time(), 3)
         self._validation.write("".join(json.dumps({"epoch": epoch, "step": step, **row, "time": stamp}) + "\n"
                                        for row in rows))

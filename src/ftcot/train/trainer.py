@@ -486,7 +486,6 @@ def _val_losses(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerat
                 loaded: Any) -> dict[int, tuple[float, float]]:
     """Each validation row's ``(summed loss, loss units)``, by its index in ``prepared.val``, from every process."""
     import torch
-    from accelerate.utils import gather_object
 
     rank, world = accelerator.process_index, accelerator.num_processes
     order = sorted(range(len(prepared.val)), key=lambda i: prepared.val[i].tokens)
@@ -503,14 +502,21 @@ def _val_losses(wrapper: Any, prepared: Prepared, config: TrainConfig, accelerat
             with amp:
                 losses = wrapper(**{k: v.to(accelerator.device) for k, v in inputs.items()}, per_row=True)
             mine.update(zip(rows, losses))
-    if world == 1:
-        return mine
-    return {i: row for part in gather_object([mine]) for i, row in part.items()}
+    return _from_every_process(mine, world)
+
+
+def _from_every_process(mine: dict[int, Any], world: int) -> dict[int, Any]:
+    """This process's share of a per-row result merged with every other process's."""
+    from accelerate.utils import gather_object
+
+    return mine if world == 1 else {i: row for part in gather_object([mine]) for i, row in part.items()}
 
 
 def _val_loss(rows: dict[int, tuple[float, float]]) -> float:
-    """The validation loss: summed over rows, per loss unit (a token, or a weighted row)."""
-    return sum(loss for loss, _ in rows.values()) / sum(units for _, units in rows.values())
+    """The validation loss: summed over rows, per loss unit (a token, or a weighted row); NaN without any
+    (every target cut by truncation), which the finiteness check then reports."""
+    units = sum(units for _, units in rows.values())
+    return sum(loss for loss, _ in rows.values()) / units if units else math.nan
 
 
 def _generated_val(prepared: Prepared) -> list[int]:
@@ -523,7 +529,7 @@ def _val_answers(eval_model: Any, prepared: Prepared, config: TrainConfig, accel
     """Greedy generation on this process's share of val questions, scored like evaluation scores:
     ``(correct, output)`` by index in ``prepared.val``, from every process."""
     import torch
-    from accelerate.utils import DistributedType, gather_object
+    from accelerate.utils import DistributedType
 
     from ftcot.models import generate
 
@@ -544,9 +550,7 @@ def _val_answers(eval_model: Any, prepared: Prepared, config: TrainConfig, accel
     eval_model.model.train()
     answers = {i: (score(g.text, prepared.data.val[i].answer, prepared.spec, template).correct, g.text)
                for i, g in zip(mine, outputs)}
-    if world == 1:
-        return answers
-    return {i: answer for part in gather_object([answers]) for i, answer in part.items()}
+    return _from_every_process(answers, world)
 
 
 def _validation_lines(prepared: Prepared, losses: dict[int, tuple[float, float]],
