@@ -23,7 +23,8 @@ from pathlib import Path
 
 import ftcot
 
-TASKS = ("last_letter_concatenation", "single_eq", "date_understanding", "multiarith")
+# shortest training first (last letter ~25 min here, SingleEq ~80), so a stopped run has the most trainings
+TASKS = ("last_letter_concatenation", "date_understanding", "multiarith", "single_eq")
 SEEDS = (0, 1)
 TRAIN = {"student": "gemma-270m", "lora": True, "lr": 3e-4, "batch_size": 8, "max_length": 512, "epochs": 6}
 HERE = Path(__file__).resolve().parent

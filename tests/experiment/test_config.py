@@ -45,7 +45,7 @@ def test_training_settings_merge_defaults_then_experiment_then_student_then_seed
     ({"students": [{"spec": "tiny-gpt2", "epochs": 0}]}, ["students[0] (tiny-gpt2)", "epochs", "at least 1"]),
     ({"tasks": ["coin_flp"]}, ["tasks[0]", "Did you mean 'coin_flip'?"]),
     ({"teachers": []}, ["needs at least one teacher"]),
-    ({"methods": ["ft"], "diverse": {"D": [2]}}, ["add ft_cot to methods"]),
+    ({"methods": ["ft"], "diverse": {"D": [2]}}, ["add ft_cot (or ft_cot_kd) to methods"]),
     ({"students": ["tiny-gpt2", "tiny-gpt2"]}, ["two students share the label 'tiny-gpt2'"]),
     ({"diverse": {"D": [0]}}, ["diverse.D[0]", "greater than or equal to 1"]),
     ({"seeds": [0, 1, 0]}, ["seeds", "'0' is listed twice"]),

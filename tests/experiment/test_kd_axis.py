@@ -51,6 +51,19 @@ def test_ft_cot_kd_curates_the_ft_cot_data_with_the_teachers_top_k(data_root, tm
     assert sorted(c.method for c in plan.cells) == ["ft_cot", "ft_cot_kd"]
 
 
+@pytest.mark.parametrize("methods", [["ft_cot", "ft_cot_kd"], ["ft_cot_kd"]])
+def test_the_diverse_axis_gives_ft_cot_kd_a_cell_per_d_on_ft_cots_data(data_root, tmp_path, methods):
+    """D rationales a question are Fine-tune-CoT data for the distilled student too (it was the greedy cell only),
+    on the same curate stages as ft_cot's; ft_cot_kd alone is a diverse experiment of its own."""
+    plan = _plan(data_root, tmp_path, methods=methods, diverse={"D": [1, 4]})
+    cells = sorted((c.method, c.D or 0) for c in plan.cells)
+    assert cells == sorted((m, D) for m in methods for D in (0, 1, 4))
+    if len(methods) == 2:
+        curates = {(c.method, c.D): plan.stages[plan.stages[plan.stages[c.evaluate].deps[0]].deps[0]].key
+                   for c in plan.cells}
+        assert all(curates[("ft_cot_kd", D)] == curates[("ft_cot", D)] for D in (None, 1, 4))
+
+
 def test_kd_weight_keys_only_the_ft_cot_kd_train_stage(data_root, tmp_path):
     before = _by_method(_plan(data_root, tmp_path), "train")
     without = _by_method(_plan(data_root, tmp_path, methods=["ft_cot"]), "train")

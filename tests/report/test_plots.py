@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib
 import matplotlib.image
 import pytest
@@ -59,6 +61,29 @@ def test_accuracy_vs_d_has_one_panel_per_task_where_d_varies(tmp_path):
     path = plots.plot_accuracy_vs_d(rows, tmp_path / "d.png")
     assert path == tmp_path / "d.png"
     assert _decode(path)[0] == _panel_width(2)
+
+
+def test_accuracy_vs_d_keeps_training_set_sizes_apart_and_pairs_each_baseline_with_its_size(tmp_path):
+    """The diverse grid trains at 32 and 128 questions: one line per size (averaging them would hide the paper's
+    claim, made at equal questions), each greedy baseline beside its own size's line, in its colour."""
+    def at(size, **kw):
+        return dataclasses.replace(_row(task="coin_flip", student="gemma", **kw), train_size=size)
+
+    rows = [at(size, D=D, accuracy=a + size / 10) for size in (32, 128) for D, a in ((1, 60.0), (4, 80.0))]
+    rows += [at(32, accuracy=45.0), at(128, accuracy=96.0), at(None, accuracy=99.0),  # greedy teacher (no D)
+             at(32, D=1, accuracy=70.0, method="ft_cot_kd"), at(32, D=4, accuracy=85.0, method="ft_cot_kd"),
+             at(64, accuracy=50.0)]  # a size with no D line: no baseline
+    series, references, colours = plots.accuracy_vs_d_lines(rows)
+    lines = series["coin_flip"]
+    ft_cot, kd = plots.METHOD_NAMES["ft_cot"], plots.METHOD_NAMES["ft_cot_kd"]
+    assert set(lines) == {f"gemma, {ft_cot}, 32 questions", f"gemma, {ft_cot}, 128 questions",
+                          f"gemma, {kd}, 32 questions"}
+    assert lines[f"gemma, {ft_cot}, 128 questions"][4.0].mean == pytest.approx(92.8)
+    assert {label: cell.mean for label, cell in references["coin_flip"].items()} == {
+        f"gemma, {ft_cot} (no D), 32 questions": 45.0, f"gemma, {ft_cot} (no D), 128 questions": 96.0}
+    line_colours = plots._colour_map(lines)
+    assert colours[f"gemma, {ft_cot} (no D), 128 questions"] == line_colours[f"gemma, {ft_cot}, 128 questions"]
+    assert plots.plot_accuracy_vs_d(rows, tmp_path / "d.png") == tmp_path / "d.png"
 
 
 def test_accuracy_vs_d_is_none_without_two_values_of_d(tmp_path):

@@ -525,6 +525,39 @@ def test_an_hf_run_stores_them_and_a_replay_teacher_takes_no_option(tmp_path, da
         make_teacher("replay:text-davinci-002", data_root=data_root, top_logprobs=3)
 
 
+@pytest.mark.parametrize("method", ["zs_cot", "ft_cot"])
+def test_an_hf_teacher_scores_sampled_completions_stored_without_them_and_generates_nothing(tmp_path, data_root,
+                                                                                          tiny, method):
+    """A sampled store cannot be drawn again, but hf:'s top-K come from a scoring pass over the text anyway:
+    a rerun asking for them scores every stored completion (rationales and answers), generates nothing, keeps
+    every row, and stores what a run that had asked from the start stores for the same text."""
+    task = small_task(data_root, n=2)
+    run = {"samples": 2, "temperature": 0.7, "max_tokens": 6}
+    with TeachStore.open(tmp_path / "later") as store:
+        teach(task, "test", HFTeacher("tiny-gpt2", loaded=tiny), method, store=store, **run)
+        before = {r.key: r for r in all_rows(store)}
+        assert len(before) == (8 if method == "zs_cot" else 4) and store.logprobs_k(before) == {}
+        scorer = HFTeacher("tiny-gpt2", loaded=tiny, top_logprobs=3)
+        dry = teach(task, "test", scorer, method, store=store, dry_run=True, **run)
+        assert dry.estimated_requests == len(before)
+        summary = teach(task, "test", scorer, method, store=store, **run)
+        assert (summary.requests, summary.new, summary.failed) == (len(before), 0, 0)
+        assert scorer.batches == []  # nothing generated: every request was a scoring pass
+        assert {r.key: r for r in all_rows(store)} == before
+        scored = store.top_logprobs(before)
+        assert set(store.logprobs_k(before).values()) == {3}
+        again = HFTeacher("tiny-gpt2", loaded=tiny, top_logprobs=3)
+        assert teach(task, "test", again, method, store=store, **run).requests == 0 and again.batches == []
+    with TeachStore.open(tmp_path / "first") as store:  # the same seeds: the same texts, asked with them
+        teach(task, "test", HFTeacher("tiny-gpt2", loaded=tiny, top_logprobs=3), method, store=store, **run)
+        first = {r.key: r for r in all_rows(store)}
+        assert {k: r.text for k, r in first.items()} == {k: r.text for k, r in before.items()}
+        for key, top in store.top_logprobs(first).items():
+            assert top.chosen_ids.tolist() == scored[key].chosen_ids.tolist()
+            assert top.ids.tolist() == scored[key].ids.tolist()
+            np.testing.assert_allclose(top.logprobs, scored[key].logprobs, atol=1e-3)  # float16 in the store
+
+
 # -- a real llama.cpp server ---------------------------------------------------------------------
 
 

@@ -104,6 +104,24 @@ def test_a_worker_killed_mid_run_loses_only_its_requests_in_flight(stub, tmp_pat
     assert server.count() == len(stored) + repeats
 
 
+def test_workers_of_an_hf_teacher_score_a_store_sampled_without_them(tmp_path):
+    """hf: workers fill the top-K of sampled completions stored without them by scoring the stored text (the
+    pool forwards ``score``): every row gets them, no text changes, no completion is added."""
+    task = coin_task_file(tmp_path, 6)
+    teach = ["teach", "--task", str(task), "--split", "test", "--teacher", "hf:tiny-gpt2", "--out",
+             str(tmp_path / "run"), "--answer-type", "yes/no", "--samples", "2", "--temperature", "0.7",
+             "--teacher-args", "max_tokens=6"]
+    first = run_ftcot(*teach, env=_env())
+    assert first.returncode == 0, first.stderr
+    before = _stored(tmp_path / "run")
+    scored = run_ftcot(*teach[:-1], "max_tokens=6,workers=1,worker_cpus=0.5,top_logprobs=2", env=_env())
+    assert scored.returncode == 0, scored.stderr
+    assert f"scoring {len(before)} stored completions" in " ".join(scored.stderr.split())  # however it wraps
+    assert _stored(tmp_path / "run") == before
+    with TeachStore.open_readonly(tmp_path / "run") as store:
+        assert store.logprobs_k(before) == {key: 2 for key in before}
+
+
 def test_the_budget_is_the_run_directorys_across_workers(stub, tmp_path):
     server = stub(completion_tokens=50)
     task = coin_task_file(tmp_path, 40)

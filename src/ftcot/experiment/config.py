@@ -36,6 +36,8 @@ PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it
 FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd")
 METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
 KD_METHOD = "ft_cot_kd"
+# Methods that train on a teacher's rationales as Fine-tune-CoT writes them, so on D sampled ones a question too.
+DIVERSE_METHODS = ("ft_cot", KD_METHOD)
 DEFAULT_KD_WEIGHT = 1.0  # λ of an ft_cot_kd cell whose train settings leave kd_weight unset
 PAPER_TEMPERATURE = 0.7  # diverse reasoning (as in the paper)
 
@@ -370,8 +372,8 @@ class ExperimentConfig(_Strict):
             where = f"student '{distilled[0]}'" if distilled else "train"
             raise ValueError(f"{where} sets kd_weight, which weighs ft_cot_kd's logit distillation: add ft_cot_kd "
                              f"to methods")
-        if self.diverse is not None and "ft_cot" not in self.methods:
-            raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot to methods")
+        if self.diverse is not None and not set(DIVERSE_METHODS) & set(self.methods):
+            raise ValueError("diverse reasoning trains Fine-tune-CoT students: add ft_cot (or ft_cot_kd) to methods")
         weighted = [s.label for s in self.students if s.train.rationale_weight is not None]
         if (self.train.rationale_weight is not None or weighted) and "ft_dss" not in self.methods:
             where = f"student '{weighted[0]}'" if weighted else "train"

@@ -272,7 +272,9 @@ def _plots(run: Experiment, results: Results) -> list[tuple[str, Path]]:
     if rows or results.teacher_rows:
         made.append(("Test accuracy per task and method",
                      plots.plot_accuracy_by_task(rows, directory / "accuracy_by_task.png", results.teacher_rows)))
-    made.append(("Diverse reasoning: accuracy vs D", plots.plot_accuracy_vs_d(rows, directory / "accuracy_vs_D.png")))
+    # Every row: its lines keep training-set sizes apart (diverse reasoning is measured at equal questions).
+    made.append(("Diverse reasoning: accuracy vs D", plots.plot_accuracy_vs_d(results.rows,
+                                                                              directory / "accuracy_vs_D.png")))
     sizes = {s.label: s.parameters for s in run.config.students if s.parameters}
     fine_tuned = [r for r in rows if r.student in sizes]
     if len(sizes) > 1 and fine_tuned:

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftcot.experiment.config import (DEFAULT_KD_WEIGHT, KD_METHOD, PAPER_TEMPERATURE, PROMPTING_METHODS, ExperimentConfig,
-                                     StudentConfig, TaskConfig, TeacherConfig)
+from ftcot.experiment.config import (DEFAULT_KD_WEIGHT, DIVERSE_METHODS, KD_METHOD, PAPER_TEMPERATURE,
+                                     PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig)
 from ftcot.curate.dataset import question_subset
 from ftcot.tasks import BUILTIN_TASKS, Task
 from ftcot.templates import get_template
@@ -292,7 +292,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
                 sampled = config.diverse.temperature if config.diverse else PAPER_TEMPERATURE
                 sources = [((t.label, teach(t, sampled, t.max_samples, False) if t.adaptive else greedy[t.label]),
                             None) for t in teachers]
-                diverse = config.diverse.of(name) if config.diverse is not None and method == "ft_cot" else []
+                diverse = config.diverse.of(name) if config.diverse is not None and method in DIVERSE_METHODS else []
                 if diverse:
                     # An adaptive teacher's sampled stage is its adaptive one (the same key): its first D
                     # rationales would be adaptive data, not a fixed D's.

@@ -161,7 +161,7 @@ def _line_panels(series: Mapping[str, Mapping[str, Mapping[float, Cell]]], path:
             ax.set_title(task_title(task))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ACCURACY_LABEL)
-        figure.suptitle(title)
+        figure.suptitle(title, wrap=True)  # one panel is narrower than a long title
         return _save(figure, path)
 
 
@@ -185,36 +185,52 @@ def _trends(series: Mapping[str, Mapping[str, Mapping[float, Cell]]]) -> dict[st
 
 
 def plot_accuracy_vs_d(rows: Sequence[ResultRow], path: Path) -> Path | None:
-    """Diverse reasoning: accuracy against D (log2 axis), one line per student (and CoT method).
+    """Diverse reasoning: accuracy against D (log2 axis), one line per student, CoT method and training-set size.
 
     Fine-tuning runs without D (vanilla Fine-tune, and Fine-tune-CoT on the
-    teacher's greedy rationale) are dashed lines in their student's colour; the
-    Random baseline is dotted. None when no student has two values of D on any task.
+    teacher's greedy rationale) are dashed lines in the colour of their student's
+    line at the same size; the Random baseline is dotted. None when no line has two
+    values of D on any task.
     """
-    def name(row: ResultRow, suffix: str = "") -> str:
-        return f"{row.student}, {METHOD_NAMES.get(row.method, row.method)}{suffix}"
-
-    student_of = {name(r, suffix): r.student for r in rows for suffix in ("", " (no D)")}
-    diverse = _cells(((r.task, name(r), float(r.D)), r.accuracy) for r in rows if r.D is not None)
-    series = _trends(_by_task_and_line(diverse))
+    series, references, reference_colours = accuracy_vs_d_lines(rows)
     if not series:
         return None
-    # Baselines only for the students drawn in that panel: a dashed line without its curve compares nothing.
-    students = {task: {student_of[line] for line in lines} for task, lines in series.items()}
-    baselines = _cells(((r.task, name(r, " (no D)")), r.accuracy)
-                       for r in rows if r.D is None and r.student in students.get(r.task, ())
-                       and r.method.startswith("ft"))
-    references: dict[str, dict[str, Cell]] = defaultdict(dict)
-    for (task, label), cell in sorted(baselines.items()):
-        references[task][label] = cell
-    # A student's dashed baselines share its line's colour, so the eye pairs them.
-    line_colours = _colour_map(line for task in task_order(series) for line in series[task])
-    student_colour = {student_of[line]: colour for line, colour in line_colours.items()}
-    reference_colours = {line: student_colour[student_of[line]]
-                         for task_refs in references.values() for line in task_refs}
     return _line_panels(series, path, "Diverse reasoning: accuracy vs rationales per question",
                         "Rationales per training question, D (log2 scale)", "log", log_base=2,
                         references=references, reference_colours=reference_colours)
+
+
+def accuracy_vs_d_lines(rows: Sequence[ResultRow]) -> tuple[dict[str, dict[str, Mapping[float, Cell]]],
+                                                            dict[str, dict[str, Cell]], dict[str, str]]:
+    """(task → line → D → cell, task → baseline → cell, baseline → colour) of :func:`plot_accuracy_vs_d`.
+
+    A line is a student, a method and, where it trained on a subset, its size ("…, 32 questions"): the paper's
+    claim is about D at equal questions, so sizes are never averaged together. A baseline (a row without D) is
+    drawn where its student has a line of the same size in that panel, in that line's colour (the line of its
+    own method where there is one).
+    """
+    def size(row: ResultRow) -> str:
+        return f", {row.train_size} questions" if row.train_size is not None else ""
+
+    def name(row: ResultRow, suffix: str = "") -> str:
+        return f"{row.student}, {METHOD_NAMES.get(row.method, row.method)}{suffix}{size(row)}"
+
+    diverse = _cells(((r.task, name(r), float(r.D)), r.accuracy) for r in rows if r.D is not None)
+    series = _trends(_by_task_and_line(diverse))
+    colours = _colour_map(line for task in task_order(series) for line in series[task])
+    kin_of = {name(r): (r.student, r.train_size) for r in rows}  # a line's student and size
+    baselines: dict[str, dict[str, Cell]] = defaultdict(dict)
+    reference_colours: dict[str, str] = {}
+    for (task, label, line, kin), cell in sorted(_cells(
+            ((r.task, name(r, " (no D)"), name(r), (r.student, r.train_size)), r.accuracy)
+            for r in rows if r.D is None and r.method.startswith("ft")).items(), key=lambda item: item[0][:3]):
+        lines = series.get(task, {})
+        same_student = [other for other in lines if kin_of[other] == kin]
+        if not same_student:  # a dashed line without its curve compares nothing
+            continue
+        baselines[task][label] = cell
+        reference_colours[label] = colours[line if line in lines else same_student[0]]
+    return series, dict(baselines), reference_colours
 
 
 def _human_count(x: float, _=None) -> str:

@@ -207,7 +207,7 @@ def teach(task: Task, split: str, teacher: Teacher, method: str = "zs_cot", samp
         check_same_run(store, settings)
     budget = Budget(max_cost, price, spent_in(run_root(store.path.parent)) if store is not None else 0.0)
     if dry_run:
-        return _dry_run(settings, questions, store, budget, teacher.supports_n)
+        return _dry_run(Plan.for_teacher(settings, teacher), questions, store, budget, teacher.supports_n)
     if store is None or not store.writable:
         raise ValueError("teach() needs a store open for writing")
     require_credentials(teacher)
@@ -388,7 +388,7 @@ class _Run:
 
     def __init__(self, settings: TeachSettings, questions: list[Sample], teacher: Teacher, store: TeachStore,
                  budget: Budget, concurrency: int, secrets: Sequence[str]) -> None:
-        self.plan = Plan(settings)
+        self.plan = Plan.for_teacher(settings, teacher)
         self.settings = settings
         self.questions = questions
         self.teacher = teacher
@@ -423,7 +423,8 @@ class _Run:
         requests = plan_requests(self.plan, self.questions, self.store, self.teacher.supports_n)
         self.summary.cached = requests.stored
         if requests.refetches:
-            console.print(f"asking {requests.refetches} stored greedy completions again for their top-"
+            how = "scoring" if self.plan.scores_text else "asking again"
+            console.print(f"{how} {requests.refetches} stored completions for their top-"
                           f"{self.settings.top_logprobs} log-probabilities (their text is kept)", markup=False)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -542,7 +543,10 @@ class _Run:
             self.sending += 1
             started = time.monotonic()
             try:
-                completions = await self.teacher.complete(item.request)
+                if item.refetch and self.plan.scores_text:
+                    completions = await self._scored(item)
+                else:
+                    completions = await self.teacher.complete(item.request)
             except TeacherError as exc:
                 self._failed(item, item.targets, exc.status, str(exc), exc.retryable)
                 if exc.status in (401, 403):  # the key is refused: every other request would be too
@@ -596,6 +600,11 @@ class _Run:
             rows = self._refetched(item, stored)
         self._advance(len(stored))
         return rows
+
+    async def _scored(self, item: PlannedRequest) -> list[Completion]:
+        """A refetch from a teacher that scores text: each stored row's text with its top-K, nothing generated."""
+        stored = self.store.get_many(t.key for t in item.targets)
+        return [await self.teacher.score(item.request.prompt, stored[t.key]) for t in item.targets]
 
     def _refetched(self, item: PlannedRequest, replies: list[StoredCompletion]) -> list[StoredCompletion | None]:
         """A refetch's rows are the stored ones (their text is kept); a reply with another text got no top-K."""
@@ -689,10 +698,11 @@ def _install_interrupt(loop: asyncio.AbstractEventLoop, callback) -> bool:
     return True
 
 
-def _dry_run(settings: TeachSettings, questions: list[Sample], store: TeachStore | None,
+def _dry_run(plan: Plan, questions: list[Sample], store: TeachStore | None,
              budget: Budget, supports_n: bool) -> TeachSummary:
     """What a run would send now, priced from estimates (:meth:`RequestPlan.estimate`); sends and writes nothing."""
-    requests = plan_requests(Plan(settings), questions, store, supports_n)
+    settings = plan.settings
+    requests = plan_requests(plan, questions, store, supports_n)
     prompt_tokens, completion_tokens, cost = requests.estimate(budget.price)
     return TeachSummary(
         task=settings.task, split=settings.split, teacher=settings.teacher, method=settings.method,

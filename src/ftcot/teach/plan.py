@@ -23,7 +23,10 @@ has a smaller K) is asked again only where its text is reproducible, a greedy
 one (temperature 0: every stage-2 answer, and stage 1 at T=0); that request
 fills its top-K and nothing else (the store keeps the first text, and keeps the
 top-K only if the text came back the same). A sampled rationale cannot be
-drawn again, so a sampled stage must ask for them in its first run.
+drawn again, so a sampled stage must ask for them in its first run, unless the
+teacher scores a given text (``scores_text``: hf:, whose top-K always come from a
+scoring pass over the text): every stored completion that lacks them is then
+scored, sampled ones too, and nothing is generated again.
 """
 
 from __future__ import annotations
@@ -143,11 +146,18 @@ class Chain:
 
 
 class Plan:
-    def __init__(self, settings: TeachSettings) -> None:
+    def __init__(self, settings: TeachSettings, *, scores_text: bool = False) -> None:
+        """``scores_text``: the teacher gives the top-K of a stored text (module docstring)."""
         self.settings = settings
+        self.scores_text = scores_text
         self.two_stage = settings.method == "zs_cot"
         self.first_stage = REASONING if self.two_stage else settings.method
         self.stop = FS_COT_STOP if settings.method == "fs_cot" else ()
+
+    @classmethod
+    def for_teacher(cls, settings: TeachSettings, teacher: Any) -> Plan:
+        """The plan of a run by ``teacher``, which may score stored text (``Teacher.scores_text``)."""
+        return cls(settings, scores_text=bool(getattr(teacher, "scores_text", False)))
 
     # -- stage 1 (or the only stage) ------------------------------------------
 
@@ -201,8 +211,9 @@ class Plan:
 
     def lacks_logprobs(self, row: StoredCompletion, k: int) -> bool:
         """Whether a stored completion (with a stored top-K of ``k``, 0: none) is asked again for its top-K:
-        the run wants a larger K, and its text is greedy, so the same request gives it again."""
-        return self.settings.top_logprobs > k and row.temperature == 0
+        the run wants a larger K, and its text is greedy, so the same request gives it again, or the teacher
+        scores the stored text."""
+        return self.settings.top_logprobs > k and (row.temperature == 0 or self.scores_text)
 
     def answer_request(self, rationale: StoredCompletion) -> PlannedRequest:
         """The stage-2 request a stored rationale needs (its own stage-1 prompt holds the question)."""
@@ -244,8 +255,9 @@ class PlannedRequest:
 
     request: CompletionRequest
     targets: tuple[Target, ...]
-    # The keys are stored already; asked again for their top-K log-probabilities only (Plan.lacks_logprobs):
-    # its reply adds no completion and starts no stage 2 (the stored rationale's answer is planned apart).
+    # The keys are stored already; asked again for their top-K log-probabilities only (Plan.lacks_logprobs),
+    # or their stored text scored where the teacher can: its reply adds no completion and starts no stage 2
+    # (the stored rationale's answer is planned apart).
     refetch: bool = False
 
     @property
@@ -316,7 +328,8 @@ def plan_requests(plan: Plan, questions: Sequence[Any], store: TeachStore | None
     prompt is paid once), else one a sample with its own seed. A key two questions share (the same text)
     is asked for by the first only; the second's chain reads the same stored row. Stage 2: one request per
     distinct answer key of the stored rationales that lack one. With ``top_logprobs``, stored greedy
-    completions without their top-K are asked again (``refetch``; the module docstring). Keys in ``skip``
+    completions without their top-K are asked again, or every such completion scored where the teacher
+    can (``refetch``; the module docstring). Keys in ``skip``
     (in an open batch) are left out. ``store`` None: nothing is stored yet (a dry run before the first run).
     """
     first: list[PlannedRequest] = []

@@ -127,6 +127,9 @@ class Teacher(Protocol):
     # Optional: top_logprobs, K > 0 where the backend was built to return each completion's top-K
     # log-probabilities (Completion.logprobs); the run then also asks again for stored greedy
     # completions that lack them (TeachSettings.top_logprobs).
+    # Optional: scores_text, True where the backend gives the top-K of a given text by a forward pass
+    # (hf:): ``async score(prompt, stored_row) -> Completion`` with the row's text and its top-K; the
+    # run then fills the top-K of every stored completion that lacks them, sampled ones too.
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
         """``request.n`` completions; fewer only where some failed after others were paid for."""

@@ -57,8 +57,15 @@ class TeacherWorker:
         return socket.gethostname(), os.getpid(), [str(gpu) for gpu in ray.get_gpu_ids()]
 
     async def complete(self, request: CompletionRequest) -> tuple[str, Any]:
+        return await self._reply(self.teacher.complete(request))
+
+    async def score(self, prompt: str, row: Any) -> tuple[str, Any]:
+        return await self._reply(self.teacher.score(prompt, row))
+
+    @staticmethod
+    async def _reply(call: Any) -> tuple[str, Any]:
         try:
-            return "ok", await self.teacher.complete(request)
+            return "ok", await call
         except TeacherError as exc:
             return "error", (str(exc), exc.status, exc.retryable)
 
@@ -94,6 +101,7 @@ class WorkerPool:
         self.supports_n = prototype.supports_n
         self.keyed_by_question = bool(getattr(prototype, "keyed_by_question", False))
         self.top_logprobs = int(getattr(prototype, "top_logprobs", 0) or 0)  # the workers' teachers ask for as many
+        self.scores_text = bool(getattr(prototype, "scores_text", False))  # and score stored text as it would
         self.workers = workers
         self._ray = ray
 
@@ -126,13 +134,20 @@ class WorkerPool:
         raise AttributeError(name)
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
+        return await self._call("complete", request)
+
+    async def score(self, prompt: str, row: Any) -> Completion:
+        return await self._call("score", prompt, row)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """``method`` of the least-loaded worker; handed to another while workers die (HANDOVERS at most)."""
         handovers = 0
         while True:
             worker = await self._ready_worker()
             worker.in_flight += 1
             life = worker.life
             try:
-                status, value = await worker.actor.complete.remote(request)
+                status, value = await getattr(worker.actor, method).remote(*args)
             except self._ray.exceptions.RayActorError as exc:  # died (Ray restarts it) or its node was lost
                 if worker.life == life:  # the first of its requests to learn of this death
                     worker.deaths += 1

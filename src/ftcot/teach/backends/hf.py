@@ -25,6 +25,12 @@ text (random tiny-gpt2's lone UTF-8 lead bytes) is not among them. Log-probabili
 servers report them. Scoring took 18.5 s next to 55.9 s of generation for those
 4 × 64 tokens (this loaded 2-core CPU).
 
+The scoring pass is also what fills a stored completion's top-K later
+(:meth:`HFTeacher.score`, ``scores_text``): a run that asks for them of a store
+sampled without them scores each stored text, sampled ones included, and gets
+what a run that had asked from the start would have stored: the same pass over
+the same text, with no new sample drawn.
+
 Reproducibility: in float32 a request's text does not depend on which other
 requests share its batch. In bfloat16 (``dtype="auto"`` on CPUs and GPUs that
 have it) rounding differs with the batch's shape, so greedy text can drift
@@ -61,6 +67,7 @@ class _Pending:
 
 class HFTeacher:
     supports_n = True
+    scores_text = True  # the top-K of any given text, by the scoring pass (module docstring)
 
     def __init__(self, spec: str, *, dtype: str | None = "auto", device: str | None = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_wait_s: float = DEFAULT_MAX_WAIT_S,
@@ -87,6 +94,8 @@ class HFTeacher:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        # One model use at a time: a batch's generation, or a scoring pass (each in a worker thread).
+        self._model_lock = asyncio.Lock()
         self.batches: list[int] = []  # rows per batch run, for reports and tests
 
     async def complete(self, request: CompletionRequest) -> list[Completion]:
@@ -103,6 +112,26 @@ class HFTeacher:
         assert self._wake is not None
         self._wake.set()
         return await pending.future
+
+    async def score(self, prompt: str, row: Any) -> Completion:
+        """A stored completion (``row``: its ``text``, ``finish_reason``, token counts) with the top-K
+        log-probabilities of its text after ``prompt``: nothing is generated."""
+        if self._closed:
+            raise TeacherError(f"{self.name} is closed.")
+        if not self.top_logprobs:
+            raise TeacherError(f"{self.name}: score needs top_logprobs > 0.", retryable=False)
+        try:
+            async with self._model_lock:
+                if self._loaded is None:
+                    self._loaded = await asyncio.to_thread(_load, self.spec, self.dtype, self.device)
+                started = time.monotonic()
+                top = await asyncio.to_thread(score_top_logprobs, self._loaded, prompt, row.text, self.top_logprobs)
+        except FtcotError as exc:
+            raise TeacherError(f"{self.name}: {exc}", retryable=False) from None
+        except Exception as exc:  # out of memory, a driver error: a later run may retry
+            raise TeacherError(f"{self.name}: scoring failed ({type(exc).__name__}: {exc})", retryable=True) from None
+        return Completion(row.text, row.finish_reason, row.prompt_tokens, row.completion_tokens,
+                          time.monotonic() - started, logprobs=top)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -156,6 +185,10 @@ class HFTeacher:
         return batch
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        async with self._model_lock:
+            await self._generate_batch(batch)
+
+    async def _generate_batch(self, batch: list[_Pending]) -> None:
         try:
             if self._loaded is None:
                 self._loaded = await asyncio.to_thread(_load, self.spec, self.dtype, self.device)
