@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from ftcot.report.results import ResultRow, mean_interval, results_markdown, write_csv
+from ftcot.report.results import ResultRow, mean_interval, precision_note, results_markdown, write_csv
 
 
 def _row(method, task, accuracy, seed=0, D=None, student="gemma-270m"):
@@ -84,3 +84,17 @@ def test_a_column_over_different_numbers_of_questions_is_said():
     note = sample_size_note(students, teacher)
     assert "Coin Flip: teacher on 150, students on 50" in note
     assert sample_size_note(students, [ResultRow("zs_cot", "t", "t", "coin_flip", None, 0, 50, 90.0)]) == ""
+
+
+def test_the_precision_note_says_what_is_not_recorded_in_words():
+    def row(train, evaluate):
+        return ResultRow("ft_cot", "gemma", "t", "coin_flip", None, 0, 150, 50.0, train_precision=train,
+                         eval_precision=evaluate)
+
+    assert precision_note([row(None, None)]) == ""
+    assert precision_note([row("bfloat16", None)]).startswith(
+        "Precision: trained in bfloat16; evaluation precision not recorded. The same config")
+    assert precision_note([row("float32", "float32 (cpu)"), row("float32", None)]).startswith(
+        "Precision: trained in float32; evaluated in float32 (cpu) (some not recorded).")
+    assert precision_note([row(None, "bfloat16 (cpu)")]).startswith(
+        "Precision: training precision not recorded; evaluated in bfloat16 (cpu).")

@@ -147,13 +147,20 @@ def results_markdown(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow
 
 def precision_note(rows: Iterable[ResultRow]) -> str:
     """One sentence on what the rows were trained and evaluated in (a rerun elsewhere may differ by a few points)."""
+    rows = list(rows)
     trained = sorted({r.train_precision for r in rows if r.train_precision})
-    evaluated = sorted({r.eval_precision or "not recorded" for r in rows})
-    if not trained and evaluated in ([], ["not recorded"]):
+    evaluated = sorted({r.eval_precision for r in rows if r.eval_precision})
+    if not trained and not evaluated:
         return ""
-    return (f"Precision: trained in {', '.join(trained) or '–'}; evaluated in {', '.join(evaluated)}. The same "
-            f"config trains in bf16 where the CPU or GPU has native bf16 and in fp32 elsewhere, so a rerun on other "
-            f"hardware may differ by a few points.")
+
+    def said(values: list[str], done: str, what: str) -> str:
+        # A stage made before precision was recorded has none: said as such, not as a precision.
+        return f"{done} in {', '.join(values)}" if values else f"{what} precision not recorded"
+
+    unrecorded = " (some not recorded)" if evaluated and any(not r.eval_precision for r in rows) else ""
+    return (f"Precision: {said(trained, 'trained', 'training')}; {said(evaluated, 'evaluated', 'evaluation')}"
+            f"{unrecorded}. The same config trains in bf16 where the CPU or GPU has native bf16 and in fp32 "
+            f"elsewhere, so a rerun on other hardware may differ by a few points.")
 
 
 def sample_size_note(rows: Sequence[ResultRow], teacher_rows: Sequence[ResultRow] = ()) -> str:
