@@ -423,8 +423,10 @@ class _Run:
         requests = plan_requests(self.plan, self.questions, self.store, self.teacher.supports_n)
         self.summary.cached = requests.stored
         if requests.refetches:
-            how = "scoring" if self.plan.scores_text else "asking again"
-            console.print(f"{how} {requests.refetches} stored completions for their top-"
+            n = requests.refetches
+            how = f"scoring {n} stored completions" if self.plan.scores_text else \
+                f"asking {n} stored greedy completions again"
+            console.print(f"{how} for their top-"
                           f"{self.settings.top_logprobs} log-probabilities (their text is kept)", markup=False)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
