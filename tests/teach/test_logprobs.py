@@ -543,6 +543,7 @@ def test_an_hf_teacher_scores_sampled_completions_stored_without_them_and_genera
         summary = teach(task, "test", scorer, method, store=store, **run)
         assert (summary.requests, summary.new, summary.failed) == (len(before), 0, 0)
         assert scorer.batches == []  # nothing generated: every request was a scoring pass
+        assert summary.prompt_tokens == summary.completion_tokens == 0  # nor counted as if it had been
         assert {r.key: r for r in all_rows(store)} == before
         scored = store.top_logprobs(before)
         assert set(store.logprobs_k(before).values()) == {3}

@@ -130,8 +130,8 @@ class HFTeacher:
             raise TeacherError(f"{self.name}: {exc}", retryable=False) from None
         except Exception as exc:  # out of memory, a driver error: a later run may retry
             raise TeacherError(f"{self.name}: scoring failed ({type(exc).__name__}: {exc})", retryable=True) from None
-        return Completion(row.text, row.finish_reason, row.prompt_tokens, row.completion_tokens,
-                          time.monotonic() - started, logprobs=top)
+        # No tokens: nothing was generated, and the row's own counts were spent (and counted) when it was.
+        return Completion(row.text, row.finish_reason, 0, 0, time.monotonic() - started, logprobs=top)
 
     async def aclose(self) -> None:
         self._closed = True
