@@ -415,6 +415,7 @@ class _Run:
         self._started = time.monotonic()
         self._console: Console | None = None
         self._said_no_logprobs = False
+        self._received = 0  # completions received this run (new ones, and stored ones refetched or scored)
 
     # -- the run -------------------------------------------------------------------
 
@@ -600,6 +601,7 @@ class _Run:
                          f"the teacher returned {len(completions)} completions for n={item.request.n}", True)
         if item.refetch:
             rows = self._refetched(item, stored)
+        self._received += len(stored)
         self._advance(len(stored))
         return rows
 
@@ -687,7 +689,7 @@ class _Run:
         if self._progress is None:
             return
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        self._progress.update(self._bar, advance=count, rate=self.summary.new / elapsed,
+        self._progress.update(self._bar, advance=count, rate=self._received / elapsed,
                               tokens=self.summary.prompt_tokens + self.summary.completion_tokens,
                               cost=self.budget.text() if self.budget.price is not None else "cost ?")
 
