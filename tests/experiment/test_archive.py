@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 
@@ -85,6 +86,19 @@ def test_a_run_terminated_midway_has_archived_every_stage_it_finished(data_root,
     shutil.copytree(kept / "stages", again / "stages", ignore=shutil.ignore_patterns("evaluate"))
     statuses = _rerun(path, again, data_root)
     assert set(statuses["train"]) == {"ran"} and set(statuses["evaluate"]) == {"ran"}
+
+
+def test_an_archive_killed_with_its_run_names_its_experiment(data_root, tmp_path):
+    """kill -9 after the first archived stage (a machine taken back): no results are written, but the archive
+    already holds experiment.json, so it says which config it resumes (it had none until the run's end)."""
+    config = {**TINY, "tasks": ["coin_flip"], "methods": ["ft"], "teacher_row": False,
+              "students": [{**STUDENT, "epochs": 12}]}
+    path, kept = _write(tmp_path, config), tmp_path / "kept"
+    ended = signal_run_once([path, "--out", tmp_path / "out", "--archive", kept, "--data-dir", data_root], kept,
+                            "stages/curate/*/stage.json", signal.SIGKILL)
+    assert ended.returncode == -signal.SIGKILL and not (kept / "results.csv").exists()
+    assert json.loads((kept / "experiment.json").read_text()) == json.loads((tmp_path / "out" / "experiment.json")
+                                                                             .read_text())
 
 
 def test_the_report_names_no_absolute_path(tmp_path, data_root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -94,6 +95,10 @@ def run_experiment(experiment: Experiment, archive_to: Path | None = None) -> No
             # At once, not only at the end: a run killed midway (a time limit, a wiped scratch disk) still
             # leaves an archive that resumes it.
             archive_stage(directory, kept / "stages" / stage.kind / directory.name, stage.kind)
+            # With its first stage, the config it ran from: a partial archive (a kill -9, a machine taken back)
+            # names its experiment like a finished one.
+            if not (kept / "experiment.json").is_file():
+                shutil.copy2(experiment.out / "experiment.json", kept / "experiment.json")
 
     try:
         outcomes = experiment.run(on_stage_ran)
