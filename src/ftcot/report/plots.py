@@ -219,13 +219,13 @@ def accuracy_vs_d_lines(rows: Sequence[ResultRow]) -> tuple[dict[str, dict[str, 
     series = _trends(_by_task_and_line(diverse))
     colours = _colour_map(line for task in task_order(series) for line in series[task])
     kin_of = {name(r): (r.student, r.train_size) for r in rows}  # a line's student and size
+    line_of = {name(r, " (no D)"): name(r) for r in rows}  # a baseline's own method's line
     baselines: dict[str, dict[str, Cell]] = defaultdict(dict)
     reference_colours: dict[str, str] = {}
-    for (task, label, line, kin), cell in sorted(_cells(
-            ((r.task, name(r, " (no D)"), name(r), (r.student, r.train_size)), r.accuracy)
-            for r in rows if r.D is None and r.method.startswith("ft")).items(), key=lambda item: item[0][:3]):
-        lines = series.get(task, {})
-        same_student = [other for other in lines if kin_of[other] == kin]
+    for (task, label), cell in sorted(_cells(((r.task, name(r, " (no D)")), r.accuracy)
+                                             for r in rows if r.D is None and r.method.startswith("ft")).items()):
+        lines, line = series.get(task, {}), line_of[label]
+        same_student = [other for other in lines if kin_of[other] == kin_of[line]]
         if not same_student:  # a dashed line without its curve compares nothing
             continue
         baselines[task][label] = cell
