@@ -311,6 +311,9 @@ NUMBERS = [
     c("train --timeout nan (API student)", f"{TRAIN} --student openai:gpt-4o-mini --timeout nan", "--timeout",
       "(got nan)"),
     c("train --timeout 0 (API student)", f"{TRAIN} --student openai:gpt-4o-mini --timeout 0", "--timeout"),
+    c("train --select-epoch last (API student)", f"{TRAIN} --student openai:gpt-4o-mini --select-epoch last",
+      "--select-epoch", "openai: students"),
+    c("train --select-epoch first", f"{TRAIN} --select-epoch first", "--select-epoch must be one of best, last"),
     c("train --timeout nan (local student)", f"{TRAIN} {TINY} --timeout nan", "--timeout"),
     # evaluate
     c("evaluate --batch-size -1", f"{EVAL} --batch-size -1", "--batch-size: must be at least 1 (got -1)"),

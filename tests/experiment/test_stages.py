@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from ftcot.curate.dataset import question_subset
 from ftcot.errors import FtcotError
-from ftcot.experiment.config import parse_config
+from ftcot.experiment.config import load_config, parse_config
 from ftcot.experiment.runner import Experiment
 from ftcot.tasks import load_task
 
@@ -218,3 +219,32 @@ def test_a_task_may_name_its_teachers_and_fewer_seeds_at_a_size(data_root, tmp_p
     # A zs_cot teacher keeps the teach key it had before teachers had a method.
     plain = _plan(data_root, tmp_path, tasks=["date_understanding"], methods=["ft_cot"], teacher_row=False)
     assert _keys(plain, "teach") <= _keys(plan, "teach")
+
+
+def test_select_epoch_last_is_a_train_setting_the_default_keeps_the_keys(data_root, tmp_path):
+    """``select_epoch: last`` changes what best/ holds, so it is in the train key; ``best`` (the default, and
+    the rule before the option existed) is left out of it, so earlier stages keep their keys."""
+    before = _plan(data_root, tmp_path)
+    assert all("select_epoch" not in s.inputs["config"] for s in before.of_kind("train"))
+    spelled = _plan(data_root, tmp_path, train={"select_epoch": "best"})
+    assert set(spelled.stages) == set(before.stages)
+    last = _plan(data_root, tmp_path, students=[{"spec": "tiny-gpt2", "epochs": 2, "select_epoch": "last"}])
+    assert [s.inputs["config"]["select_epoch"] for s in last.of_kind("train")] == ["last", "last"]
+    assert _keys(before, "curate") == _keys(last, "curate") and not _keys(before, "train") & _keys(last, "train")
+
+
+@pytest.mark.parametrize("where", ["train", "student"])
+def test_select_epoch_is_checked_in_the_config_and_refused_for_a_providers_student(data_root, tmp_path, where):
+    wrong = {"train": {"select_epoch": "first"}} if where == "train" else \
+        {"students": [{"spec": "tiny-gpt2", "select_epoch": "first"}]}
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **wrong}))
+    with pytest.raises(FtcotError, match=r"select.epoch.*best, last") as error:
+        load_config(path)
+    assert "\n" not in str(error.value) and "x.yaml" in str(error.value)
+    api = {"spec": "openai:gpt-4o-mini", **({"select_epoch": "last"} if where == "student" else {})}
+    provider = {"students": [api], **({"train": {"select_epoch": "last"}} if where == "train" else {})}
+    path.write_text(yaml.safe_dump({**BASE, **provider}))
+    with pytest.raises(FtcotError, match=r"openai:gpt-4o-mini.*returns one model") as error:
+        load_config(path)
+    assert "\n" not in str(error.value)

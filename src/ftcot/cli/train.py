@@ -32,6 +32,9 @@ def _train(data_dir: Path, out: Path, task: Optional[str], answer_type: Optional
         if settings.get("kd_weight") is not None:
             raise FtcotError("--kd-weight distils the teacher's top-K into a local student's loss; a provider's "
                              "fine-tuning job trains on the text only. Drop the option for openai: students.")
+        if settings.get("select_epoch") not in (None, "best"):
+            raise FtcotError("--select-epoch picks among a local student's epochs; a provider's fine-tuning job "
+                             "returns one model. Drop the option for openai: students.")
         _train_api_student(data_dir, student.removeprefix("openai:"), out, base_url, api_key_env, timeout)
         return
     from ftcot.train import train

@@ -367,6 +367,11 @@ class ExperimentConfig(_Strict):
             if api is not None:
                 raise ValueError(f"student '{api}' is fine-tuned by a provider, on the text only: ft_cot_kd needs a "
                                  f"local student (give '{api}' methods without ft_cot_kd)")
+        last = next((s.label for s in self.students if s.spec.startswith("openai:")
+                     and (s.train.select_epoch or self.train.select_epoch or "best") != "best"), None)
+        if last is not None:
+            raise ValueError(f"student '{last}' is fine-tuned by a provider, whose job returns one model: "
+                             f"select_epoch picks among a local student's epochs (drop it for '{last}')")
         distilled = [s.label for s in self.students if s.train.kd_weight is not None]
         if (self.train.kd_weight is not None or distilled) and KD_METHOD not in self.methods:
             where = f"student '{distilled[0]}'" if distilled else "train"

@@ -241,6 +241,8 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
         # key and the config, so the stages made before it existed keep their keys.
         if keyed.get("rationale_weight") is None or not get_template(data.inputs["template"]).multi_task:
             keyed.pop("rationale_weight", None)
+        if keyed.get("select_epoch") == "best":  # the default, likewise out of the key of stages made before it
+            keyed.pop("select_epoch")
         # λ of logit distillation, likewise: only in ft_cot_kd cells, default 1 there.
         if kd:
             keyed["kd_weight"] = DEFAULT_KD_WEIGHT if keyed.get("kd_weight") is None else keyed["kd_weight"]

@@ -42,6 +42,10 @@ class TrainConfig:
     max_length: int = _help("Token limit of each side, prompt and completion (the paper: 512 and 512).",
                             default=512)
     allow_truncation: bool = _help("Cut over-long targets to --max-length instead of failing.", default=False)
+    select_epoch: str = _help(
+        "Which epoch becomes best/: best (highest validation accuracy, then lowest validation loss, then the "
+        "earliest) or last (the final epoch, validation only recorded; better over long trainings of a student "
+        "still improving: results/epoch_selection/README.md).", default="best")
     seed: int = _help("Seed of the data order, dropout and tiny models' initialisation.", default=0)
     eval_batch_size: int = _help("Batch size of validation generation.", default=16)
     max_new_tokens: int | None = _help("Generation limit at validation (default: longest target + 25%).",
@@ -73,6 +77,8 @@ class TrainConfig:
         check_float("--dropout", self.dropout, 0, 1, high_open=True, optional=True)
         check_float("--rationale-weight", self.rationale_weight, 0, optional=True)
         check_float("--kd-weight", self.kd_weight, 0, optional=True)
+        if self.select_epoch not in SELECT_EPOCH:
+            raise FtcotError(f"--select-epoch must be one of {', '.join(SELECT_EPOCH)} (got {self.select_epoch!r}).")
         for name in ("lora", "allow_truncation"):
             if not isinstance(getattr(self, name), bool):
                 raise FtcotError(f"{_flag(name)} must be true or false (got {getattr(self, name)!r}).")
@@ -96,6 +102,7 @@ class TrainConfig:
 _POSITIVE_INTS = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha", "eval_batch_size",
                   "max_new_tokens", "loss_chunk", "pad_multiple")
 _OPTIONAL = ("max_new_tokens", "loss_chunk", "pad_multiple")
+SELECT_EPOCH = ("best", "last")
 MAX_SEED = 2**32 - 1  # numpy's and most libraries' seed range
 
 

@@ -218,7 +218,8 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
         "processes": world, "distributed": str(accelerator.distributed_type),
         "train_examples": len(prepared.train), "val_examples": len(prepared.val),
         "truncated_sample_indices": prepared.truncated, "trainable_parameters": n_trainable,
-        "base_checksum": base_checksum, "epochs": history, "best_epoch": _best(history), "finished": False,
+        "base_checksum": base_checksum, "epochs": history, "best_epoch": _best(history, config.select_epoch),
+        "finished": False,
     }
     if previous and previous.get("finished") and start_epoch > config.epochs:
         if main and last is not None and not sharded:
@@ -280,7 +281,7 @@ def _train(data: DataDir, out: Path, config: TrainConfig, task_name: str, answer
             history = [*history, metrics]
             metrics_log.epoch(metrics)
             metrics_log.validation(epoch, step, _validation_lines(prepared, val_rows, answers))
-            record.update(epochs=history, best_epoch=_best(history), peak_rss_gb=peak_rss_gb())
+            record.update(epochs=history, best_epoch=_best(history, config.select_epoch), peak_rss_gb=peak_rss_gb())
             progress.note(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, val loss {val_loss:.4f}, "
                           f"val accuracy {100 * metrics['val_accuracy']:.1f}% ({correct}/{metrics['val_total']})")
             _save_checkpoint(out, epoch, step, history, record, inner, optimizer, accelerator, sharded)
@@ -466,10 +467,13 @@ def _pad_id(loaded: Any) -> int:
     return 0 if pad is None else pad
 
 
-def _best(history: list[dict]) -> int | None:
-    """Best epoch: highest val accuracy, then lowest val loss, then the earliest."""
+def _best(history: list[dict], select: str) -> int | None:
+    """The epoch best/ holds: the last one, or the best (highest val accuracy, then lowest val loss, then the
+    earliest)."""
     if not history:
         return None
+    if select == "last":
+        return history[-1]["epoch"]
     return min(history, key=lambda m: (-m["val_accuracy"], m["val_loss"], m["epoch"]))["epoch"]
 
 
