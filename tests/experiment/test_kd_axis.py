@@ -124,3 +124,61 @@ def test_a_run_with_ft_cot_kd_end_to_end(data_root, tmp_path, one_thread):
     with gzip.open(data / TEACHER_LOGPROBS_FILE, "rt") as handle:
         assert sum(1 for _ in handle) == sum(1 for _ in (data / "train.jsonl").open()) > 0
     assert {s["status"] for s in ftcot.Experiment(config, out, data_dir=data_root).plan()} == {"done"}
+
+
+def _cells(plan) -> list[tuple[str, str, int]]:
+    return sorted((c.method, c.teacher, c.D or 0) for c in plan.cells)
+
+
+def test_a_teacher_may_train_some_methods_at_its_own_D(data_root, tmp_path):
+    """A plain teacher for Fine-tune-CoT at D = 1, 2 and its top-K twin for KD at D = 1 only, in one experiment:
+    each cell, and each stage, is the one the experiment of that teacher alone plans (so two such experiments
+    fold into one without a stage run again), and the twin samples only as many as its own D needs."""
+    plain = {"spec": "hf:some/teacher", "name": "plain", "methods": ["ft_cot"]}
+    twin = {**TEACHER, "name": "k5", "methods": ["ft_cot_kd"], "D": [1]}
+    both = _plan(data_root, tmp_path, teachers=[plain, twin], diverse={"D": [1, 2]})
+    assert _cells(both) == [("ft_cot", "plain", 0), ("ft_cot", "plain", 1), ("ft_cot", "plain", 2),
+                            ("ft_cot_kd", "k5", 0), ("ft_cot_kd", "k5", 1)]
+    alone_plain = _plan(data_root, tmp_path, teachers=[{k: v for k, v in plain.items() if k != "methods"}],
+                        methods=["ft_cot"], diverse={"D": [1, 2]})
+    alone_kd = _plan(data_root, tmp_path, teachers=[{**TEACHER, "name": "k5"}], methods=["ft_cot_kd"],
+                     diverse={"D": [1]})
+    assert set(both.stages) == set(alone_plain.stages) | set(alone_kd.stages)
+    samples = {s.runtime["teacher"]: s.samples for s in both.of_kind("teach") if s.inputs["temperature"] > 0}
+    assert samples == {"plain": 2, "k5": 1}
+    # The teacher's settings reach its teach stages; its methods and D (which cells read them) do not.
+    from ftcot.experiment.runner import teach_config
+
+    experiment = Experiment(parse_config({**BASE, "teachers": [plain, twin], "diverse": {"D": [1, 2]}}), tmp_path,
+                            data_root)
+    for stage in experiment.plan.of_kind("teach"):
+        config = teach_config(experiment, stage)
+        assert config.top_logprobs == (5 if stage.runtime["teacher"] == "k5" else 0)
+
+
+def test_a_method_no_teacher_lists_is_skipped_and_said(data_root, tmp_path):
+    plan = _plan(data_root, tmp_path, teachers=[{**TEACHER, "methods": ["ft_cot_kd"]}])
+    assert _cells(plan) == [("ft_cot_kd", "yes", 0)]
+    assert any("ft_cot" in line and "none of this task's teachers lists it" in line for line in plan.skipped)
+
+
+@pytest.mark.parametrize("teacher, changes, message", [
+    ({"methods": ["ft"]}, {"methods": ["ft", "ft_cot_kd"]}, r"teacher 'yes' lists method 'ft', which trains on no "
+                                                           r"teacher's data"),
+    ({"methods": ["ft_dss"]}, {}, r"teacher 'yes' lists method 'ft_dss', which methods does not"),
+    ({"methods": []}, {}, r"methods"),
+    ({"D": [2]}, {}, r"teacher 'yes' sets D, .* add diverse: \{D: \[2\]\}"),
+    ({"D": [0]}, {"diverse": {"D": [1]}}, r"D"),
+    ({"D": [2, 2]}, {"diverse": {"D": [1]}}, r"listed twice"),
+    ({"methods": ["ft_cot"], "top_logprobs": 0}, {}, None),  # KD is not this teacher's: no top-K needed
+])
+def test_a_teachers_methods_and_D_are_checked(teacher, changes, message):
+    config = {**BASE, "teachers": [{**TEACHER, **teacher}], **changes}
+    if message is None:
+        if "ft_cot_kd" in config["methods"]:  # another teacher must then train ft_cot_kd
+            config["teachers"] = [*config["teachers"], {**TEACHER, "name": "k5", "methods": ["ft_cot_kd"]}]
+        parse_config(config)
+        return
+    with pytest.raises(FtcotError, match=message) as error:
+        parse_config(config, "x.yaml")
+    assert "\n" not in str(error.value)

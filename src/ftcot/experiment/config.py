@@ -128,10 +128,21 @@ def _public_urls(base_url: str | list[str] | None) -> str | list[str] | None:
     return sorted(public_url(url) for url in base_url)  # the servers, not their order, make the teacher
 
 
+DValues = Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], AfterValidator(_unique)]
+TEACHER_METHODS = ("ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd")  # the methods that train on a teacher's data
+
+
 class _Teacher(TeacherChecks):
-    """What an experiment adds to a teacher's teach settings: a label, and its stage identity."""
+    """What an experiment adds to a teacher's teach settings: a label, which cells its rationales train, and its
+    stage identity."""
 
     name: Optional[str] = Field(None, description="Label in tables (default: the spec)")
+    # Neither is in the teach stage's identity: they choose which cells read the teacher's stages.
+    methods: Optional[Methods] = Field(None, min_length=1, description="The methods this teacher's rationales "
+                                       "train, among the experiment's (default: all), e.g. ft_cot_kd only for a "
+                                       "teacher that stores its top-K")
+    D: Optional[DValues] = Field(None, min_length=1, description="This teacher's D values (default: diverse's, "
+                                 "per task); needs diverse:")
 
     @model_validator(mode="after")
     def _rationale_method(self) -> Any:
@@ -203,9 +214,6 @@ class StudentConfig(_Strict):
     @property
     def label(self) -> str:
         return self.name or self.spec
-
-
-DValues = Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], AfterValidator(_unique)]
 
 
 class DiverseConfig(_Strict):
@@ -351,17 +359,28 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        needs_teacher = any(m in ("ft_cot", "ft_cot_natural", "ft_dss", KD_METHOD) for m in self.methods) \
+        needs_teacher = any(m in TEACHER_METHODS for m in self.methods) \
             or self.diverse is not None
         if (needs_teacher or self.teacher_row) and not self.teachers:
             raise ValueError("needs at least one teacher (teachers: [replay:text-davinci-002] works offline) for "
                              "ft_cot, ft_dss, ft_cot_kd, diverse or the teacher row")
+        for teacher in self.teachers:
+            wrong = [m for m in teacher.methods or [] if m not in self.methods or m not in TEACHER_METHODS]
+            if wrong:
+                raise ValueError(f"teacher '{teacher.label}' lists method '{wrong[0]}', which "
+                                 + ("trains on no teacher's data" if wrong[0] not in TEACHER_METHODS
+                                    else "methods does not") + f": a teacher's methods are among the "
+                                 f"experiment's {', '.join(m for m in self.methods if m in TEACHER_METHODS)}")
+            if teacher.D is not None and self.diverse is None:
+                raise ValueError(f"teacher '{teacher.label}' sets D, the rationales sampled a question for diverse "
+                                 f"reasoning: add diverse: {{D: {teacher.D}}} (or drop the teacher's D)")
         if KD_METHOD in self.methods:
-            blind = next((t.label for t in self.teachers if not t.top_logprobs), None)
+            blind = next((t.label for t in self.teachers if not t.top_logprobs
+                          and (t.methods is None or KD_METHOD in t.methods)), None)
             if blind is not None:
                 raise ValueError(f"ft_cot_kd distils the teacher's top-K log-probabilities, and teacher '{blind}' "
                                  f"stores none: give it top_logprobs: 5 (a local hf:, vLLM, llama.cpp or OpenAI "
-                                 f"teacher; a replay: teacher has none)")
+                                 f"teacher; a replay: teacher has none), or methods without ft_cot_kd")
             api = next((s.label for s in self.students if s.spec.startswith("openai:")
                         and (s.methods is None or KD_METHOD in s.methods)), None)
             if api is not None:

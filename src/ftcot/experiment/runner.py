@@ -223,7 +223,7 @@ def teach_config(run: Experiment, stage: Stage) -> Any:
     teacher = next(t for t in run.config.teachers if t.label == stage.runtime["teacher"])
     task = stage.inputs["task"]
     adaptive = teacher.adaptive and stage.inputs["temperature"] > 0
-    values = teacher.model_dump(exclude={"name"})
+    values = teacher.model_dump(exclude={"name", "methods", "D"})
     values.update(task=task.get("key") or task["file"], answer_type=task.get("answer_type"),
                   split=stage.inputs["split"], samples=1 if adaptive else stage.samples,
                   temperature=stage.inputs["temperature"], questions=stage.questions,

@@ -290,20 +290,28 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
             # (teacher label, teach stage) and D for each source of training data of this method.
             sources: list[tuple[tuple[str, Stage] | None, int | None]] = [(None, None)]
             if method != "ft":
+                # The task's teachers whose rationales train this method (a teacher's methods:, default all).
+                tutors = [t for t in teachers if t.methods is None or method in t.methods]
+                if not tutors:
+                    plan.skip(name, method, "none of this task's teachers lists it in its methods")
+                    continue
                 # An adaptive teacher's rationales: sampled at the diverse temperature until K correct or M.
                 sampled = config.diverse.temperature if config.diverse else PAPER_TEMPERATURE
                 sources = [((t.label, teach(t, sampled, t.max_samples, False) if t.adaptive else greedy[t.label]),
-                            None) for t in teachers]
-                diverse = config.diverse.of(name) if config.diverse is not None and method in DIVERSE_METHODS else []
-                if diverse:
-                    # An adaptive teacher's sampled stage is its adaptive one (the same key): its first D
-                    # rationales would be adaptive data, not a fixed D's.
-                    for t in teachers:
+                            None) for t in tutors]
+                if config.diverse is not None and method in DIVERSE_METHODS:
+                    for t in tutors:
+                        diverse = t.D if t.D is not None else config.diverse.of(name)
+                        if not diverse:
+                            continue
                         if t.adaptive:
+                            # An adaptive teacher's sampled stage is its adaptive one (the same key): its first D
+                            # rationales would be adaptive data, not a fixed D's.
                             plan.skip(name, method, f"diverse D: {t.label} samples adaptively (until_correct), so "
                                                     f"it has no fixed-D data; its cell is the adaptive one")
-                    sources += [((t.label, teach(t, config.diverse.temperature, max(diverse), False)), D)
-                                for t in teachers if not t.adaptive for D in diverse]
+                            continue
+                        sampled_stage = teach(t, config.diverse.temperature, max(diverse), False)
+                        sources += [((t.label, sampled_stage), D) for D in diverse]
             labels = config.curate.labels() if method != "ft" else ["gold"]
             for (source, D), label in ((s, label) for s in sources for label in labels):
                 if label != "gold" and (D if D is not None else source[1].samples) < config.curate.min_votes:
