@@ -8,10 +8,11 @@ prints Markdown:
    with its 95% interval (t over seeds where there are several, else the paired test's normal one) and
    McNemar's exact test pooled over the seeds' test questions (each seed's student answers the same 150);
 3. whether that gain is larger at 32 questions than at 128;
-4. with --kd DIR: each Fine-tune-CoT + KD cell against the Fine-tune-CoT cell trained on the same rationales
-   (same task, student, D, seed and size; the training rows are checked to be the same text), paired.
+4. each Fine-tune-CoT + KD cell (the `-k5` teachers' ft_cot_kd) against the Fine-tune-CoT cell trained on the
+   same rationales (same task, student, D, seed and size; the training rows are checked to be the same text),
+   paired.
 
-Usage: python results/diverse_offline/analyse.py [--kd results/diverse_offline_kd]
+Usage: python results/diverse_offline/analyse.py [--archive results/diverse_offline]
 """
 
 from __future__ import annotations
@@ -142,13 +143,13 @@ def same_rationales(a: dict, b: dict) -> str:
     return "same summary" if summary(a) == summary(b) else "NO"
 
 
-def kd_table(found: list[dict], kd: list[dict]) -> list[str]:
+def kd_table(found: list[dict]) -> list[str]:
     text_only = {(c["task"], c["student"], c["D"], c["seed"], c["train_size"]): c for c in found
                  if c["method"] == "ft_cot"}
     lines = ["| task | questions | D | seed | Fine-tune-CoT + KD | Fine-tune-CoT | difference | same rationales | "
              "right only with KD / only without | McNemar p |", "|---" * 10 + "|"]
     pooled: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-    for c in sorted(kd, key=lambda c: order((c["task"], c["train_size"], c["D"], c["seed"]))):
+    for c in sorted(found, key=lambda c: order((c["task"], c["train_size"], c["D"], c["seed"]))):
         twin = text_only.get((c["task"], c["student"], c["D"], c["seed"], c["train_size"]))
         if c["method"] != "ft_cot_kd" or twin is None:
             continue
@@ -169,7 +170,6 @@ def kd_table(found: list[dict], kd: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=HERE)
-    parser.add_argument("--kd", type=Path, help="the logit-distillation archive (results/diverse_offline_kd)")
     args = parser.parse_args()
     found = cells(args.archive)
     print("Test accuracy (%) by rationales per question (greedy: the teacher's one greedy rationale); several "
@@ -178,10 +178,8 @@ def main() -> None:
     print("\nAt equal questions, Fine-tune-CoT on D = 8 sampled rationales against D = 1 and against the greedy "
           "rationale:\n")
     print("\n".join(comparison_table(found, "ft_cot", [(8, 1), (8, None), (4, 1)])))
-    if args.kd is not None:
-        kd = cells(args.kd)
-        print("\nFine-tune-CoT + KD (λ = 1, the teacher's top-5) against Fine-tune-CoT on the same rationales:\n")
-        print("\n".join(kd_table(found, kd)))
+    print("\nFine-tune-CoT + KD (λ = 1, the teacher's top-5) against Fine-tune-CoT on the same rationales:\n")
+    print("\n".join(kd_table(found)))
 
 
 if __name__ == "__main__":
