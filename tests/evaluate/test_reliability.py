@@ -117,3 +117,23 @@ def test_a_binary_train_json_is_one_line(data_root, tmp_path):
     result = run_evaluate("--model", tmp_path / "ckpt", "--task", "coin_flip", "--out", tmp_path / "eval",
                           "--data-dir", data_root)
     assert_one_line_error(result, "train.json: truncated or unreadable", "rerun 'ftcot train'")
+
+
+def test_a_moved_model_with_the_same_weights_resumes_its_evaluation(coin_flip, tmp_path):
+    """The weights are the model: a partial evaluation of a model whose directory moved (an experiment's stages
+    copied into another --out) resumes with the new path, generating only what is missing; a model at the new
+    path with other weights is still refused."""
+    import shutil
+
+    model, out = tmp_path / "model", tmp_path / "eval"
+    _save_tiny(model, seed=1)
+    evaluate(coin_flip, str(model), out, limit=2, **SETTINGS)
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(model, moved)
+    again = evaluate(coin_flip, str(moved), out, limit=4, **SETTINGS)
+    assert again.metrics["n"] == 4 and again.metrics["generated_this_run"] == 2
+    assert json.loads((out / "settings.json").read_text())["model"] == str(moved)
+    other = tmp_path / "other"
+    _save_tiny(other, seed=2)
+    with pytest.raises(FtcotError, match="holds an evaluation of other weights"):
+        evaluate(coin_flip, str(other), out, limit=4, **SETTINGS)

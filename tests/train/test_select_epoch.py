@@ -49,3 +49,21 @@ def test_last_exports_the_final_epoch_of_the_same_training(coin_flip_16, tmp_pat
 def test_an_unknown_rule_is_refused_by_name(value):
     with pytest.raises(FtcotError, match=r"--select-epoch must be one of best, last"):
         TrainConfig(select_epoch=value)
+
+
+@pytest.mark.slow
+def test_a_run_recorded_before_the_option_resumes_and_one_with_last_does_not_as_best(coin_flip_16, tmp_path):
+    """A train.json written before select_epoch existed has no such key: that run picked the best epoch, so it
+    resumes under the default (it was refused: 'select_epoch=None, not best'); a run recorded with last is
+    another run than best."""
+    import ftcot
+
+    settings = {**SETTINGS, "lr": 1e-3, "epochs": 1}
+    ftcot.train(coin_flip_16, tmp_path / "old", **settings)
+    record = json.loads((tmp_path / "old" / "train.json").read_text())
+    del record["config"]["select_epoch"]
+    (tmp_path / "old" / "train.json").write_text(json.dumps(record))
+    assert len(ftcot.train(coin_flip_16, tmp_path / "old", **{**settings, "epochs": 2}).epochs) == 2
+    ftcot.train(coin_flip_16, tmp_path / "last", select_epoch="last", **settings)
+    with pytest.raises(FtcotError, match=r"holds a run with select_epoch='last', not 'best'"):
+        ftcot.train(coin_flip_16, tmp_path / "last", **{**settings, "epochs": 2})

@@ -85,7 +85,7 @@ class EvalStore:
             raise FtcotError(f"--out {self.dir} is a file; give a directory for the evaluation.")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        if not self.check(settings):
+        if not self.check(settings) or _read_settings(self.dir / SETTINGS_FILE).model != settings.model:
             _write_atomic(self.dir / SETTINGS_FILE, json.dumps(settings.to_json(), indent=2) + "\n")
 
     def check(self, settings: EvalSettings) -> bool:
@@ -99,6 +99,10 @@ class EvalStore:
             previous = _read_settings(path)
             if previous.weights is None:  # recorded before weights were: nothing to compare them with
                 previous = replace(previous, weights=settings.weights)
+            if previous.weights is not None and previous.weights == settings.weights:
+                # The same weights at another path: the directory moved (an experiment's stages copied into
+                # another --out, a CKPT_DIR renamed). The weights are the model; the path was where they were.
+                previous = replace(previous, model=settings.model)
             if previous.weights != settings.weights:
                 raise FtcotError(f"{self.dir} holds an evaluation of other weights than {settings.model} holds now "
                                  f"(trained further, or replaced); use another --out, or delete {self.dir}.")

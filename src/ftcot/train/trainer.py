@@ -115,10 +115,12 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
         return None
     record = read_json_object(path, "restore it, or train into a new --out")
     before = record.get("config", {})
+    defaults = TrainConfig().to_dict()
     for name, value in config.to_dict().items():
-        if name in TrainConfig.RESUMABLE_CHANGES or before.get(name) == value:
+        # A setting the record lacks was added since it was written: that run had its default.
+        if name in TrainConfig.RESUMABLE_CHANGES or before.get(name, defaults[name]) == value:
             continue
-        raise FtcotError(f"{out} holds a run with {name}={before.get(name)!r}, not {value!r}; resume with the same "
+        raise FtcotError(f"{out} holds a run with {name}={before.get(name, defaults[name])!r}, not {value!r}; resume with the same "
                          f"settings or choose a new --out.")
     return record
 
