@@ -124,3 +124,35 @@ def test_a_read_only_out_or_archive_is_one_line_before_any_stage(data_root, tmp_
     result = run_ftcot("run", config, "--out", out, "--archive", archive_to, "--data-dir", data_root)
     assert_one_line_error(result, f"{where} {read_only_dir}", "not writable")
     assert not (tmp_path / "out" / "stages").exists()  # nothing ran
+
+
+def test_an_unfinished_evaluation_of_a_training_redone_with_other_weights_starts_over(finished, tmp_path,
+                                                                                       data_root):
+    """Resumed from an archive, a training whose evaluation had not finished trains again; on a machine where
+    training is not bit-for-bit repeatable its weights differ from those that began the evaluation, whose
+    partial predictions then belong to no model there is. The stage was refused ('other weights … delete'):
+    now they are set aside under superseded/ and the cell is evaluated anew. The differing weights are written
+    into the archived settings.json here: a tiny CPU training repeats exactly, so it cannot make them."""
+    path, out = finished
+    kept = tmp_path / "archive"
+    archive(out, kept)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(kept / "stages", fresh / "stages")
+    evaluation = next(p.parent for p in fresh.glob("stages/evaluate/*/settings.json")
+                      if "train" in json.loads((p.parent / "stage.json").read_text())["inputs"]["model"])
+    for name in ("done.json", "metrics.json"):
+        (evaluation / name).unlink()
+    lines = (evaluation / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (evaluation / "predictions.jsonl").write_text("".join(lines[:1]))
+    settings = json.loads((evaluation / "settings.json").read_text())
+    old = {**settings, "weights": "0" * 16}
+    (evaluation / "settings.json").write_text(json.dumps(old))
+
+    statuses = _rerun(path, fresh, data_root)
+    assert "failed" not in {s for kind in statuses.values() for s in kind}, statuses
+    assert "ran" in statuses["evaluate"] and "ran" in statuses["train"]
+    aside = evaluation / "superseded" / ("0" * 16)
+    assert json.loads((aside / "settings.json").read_text()) == old
+    assert (aside / "predictions.jsonl").read_text() == lines[0]
+    assert len((evaluation / "predictions.jsonl").read_text().splitlines()) == len(lines)
+    assert json.loads((evaluation / "settings.json").read_text())["weights"] != "0" * 16

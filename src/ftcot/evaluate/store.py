@@ -117,6 +117,27 @@ class EvalStore:
                              f"or delete {self.dir}.")
         return False
 
+    def set_aside_other_weights(self, weights: str | None) -> Path | None:
+        """Move an evaluation made with other weights than ``weights`` into ``superseded/<its weights>/``; the
+        folder it went to, or None when there was none to move.
+
+        For an experiment's evaluate stage only, whose model is its cell's training: a training redone (its
+        checkpoint gone, resumed from an archive) may hold other weights than the one that began this
+        evaluation, and its predictions then belong to no model there is. ``ftcot evaluate`` refuses instead:
+        its EVAL_DIR is the user's to reuse or delete."""
+        path = self.dir / SETTINGS_FILE
+        if weights is None or not path.is_file():
+            return None
+        previous = _read_settings(path)
+        if previous.weights is None or previous.weights == weights:
+            return None
+        target = self.dir / "superseded" / previous.weights
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (SETTINGS_FILE, PREDICTIONS_FILE, METRICS_FILE):
+            if (self.dir / name).exists():
+                os.replace(self.dir / name, target / name)
+        return target
+
     def _holds_predictions(self) -> bool:
         return self.predictions_path.is_file() and self.predictions_path.stat().st_size > 0
 

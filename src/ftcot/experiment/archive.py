@@ -13,7 +13,9 @@ Ctrl-C or SIGTERM). Copying ``DEST/stages`` into an experiment directory lets ``
 archived cell: a finished evaluation is done, and so is the training it read. The curate and teach stages
 carry no ``done.json`` and are redone: seconds for a replay teacher; a paid teacher's ``teach.sqlite`` is
 never archived (it is the data you paid for: keep it beside the archive). An archived training whose
-evaluation is not done has no checkpoint to evaluate, so it trains again.
+evaluation is not done has no checkpoint to evaluate, so it trains again; the evaluation resumes where the
+new weights are the same, and starts over where they are not (the old predictions kept in
+``superseded/<weights>/``).
 """
 
 from __future__ import annotations

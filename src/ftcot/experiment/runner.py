@@ -390,6 +390,8 @@ def _evaluate(run: Experiment, stage: Stage, directory: Path) -> str:
     """An evaluate stage: :func:`ftcot.evaluate.run.run_evaluate`, as ``ftcot evaluate`` runs it."""
     from ftcot.evaluate.config import EvaluateConfig
     from ftcot.evaluate.run import run_evaluate
+    from ftcot.evaluate.source import weights_fingerprint
+    from ftcot.evaluate.store import SETTINGS_FILE, EvalStore
 
     inputs, task = stage.inputs, run.task(stage.inputs["task"])
     student = next(s for s in run.config.students if s.label == stage.runtime["student"])
@@ -400,6 +402,11 @@ def _evaluate(run: Experiment, stage: Stage, directory: Path) -> str:
     config = EvaluateConfig(**settings, model=model, task=task.key, batch_size=stage.runtime["batch_size"],
                             device=stage.runtime["device"], base_url=student.base_url if api else None,
                             api_key_env=student.api_key_env if api else None)
+    if "train" in source and (directory / SETTINGS_FILE).is_file():
+        moved = EvalStore(directory).set_aside_other_weights(weights_fingerprint(model))
+        if moved is not None:
+            run.console.print(f"{directory}: its predictions were made by an earlier training of this cell (other "
+                              f"weights); kept in {moved}, evaluating the new one", markup=False, highlight=False)
     metrics = run_evaluate(config, directory, progress=True, console=run.console, task=task).metrics
     return f"accuracy {100 * metrics['accuracy']:.2f}% ({metrics['correct']}/{metrics['n']})"
 
