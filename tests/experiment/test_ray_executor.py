@@ -51,6 +51,10 @@ def test_a_grid_runs_on_ray_and_resumes_from_serial_and_back(data_root, tmp_path
     assert f"{len(planned) - len(serial)} stages ran" in result.stdout
     assert f"{len(serial)} were done earlier" in result.stdout
     assert "ray: " in result.stderr and "✓ train tiny-gpt2 seed 0 on coin_flip ft_cot" in result.stderr
+    # Cell by cell, as serially: the first cell's evaluation is sent as soon as its training ends, not after
+    # every training sent before it (4 trainings here, 2 at a time: it ran after the fourth).
+    done = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("✓ ")]
+    assert done.index("evaluate") < len(done) - 1 - done[::-1].index("train"), done
     # What each stage printed is in its log, not interleaved on the terminal.
     ran = planned - serial
     assert {f"{p.stem.replace('-', '/', 1)}" for p in (out / "logs").glob("*.log")} == ran

@@ -5,7 +5,8 @@ function, :meth:`Experiment.run_stage`, so a stage's directory, key and files ar
 a run started serially resumes on Ray and back.
 
 - ``serial`` (the default): plan order in this process. A failed stage blocks the stages that read it.
-- ``ray``: every stage whose inputs exist is a Ray task, with the CPUs and GPUs its kind asks for
+- ``ray``: every stage whose inputs exist is a Ray task, sent in plan order as the cluster has room for it
+  (so cells finish one by one, as with ``serial``), with the CPUs and GPUs its kind asks for
   (``executor.cpus`` / ``executor.gpus``; a train stage with a ``launcher`` runs its ``accelerate launch``
   inside its one task). Finished stages are skipped on the driver, before anything is sent. A stage that
   fails is tried again ``retries`` times (a worker that died, a node lost, or a one-line error), then
@@ -66,7 +67,8 @@ def run_serial(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
 
 def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRan,
                settings: ExecutorConfig) -> list[StageOutcome]:
-    """The stages as Ray tasks, each as soon as the stages it reads have finished."""
+    """The stages as Ray tasks, each once the stages it reads have finished and the cluster has room for it, in
+    plan order (:func:`admit`)."""
     ray = connect_ray(settings)
     number = {stage.key: n for n, stage in enumerate(stages, 1)}
     outcomes: dict[str, StageOutcome] = {}
@@ -90,8 +92,12 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
         running[task.remote(type(run), run.config, str(run.out), str(run.data_root), stage, number[stage.key],
                             len(stages))] = stage
 
+    def needs(stage: Stage) -> tuple[float, float]:
+        return settings.cpus_of(stage.kind), settings.gpus_of(stage.kind)
+
     try:
         while waiting or running:
+            ready = []
             for stage in list(waiting):
                 inputs = [outcomes.get(key) for key in stage.deps]
                 bad = next((o for o in inputs if o is not None and o.status in ("failed", "blocked")), None)
@@ -100,8 +106,12 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
                                                        f"needs {bad.stage.kind} {bad.stage.label}")
                     waiting.remove(stage)
                 elif all(o is not None for o in inputs):
-                    submit(stage)
-                    waiting.remove(stage)
+                    ready.append(stage)
+            cluster = ray.cluster_resources()  # read each time: an autoscaling cluster grows
+            for stage in admit(ready, list(running.values()), (cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)),
+                               needs):
+                submit(stage)
+                waiting.remove(stage)
             if not running:
                 continue  # only blocked stages were left to settle
             run.console.print(f"[dim]ray: {len(outcomes)} of {len(stages)} stages settled, {len(running)} "
@@ -128,6 +138,25 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
             ray.cancel(ref, force=True)
         raise
     return [outcomes[stage.key] for stage in stages]
+
+
+def admit(ready: Sequence[Stage], running: Sequence[Stage], cluster: tuple[float, float],
+          needs: Callable[[Stage], tuple[float, float]]) -> list[Stage]:
+    """The ready stages to send now, in plan order: as many as the cluster's CPUs and GPUs hold beside the running
+    ones. Ray runs what it must queue in the order it was sent, so sending every ready stage at once would run
+    all the trainings before the first evaluation that became ready after them (a run stopped midway would
+    leave trainings, not results); sending only what fits keeps the plan's order, cell by cell. A stage that
+    fits no free slot waits for one to free, unless nothing runs: then the first is sent anyway (a cluster
+    that autoscales starts the node it needs only when asked for it)."""
+    cpus = cluster[0] - sum(needs(stage)[0] for stage in running)
+    gpus = cluster[1] - sum(needs(stage)[1] for stage in running)
+    admitted: list[Stage] = []
+    for stage in ready:
+        cpu, gpu = needs(stage)
+        if (cpu <= cpus + 1e-9 and gpu <= gpus + 1e-9) or not (running or admitted):
+            admitted.append(stage)
+            cpus, gpus = max(cpus - cpu, 0.0), max(gpus - gpu, 0.0)  # a stage sent anyway takes what there is
+    return admitted
 
 
 def connect_ray(settings: ExecutorConfig) -> Any:
