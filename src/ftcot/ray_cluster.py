@@ -6,6 +6,8 @@ Ray is optional (``pip install 'ftcot[ray]'``); everything here imports it only 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import socket
 from typing import Any
 
@@ -24,6 +26,7 @@ def connect_ray(address: str | None, *, local_cpus: int | None = None, setting: 
         raise FtcotError("Ray is not installed: pip install 'ftcot[ray]' (or pip install ray).") from None
     if not ray.is_initialized():
         check_reachable(address, setting)
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             # Ray's own start-up lines (INFO, its token-authentication notice) would bury ftcot's output.
             quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
@@ -36,6 +39,11 @@ def connect_ray(address: str | None, *, local_cpus: int | None = None, setting: 
             where = address or "a local cluster"
             raise FtcotError(f"ray: could not connect to {where} ({str(exc).splitlines()[0]}); start it with "
                              f"'ray start --head' or fix {setting}.") from None
+        finally:
+            # ray.init puts its own SIGTERM handler in (it aborts the process): `kill PID` must stop a run as
+            # Ctrl-C does, with its results written and its archive copied, so the handler before it goes back.
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
     return ray
 
 

@@ -145,9 +145,11 @@ def test_plan_shows_what_is_done_and_the_teacher_cost(finished, data_root, tmp_p
     assert not (tmp_path / "fresh").exists()  # a plan runs and writes nothing
 
 
-def signal_run_once(args: list[str], folder: Path, pattern: str, signum: int) -> subprocess.CompletedProcess:
+def signal_run_once(args: list[str], folder: Path, pattern: str, signum: int,
+                    group: bool = True) -> subprocess.CompletedProcess:
     """Start ``ftcot run ARGS`` (its own process group), send ``signum`` as soon as ``folder`` holds a file
-    matching ``pattern``, and return how the run ended (stderr captured in a file: a pipe nobody reads
+    matching ``pattern`` (to the group, as a terminal's Ctrl-C does, or to the run's process only, as
+    ``kill PID`` does), and return how the run ended (stderr captured in a file: a pipe nobody reads
     while the run works could fill and stall it)."""
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "ftcot", "run", *map(str, args)],
@@ -158,7 +160,7 @@ def signal_run_once(args: list[str], folder: Path, pattern: str, signum: int) ->
                 assert process.poll() is None, f"the run ended before {pattern} appeared"
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            os.killpg(process.pid, signum)
+            (os.killpg if group else os.kill)(process.pid, signum)
             process.wait(timeout=300)
         finally:
             process.kill()

@@ -116,9 +116,9 @@ def run_on_ray(run: Experiment, stages: Sequence[Stage], on_stage_ran: OnStageRa
                 continue  # only blocked stages were left to settle
             run.console.print(f"[dim]ray: {len(outcomes)} of {len(stages)} stages settled, {len(running)} "
                               f"submitted, {len(waiting)} waiting for their inputs[/]")
-            [ready], _ = ray.wait(list(running), num_returns=1)
-            stage = running.pop(ready)
-            outcome = _result(ray, ready, stage)
+            [finished], _ = ray.wait(list(running), num_returns=1)
+            stage = running.pop(finished)
+            outcome = _result(ray, finished, stage)
             if outcome.status == "failed" and tries[stage.key] <= settings.retries:
                 run.console.print(f"{stage.kind} {escape(stage.label)}: trying again "
                                   f"({tries[stage.key]} of {settings.retries + 1} tries failed)")
