@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import socket
+import threading
 from typing import Any
 
 from ftcot.errors import FtcotError

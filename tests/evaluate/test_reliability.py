@@ -137,3 +137,8 @@ def test_a_moved_model_with_the_same_weights_resumes_its_evaluation(coin_flip, t
     _save_tiny(other, seed=2)
     with pytest.raises(FtcotError, match="holds an evaluation of other weights"):
         evaluate(coin_flip, str(other), out, limit=4, **SETTINGS)
+    # An evaluation recorded before weights were has only its path to go by: another path is another model.
+    legacy = {k: v for k, v in json.loads((out / "settings.json").read_text()).items() if k != "weights"}
+    (out / "settings.json").write_text(json.dumps({**legacy, "model": str(model)}))
+    with pytest.raises(FtcotError, match="holds an evaluation with model"):
+        evaluate(coin_flip, str(moved), out, limit=4, **SETTINGS)

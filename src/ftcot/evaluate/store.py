@@ -97,12 +97,12 @@ class EvalStore:
             return False
         if path.is_file():
             previous = _read_settings(path)
-            if previous.weights is None:  # recorded before weights were: nothing to compare them with
-                previous = replace(previous, weights=settings.weights)
             if previous.weights is not None and previous.weights == settings.weights:
                 # The same weights at another path: the directory moved (an experiment's stages copied into
                 # another --out, a CKPT_DIR renamed). The weights are the model; the path was where they were.
                 previous = replace(previous, model=settings.model)
+            if previous.weights is None:  # recorded before weights were: nothing to compare them with
+                previous = replace(previous, weights=settings.weights)
             if previous.weights != settings.weights:
                 raise FtcotError(f"{self.dir} holds an evaluation of other weights than {settings.model} holds now "
                                  f"(trained further, or replaced); use another --out, or delete {self.dir}.")
