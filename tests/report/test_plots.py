@@ -80,9 +80,9 @@ def test_accuracy_vs_d_keeps_training_set_sizes_apart_and_pairs_each_baseline_wi
                           f"gemma, {kd}, 32 questions"}
     assert lines[f"gemma, {ft_cot}, 128 questions"][4.0].mean == pytest.approx(92.8)
     assert {label: cell.mean for label, cell in references["coin_flip"].items()} == {
-        f"gemma, {ft_cot} (no D), 32 questions": 45.0, f"gemma, {ft_cot} (no D), 128 questions": 96.0}
+        f"gemma, {ft_cot} (greedy), 32 questions": 45.0, f"gemma, {ft_cot} (greedy), 128 questions": 96.0}
     line_colours = plots._colour_map(lines)
-    assert colours[f"gemma, {ft_cot} (no D), 128 questions"] == line_colours[f"gemma, {ft_cot}, 128 questions"]
+    assert colours[f"gemma, {ft_cot} (greedy), 128 questions"] == line_colours[f"gemma, {ft_cot}, 128 questions"]
     assert plots.plot_accuracy_vs_d(rows, tmp_path / "d.png") == tmp_path / "d.png"
 
 

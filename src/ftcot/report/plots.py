@@ -219,10 +219,10 @@ def accuracy_vs_d_lines(rows: Sequence[ResultRow]) -> tuple[dict[str, dict[str, 
     series = _trends(_by_task_and_line(diverse))
     colours = _colour_map(line for task in task_order(series) for line in series[task])
     kin_of = {name(r): (r.student, r.train_size) for r in rows}  # a line's student and size
-    line_of = {name(r, " (no D)"): name(r) for r in rows}  # a baseline's own method's line
+    line_of = {name(r, " (greedy)"): name(r) for r in rows}  # a baseline (the greedy teacher, no D): its method's line
     baselines: dict[str, dict[str, Cell]] = defaultdict(dict)
     reference_colours: dict[str, str] = {}
-    for (task, label), cell in sorted(_cells(((r.task, name(r, " (no D)")), r.accuracy)
+    for (task, label), cell in sorted(_cells(((r.task, name(r, " (greedy)")), r.accuracy)
                                              for r in rows if r.D is None and r.method.startswith("ft")).items()):
         lines, line = series.get(task, {}), line_of[label]
         same_student = [other for other in lines if kin_of[other] == kin_of[line]]
