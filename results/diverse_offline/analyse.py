@@ -118,6 +118,30 @@ def comparison_table(found: list[dict], method: str, pairs: list[tuple[int | Non
     return lines
 
 
+def gain_by_size_table(found: list[dict], method: str, first: int | None, second: int | None) -> list[str]:
+    """The gain of D = ``first`` over ``second`` at each training-set size, and the smallest size's gain minus
+    the largest's: is diverse reasoning worth more where questions are scarce (the paper's claim)? The two
+    gains are independent (other questions, other students), so the difference's interval combines theirs."""
+    groups: dict[tuple, dict[int, dict[int | None, list[dict]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for c in found:
+        if c["method"] == method and c["train_size"] is not None:
+            groups[(c["task"], c["student"])][c["train_size"]][c["D"]].append(c)
+    lines = [f"| task | student | gain of {d_name(first)} over {d_name(second)}, by questions | smallest − largest "
+             f"size | 95% interval |", "|---" * 5 + "|"]
+    for (task, student), by_size in sorted(groups.items(), key=lambda kv: order(kv[0])):
+        gains = {size: paired(by_d.get(first, []), by_d.get(second, [])) for size, by_d in sorted(by_size.items())}
+        gains = {size: g for size, g in gains.items() if g is not None}
+        if len(gains) < 2:
+            continue
+        small, large = gains[min(gains)], gains[max(gains)]
+        half = math.hypot((small[2] - small[1]) / 2, (large[2] - large[1]) / 2)
+        shown = ", ".join(f"{size}: {g[0]:+.2f} [{g[1]:+.1f}, {g[2]:+.1f}]" for size, g in gains.items())
+        lines.append(f"| {task} | {student} | {shown} | {small[0] - large[0]:+.2f} | "
+                     f"[{small[0] - large[0] - half:+.1f}, {small[0] - large[0] + half:+.1f}] |")
+    return lines
+
+
 RUNS = Path.home() / ".cache/ftcot-runs"  # where results/diverse_offline/README.md runs the experiments
 
 
@@ -138,7 +162,10 @@ def same_rationales(a: dict, b: dict) -> str:
     def summary(cell: dict) -> dict:
         curate = cell["archive"] / Path(cell["training_rows"]).parent / "curation.json"
         record = json.loads(curate.read_text())
-        return {k: record.get(k) for k in ("kept", "train_examples", "val_questions", "rationales", "dropped")}
+        # How many were dropped, not why: a stage curated by older code names and splits the reasons otherwise.
+        dropped = sum((record.get("dropped") or {}).values())
+        return {**{k: record.get(k) for k in ("kept", "train_examples", "val_questions", "rationales")},
+                "dropped": dropped}
 
     return "same summary" if summary(a) == summary(b) else "NO"
 
@@ -178,6 +205,11 @@ def main() -> None:
     print("\nAt equal questions, Fine-tune-CoT on D = 8 sampled rationales against D = 1 and against the greedy "
           "rationale:\n")
     print("\n".join(comparison_table(found, "ft_cot", [(8, 1), (8, None), (4, 1)])))
+    print("\nIs the gain larger where questions are scarce? D = 8 over D = 1, and over the greedy rationale, by "
+          "training-set size:\n")
+    print("\n".join(gain_by_size_table(found, "ft_cot", 8, 1)))
+    print()
+    print("\n".join(gain_by_size_table(found, "ft_cot", 8, None)))
     print("\nFine-tune-CoT + KD (λ = 1, the teacher's top-5) against Fine-tune-CoT on the same rationales:\n")
     print("\n".join(kd_table(found)))
 
