@@ -35,6 +35,7 @@ PROMPTING_METHODS = ("zs", "zs_cot", "fs_cot")  # evaluated on the student as it
 # ft_dss: distilling step-by-step; ft_cot_kd: Fine-tune-CoT with logit distillation from the teacher's top-K
 FINE_TUNING_METHODS = ("ft", "ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd")
 METHODS = PROMPTING_METHODS + FINE_TUNING_METHODS
+TEACHER_METHODS = tuple(m for m in FINE_TUNING_METHODS if m != "ft")  # those that train on a teacher's rationales
 KD_METHOD = "ft_cot_kd"
 # Methods that train on a teacher's rationales as Fine-tune-CoT writes them, so on D sampled ones a question too.
 DIVERSE_METHODS = ("ft_cot", KD_METHOD)
@@ -129,7 +130,6 @@ def _public_urls(base_url: str | list[str] | None) -> str | list[str] | None:
 
 
 DValues = Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], AfterValidator(_unique)]
-TEACHER_METHODS = ("ft_cot", "ft_cot_natural", "ft_dss", "ft_cot_kd")  # the methods that train on a teacher's data
 
 
 class _Teacher(TeacherChecks):

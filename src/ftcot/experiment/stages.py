@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcot.experiment.config import (DEFAULT_KD_WEIGHT, DIVERSE_METHODS, KD_METHOD, PAPER_TEMPERATURE,
-                                     PROMPTING_METHODS, ExperimentConfig, StudentConfig, TaskConfig, TeacherConfig)
+                                     PROMPTING_METHODS, TEACHER_METHODS, ExperimentConfig, StudentConfig, TaskConfig,
+                                     TeacherConfig)
 from ftcot.curate.dataset import question_subset
 from ftcot.tasks import BUILTIN_TASKS, Task
 from ftcot.templates import get_template
@@ -267,8 +268,7 @@ def _plan_task(config: ExperimentConfig, task: TaskConfig, loaded: Task, plan: E
              size: int | None) -> None:
         plan.cells.append(ResultCell(stage.key, method, student.label, teacher, name, D, seed, size))
 
-    greedy_needed = config.teacher_row or (not no_train and any(m in ("ft_cot", "ft_cot_natural", "ft_dss", KD_METHOD)
-                                                                for m in config.methods))
+    greedy_needed = config.teacher_row or (not no_train and any(m in TEACHER_METHODS for m in config.methods))
     # An adaptive teacher trains on its sampled stage: its greedy one only when the teacher row reads it.
     greedy = {t.label: teach(t, 0.0, 1, config.teacher_row) for t in teachers
               if config.teacher_row or not t.adaptive} if greedy_needed else {}

@@ -117,10 +117,10 @@ def _check_resumable(out: Path, config: TrainConfig) -> dict | None:
     before = record.get("config", {})
     defaults = TrainConfig().to_dict()
     for name, value in config.to_dict().items():
-        # A setting the record lacks was added since it was written: that run had its default.
-        if name in TrainConfig.RESUMABLE_CHANGES or before.get(name, defaults[name]) == value:
+        recorded = before.get(name, defaults[name])  # a setting added since the record was written: its default
+        if name in TrainConfig.RESUMABLE_CHANGES or recorded == value:
             continue
-        raise FtcotError(f"{out} holds a run with {name}={before.get(name, defaults[name])!r}, not {value!r}; resume with the same "
+        raise FtcotError(f"{out} holds a run with {name}={recorded!r}, not {value!r}; resume with the same "
                          f"settings or choose a new --out.")
     return record
 
